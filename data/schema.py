@@ -1,0 +1,164 @@
+"""The behaviour-log contract (shared/design/events-contract.md) in code: one place.
+
+`validate_events` splits a frame into good rows and quarantined rows, each quarantined row
+carrying the first rule it broke; nothing is silently dropped or coerced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+EVENT_COLUMNS = ("event_id", "user_id", "event_time", "event_type", "amount", "days_past_due", "credit_score")
+USER_COLUMNS = ("user_id", "signup_date", "segment")
+SEGMENTS = ("consumer", "merchant")
+SCORE_RANGE = (350, 950)
+
+# event_type -> which of (amount, days_past_due, credit_score) is required ("req"),
+# optional ("opt") or must be null (absent from the mapping).
+EVENT_FIELDS: dict[str, dict[str, str]] = {
+    "bl_open": {"amount": "req"},
+    "bl_drawdown": {"amount": "req"},
+    "bl_repayment": {"amount": "req", "days_past_due": "req"},
+    "bl_fund_misuse": {"amount": "req"},
+    "bl_close": {},
+    "pl_open": {"amount": "req"},
+    "pl_limit_change": {"amount": "req"},
+    "pl_drawdown": {"amount": "req"},
+    "pl_repayment": {"amount": "req", "days_past_due": "req"},
+    "pl_restricted": {},
+    "pl_restored": {},
+    "credit_score": {"credit_score": "req"},
+    "credit_inquiry": {"amount": "opt"},
+}
+EVENT_TYPES = tuple(EVENT_FIELDS)
+VALUE_FIELDS = ("amount", "days_past_due", "credit_score")
+
+# Quarantine rules, in the order they are checked: a row reports the first it breaks.
+RULES = (
+    "missing_required",   # event_id, user_id, event_time, event_type or a per-type field is null
+    "unknown_event_type",
+    "unparseable_time",
+    "must_be_null",       # a field set that the event type says must be null
+    "negative_amount",
+    "score_out_of_range",
+    "unknown_user",
+    "duplicate_event_id",  # the second and later rows with an event_id already seen
+)
+
+
+class InputError(ValueError):
+    """Input that cannot be used at all (unreadable file, missing column): stops the run."""
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Result of validation: rows to use, rows quarantined (with `rule`), and the count read."""
+
+    good: pd.DataFrame
+    quarantined: pd.DataFrame
+
+    @property
+    def n_read(self) -> int:
+        return len(self.good) + len(self.quarantined)
+
+    def summary(self) -> str:
+        by_rule = self.quarantined["rule"].value_counts().to_dict() if len(self.quarantined) else {}
+        detail = "".join(f", {k}={v}" for k, v in sorted(by_rule.items()))
+        return f"rows read {self.n_read:,} = used {len(self.good):,} + quarantined {len(self.quarantined):,}{detail}"
+
+
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    """Raise InputError naming the missing columns: such a file cannot be used at all."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(f"{what}: missing column(s) {', '.join(missing)}")
+
+
+def _parse_times(values: pd.Series) -> pd.Series:
+    """Event times as UTC timestamps; unparseable values become NaT (flagged by the caller)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
+
+
+def _numeric(values: pd.Series, what: str) -> pd.Series:
+    try:
+        return pd.to_numeric(values, errors="raise")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"events: column {what} is not numeric ({exc})") from None
+
+
+def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None) -> Validated:
+    """Check every row against the contract; return good rows typed per contract and bad rows with their rule.
+
+    `users` enables the unknown-user rule. The input frame is not modified.
+    """
+    require_columns(events, EVENT_COLUMNS, "events")
+    n = len(events)
+    rule = np.full(n, -1, dtype=np.int8)
+
+    def flag(mask: np.ndarray, code: int) -> None:
+        rule[(rule < 0) & mask] = code
+
+    etype = events["event_type"].astype("string")
+    times = _parse_times(events["event_time"])
+    fields = {f: _numeric(events[f], f) for f in VALUE_FIELDS}
+    present = {f: fields[f].notna().to_numpy() for f in VALUE_FIELDS}
+    known = etype.isin(EVENT_TYPES).fillna(False).to_numpy(bool)
+
+    missing = (events["event_id"].isna() | events["user_id"].isna() | etype.isna()).to_numpy()
+    missing |= events["event_time"].isna().to_numpy()
+    must_null = np.zeros(n, dtype=bool)
+    for f in VALUE_FIELDS:
+        req = etype.isin([t for t, spec in EVENT_FIELDS.items() if spec.get(f) == "req"]).fillna(False).to_numpy(bool)
+        allowed = etype.isin([t for t, spec in EVENT_FIELDS.items() if f in spec]).fillna(False).to_numpy(bool)
+        missing |= req & ~present[f]
+        must_null |= known & ~allowed & present[f]
+
+    flag(missing, 0)
+    flag(~known, 1)
+    flag(times.isna().to_numpy(), 2)
+    flag(must_null, 3)
+    flag((fields["amount"] < 0).fillna(False).to_numpy(bool), 4)
+    score = fields["credit_score"]
+    flag(((score < SCORE_RANGE[0]) | (score > SCORE_RANGE[1])).fillna(False).to_numpy(bool), 5)
+    if users is not None:
+        flag(~events["user_id"].isin(users["user_id"]).to_numpy(bool), 6)
+    # Duplicates are judged among rows that passed every other rule: a broken row is not "first".
+    ok = rule < 0
+    dup = np.zeros(n, dtype=bool)
+    dup[ok] = events["event_id"][ok].duplicated(keep="first").to_numpy()
+    flag(dup, 7)
+
+    bad = rule >= 0
+    good = events.loc[~bad, list(EVENT_COLUMNS)].copy()
+    good["event_id"] = good["event_id"].astype("string")
+    good["event_type"] = etype[~bad]
+    good["event_time"] = times[~bad]
+    good["amount"] = fields["amount"][~bad].astype("float64")
+    good["days_past_due"] = fields["days_past_due"][~bad].astype("Int32")
+    good["credit_score"] = fields["credit_score"][~bad].astype("Int32")
+    quarantined = events.loc[bad].copy()
+    quarantined["rule"] = pd.Series(np.asarray(RULES)[rule[bad]], index=quarantined.index, dtype="string")
+    return Validated(good, quarantined)
+
+
+def validate_users(users: pd.DataFrame) -> pd.DataFrame:
+    """Users typed per contract; a users table with broken rows cannot be used (InputError)."""
+    require_columns(users, USER_COLUMNS, "users")
+    out = users.loc[:, list(USER_COLUMNS)].copy()
+    if out["user_id"].isna().any() or out["user_id"].duplicated().any():
+        raise InputError("users: user_id must be present and unique")
+    bad_segment = ~out["segment"].isin(SEGMENTS)
+    if bad_segment.any():
+        raise InputError(f"users: segment must be one of {SEGMENTS}, found {out['segment'][bad_segment].iloc[0]!r}")
+    signup = pd.to_datetime(out["signup_date"], errors="coerce")
+    if signup.isna().any():
+        raise InputError("users: signup_date is missing or not a date")
+    out["signup_date"] = signup.astype("datetime64[s]")
+    out["segment"] = out["segment"].astype("string")
+    return out
