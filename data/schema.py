@@ -107,11 +107,11 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None) -> 
     etype = events["event_type"].astype("string")
     times = _parse_times(events["event_time"])
     fields = {f: _numeric(events[f], f) for f in VALUE_FIELDS}
-    present = {f: fields[f].notna().to_numpy() for f in VALUE_FIELDS}
+    present = {f: fields[f].notna().to_numpy(dtype=bool) for f in VALUE_FIELDS}
     known = etype.isin(EVENT_TYPES).fillna(False).to_numpy(bool)
 
-    missing = (events["event_id"].isna() | events["user_id"].isna() | etype.isna()).to_numpy()
-    missing |= events["event_time"].isna().to_numpy()
+    missing = (events["event_id"].isna() | events["user_id"].isna() | etype.isna()
+               | events["event_time"].isna()).to_numpy(dtype=bool, copy=True)
     must_null = np.zeros(n, dtype=bool)
     for f in VALUE_FIELDS:
         req = etype.isin([t for t, spec in EVENT_FIELDS.items() if spec.get(f) == "req"]).fillna(False).to_numpy(bool)
@@ -127,7 +127,7 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None) -> 
     score = fields["credit_score"]
     flag(((score < SCORE_RANGE[0]) | (score > SCORE_RANGE[1])).fillna(False).to_numpy(bool), 5)
     if users is not None:
-        flag(~events["user_id"].isin(users["user_id"]).to_numpy(bool), 6)
+        flag(~events["user_id"].isin(users["user_id"]).to_numpy(dtype=bool), 6)
     # Duplicates are judged among rows that passed every other rule: a broken row is not "first".
     ok = rule < 0
     dup = np.zeros(n, dtype=bool)
@@ -137,6 +137,8 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None) -> 
     bad = rule >= 0
     good = events.loc[~bad, list(EVENT_COLUMNS)].copy()
     good["event_id"] = good["event_id"].astype("string")
+    if pd.api.types.is_numeric_dtype(good["user_id"].dtype):
+        good["user_id"] = good["user_id"].astype("int64")  # nullable after corruption; no nulls remain
     good["event_type"] = etype[~bad]
     good["event_time"] = times[~bad]
     good["amount"] = fields["amount"][~bad].astype("float64")

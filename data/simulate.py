@@ -1,0 +1,197 @@
+"""Simulate the world for one block of users: events, users and the truth (world.md).
+
+`simulate_chunk` is pure given its parameters: the same seed, parameters and chunk index
+give the same tables. Users are simulated in fixed-size chunks, each with its own random
+stream, so memory stays bounded and chunks can run on separate cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data.world import (CAUSES, CODE, EVENT_CODES, Behaviour, Events, Hazards, State, init_state,
+                        open_products, restrict_and_restore, step)
+
+CHUNK_USERS = 100_000  # fixed: part of what a seed means, so never derived from the machine
+
+EVENTS_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("user_id", pa.int64()), ("event_time", pa.timestamp("us", tz="UTC")),
+    ("event_type", pa.string()), ("amount", pa.float64()), ("days_past_due", pa.int32()),
+    ("credit_score", pa.int32()),
+])
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Everything that defines a simulated world; the seed and these give identical files."""
+
+    users: int = 50_000
+    months: int = 24
+    seed: int = 0
+    start: str = "2024-01-01"
+    oracle_users: int = 10_000
+    oracle_futures: int = 8
+    warmup_days: int = 180
+    snapshot_every_days: int = 90
+    horizon_days: int = 90
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    hazards: Hazards = field(default_factory=Hazards)
+
+    @property
+    def start_ts(self) -> pd.Timestamp:
+        return pd.Timestamp(self.start, tz="UTC")
+
+    @property
+    def days(self) -> int:
+        return int((self.start_ts + pd.DateOffset(months=self.months) - self.start_ts).days)
+
+    @property
+    def snapshot_days(self) -> list[int]:
+        """Snapshot days: every `snapshot_every_days` after the warm-up, horizon inside the run."""
+        return list(range(self.warmup_days, self.days - self.horizon_days + 1, self.snapshot_every_days))
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """(chunk index, first user id, number of users) for every chunk."""
+        return [(i, lo + 1, min(CHUNK_USERS, self.users - lo))
+                for i, lo in enumerate(range(0, self.users, CHUNK_USERS))]
+
+
+@dataclass
+class ChunkTables:
+    events: pa.Table
+    users: pa.Table
+    restrictions: pa.Table
+    snapshots: pa.Table
+
+
+def _oracle_prob(s: State, idx: np.ndarray, day: int, p: WorldParams, rng: np.random.Generator) -> np.ndarray:
+    """P(restricted within the horizon | full state now): mean over simulated futures.
+
+    The futures are copies of the sampled users, stacked so all run in one vectorised pass;
+    every copy draws its own random numbers, and the main run's stream is untouched.
+    """
+    if len(idx) == 0:
+        return np.empty(0)
+    futures = s.take(np.tile(idx, p.oracle_futures))
+    total = np.zeros(futures.n)
+    for t in range(day, day + p.horizon_days):
+        total += step(futures, t, rng, None, p.behaviour, p.hazards).sum(axis=1)
+    return (-np.expm1(-total)).reshape(p.oracle_futures, len(idx)).mean(axis=0)
+
+
+def _event_table(ev: Events, s: State, p: WorldParams, rng: np.random.Generator) -> pa.Table:
+    """Turn the accumulated event arrays into the contract's table, sorted by user and time."""
+    idx, day, code, amount, dpd, score = ev.columns()
+    # Time of day: opens first, restriction decisions last, everything else in between.
+    sec = rng.integers(3_600, 79_200, len(idx))
+    opens = (code == CODE["pl_open"]) | (code == CODE["bl_open"])
+    status = (code == CODE["pl_restricted"]) | (code == CODE["pl_restored"])
+    sec[opens] = rng.integers(0, 3_600, int(opens.sum()))
+    sec[status] = rng.integers(79_200, 86_400, int(status.sum()))
+    micros = (p.start_ts.value // 1_000) + (day.astype(np.int64) * 86_400 + sec) * 1_000_000
+    order = np.lexsort((code, micros, idx))
+    idx, code, micros = idx[order], code[order], micros[order]
+    uid = s.user_id[idx]
+    first = np.r_[0, np.flatnonzero(np.diff(idx)) + 1]
+    seq = np.arange(len(idx)) - np.repeat(first, np.diff(np.r_[first, len(idx)]))
+    event_id = pc.binary_join_element_wise(pc.cast(pa.array(uid), pa.string()),
+                                           pc.cast(pa.array(seq), pa.string()), "-")
+    names = pa.array(np.asarray(EVENT_CODES, dtype=object)[code], pa.string())
+    return pa.table({
+        "event_id": event_id,
+        "user_id": pa.array(uid, pa.int64()),
+        "event_time": pa.array(micros, pa.timestamp("us", tz="UTC")),
+        "event_type": names,
+        "amount": pa.array(amount[order], pa.float64(), from_pandas=True),
+        "days_past_due": pa.array(dpd[order], pa.float64(), from_pandas=True).cast(pa.int32()),
+        "credit_score": pa.array(score[order], pa.float64(), from_pandas=True).cast(pa.int32()),
+    }, schema=EVENTS_SCHEMA)
+
+
+def _users_table(s: State, p: WorldParams) -> pa.Table:
+    signup = (p.start_ts.tz_localize(None).to_datetime64().astype("datetime64[D]")
+              + s.signup_day.astype("timedelta64[D]"))
+    return pa.table({
+        "user_id": pa.array(s.user_id, pa.int64()),
+        "signup_date": pa.array(signup, pa.date32()),
+        "segment": pa.array(np.where(s.merchant, "merchant", "consumer").astype(object), pa.string()),
+    })
+
+
+def _component_columns(h: np.ndarray) -> dict[str, np.ndarray]:
+    return {f"hazard_{c}": h[:, i] for i, c in enumerate(CAUSES)}
+
+
+def simulate_chunk(p: WorldParams, chunk: int, first_user: int, n: int,
+                   on_day: Callable[[int], None] | None = None) -> ChunkTables:
+    """Simulate users `first_user .. first_user + n - 1` over the whole run."""
+    streams = np.random.SeedSequence(p.seed, spawn_key=(chunk,)).spawn(3)
+    rng, rng_oracle, rng_time = (np.random.default_rng(x) for x in streams)
+    s = init_state(np.arange(first_user, first_user + n, dtype=np.int64), p.days, rng, p.behaviour)
+    ev = Events()
+    open_products(s, -1, ev, at_or_before=True)  # users who joined before the run starts
+    sample_frac = min(1.0, p.oracle_users / max(p.users, 1))
+    snapshot_days = set(p.snapshot_days)
+    restr: list[tuple[np.ndarray, ...]] = []
+    snaps: list[dict[str, np.ndarray]] = []
+    pending: list[dict] = []
+
+    for day in range(p.days):
+        if day in snapshot_days:
+            # State at as_of = this midnight: the line is active and was opened on an earlier day.
+            idx = np.flatnonzero(s.pl.opened & ~s.restricted & (s.sample_u < sample_frac))
+            pending.append({"day": day, "idx": idx, "path": np.zeros(len(idx)),
+                            "oracle": _oracle_prob(s, idx, day, p, rng_oracle), "comp": s.hazard[idx].copy()})
+        h = step(s, day, rng, ev, p.behaviour, p.hazards)
+        for snap in pending:
+            snap["path"] += h[snap["idx"]].sum(axis=1)
+        fired, cause = restrict_and_restore(s, day, rng, ev, p.hazards)
+        if len(fired):
+            restr.append((fired, np.full(len(fired), day, np.int32), cause, h[fired]))
+        for snap in [x for x in pending if day == x["day"] + p.horizon_days - 1]:
+            pending.remove(snap)
+            snaps.append({"user_id": s.user_id[snap["idx"]],
+                          "as_of": np.full(len(snap["idx"]), snap["day"], np.int32),
+                          "oracle_prob": snap["oracle"], "path_prob": -np.expm1(-snap["path"]),
+                          **_component_columns(snap["comp"])})
+        if on_day is not None:
+            on_day(day)
+
+    events = _event_table(ev, s, p, rng_time)
+    return ChunkTables(events, _users_table(s, p), _restrictions_table(restr, s, events, p),
+                       _snapshots_table(snaps, p))
+
+
+def _restrictions_table(restr: list, s: State, events: pa.Table, p: WorldParams) -> pa.Table:
+    """truth_restrictions: user, the event's time, the drawn cause and every component then."""
+    if restr:
+        idx, day, cause, comp = (np.concatenate(x) for x in zip(*restr))
+    else:
+        idx, day, cause, comp = (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64),
+                                 np.empty((0, len(CAUSES))))
+    truth = pd.DataFrame({"user_id": s.user_id[idx], "day": day, "cause": np.asarray(CAUSES)[cause],
+                          **_component_columns(comp)})
+    # The event_time recorded for the same restriction (at most one per user and day).
+    ev = events.filter(pc.equal(events["event_type"], "pl_restricted")).select(["user_id", "event_time"]).to_pandas()
+    ev["day"] = ((ev["event_time"] - p.start_ts) // pd.Timedelta(days=1)).astype(np.int32)
+    truth = truth.merge(ev, on=["user_id", "day"], how="left", validate="one_to_one")
+    truth = truth.sort_values(["user_id", "event_time"], kind="stable")
+    cols = ["user_id", "event_time", "cause"] + [f"hazard_{c}" for c in CAUSES]
+    return pa.Table.from_pandas(truth[cols], preserve_index=False)
+
+
+def _snapshots_table(snaps: list[dict], p: WorldParams) -> pa.Table:
+    cols = ["user_id", "as_of", "oracle_prob", "path_prob"] + [f"hazard_{c}" for c in CAUSES]
+    if not snaps:
+        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
+    else:
+        frame = pd.DataFrame({c: np.concatenate([x[c] for x in snaps]) for c in cols})
+    frame["user_id"] = frame["user_id"].astype(np.int64)
+    frame["as_of"] = p.start_ts + pd.to_timedelta(frame["as_of"].astype(np.int64), unit="D")
+    frame = frame.sort_values(["as_of", "user_id"], kind="stable")
+    return pa.Table.from_pandas(frame, preserve_index=False)

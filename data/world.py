@@ -1,0 +1,460 @@
+"""The synthetic world's state and its daily step (shared/design/world.md).
+
+Everything is a numpy array over users; one call of `step` advances every user by one
+day. The same step drives the main run and the oracle's simulated futures, so the oracle
+knows exactly the world the data came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+CAUSES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
+          "utilisation", "bl_closure", "latent")
+
+# Event type codes used inside the simulator; names follow the events contract.
+EVENT_CODES = ("bl_open", "bl_drawdown", "bl_repayment", "bl_fund_misuse", "bl_close",
+               "pl_open", "pl_limit_change", "pl_drawdown", "pl_repayment", "pl_restricted",
+               "pl_restored", "credit_score", "credit_inquiry")
+CODE = {name: i for i, name in enumerate(EVENT_CODES)}
+
+# Ring-buffer windows (days) of the observable statistics the hazard reads.
+EARLY_WINDOW, LATE_WINDOW, INQUIRY_WINDOW, MISUSE_WINDOW = 90, 90, 30, 180
+
+
+@dataclass(frozen=True)
+class Hazards:
+    """Daily restriction-hazard scales per cause and the restoration rule."""
+
+    overdue: float = 0.0140       # x (late days in 90d / 30) ** 1.3
+    early_repayment: float = 0.0045  # x max(0, weighted early repayments in 90d - 1.5)
+    fund_misuse: float = 0.0060   # x min(misuse flags in 180d, 2)
+    credit_score: float = 0.0005  # x (sigmoid((580 - score) / 15) + max(0, -90d change - 10) / 40)
+    multi_borrowing: float = 0.0015  # x max(0, inquiries in 30d - 1)
+    utilisation: float = 0.0012   # x clip((utilisation - 0.7) / 0.3, 0, 1) ** 2
+    bl_closure: float = 0.0008    # x [bl closed in the last 60 days]
+    latent: float = 0.00008       # x exp(-health); also stands in for the base hazard
+    restore_cooling_days: int = 60
+    restore_rate: float = 0.012   # daily, x exp(-late repayments since restriction) x score factor
+    red_line_dpd: int = 90
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How latent traits turn into actions; daily probabilities unless stated."""
+
+    health_rho: float = 0.9965
+    health_sd: float = 0.6
+    shock_rate: float = 1 / 900
+    shock_size: float = 1.6
+    pl_draw: float = 0.006
+    bl_draw: float = 0.040
+    inquiry_rate: float = 0.004
+    misuse_logit: float = -3.4
+    miss_logit: float = -4.3
+    cure_logit: float = -1.2
+    early_logit: float = -2.2
+    bl_close: float = 0.0020
+    limit_change: float = 1 / 200
+
+
+@dataclass
+class Window:
+    """A rolling sum over the last `days` days per user: a ring buffer plus its running total."""
+
+    buf: np.ndarray    # (days, n) integer counts, one row per day slot
+    total: np.ndarray  # (n,) sum over the buffer
+
+    @classmethod
+    def empty(cls, days: int, n: int) -> "Window":
+        return cls(np.zeros((days, n), np.int16), np.zeros(n, np.int32))
+
+    def push(self, day: int, values: np.ndarray) -> None:
+        """Replace the slot that falls out of the window with today's values."""
+        slot = day % len(self.buf)
+        self.total += values
+        self.total -= self.buf[slot]
+        self.buf[slot] = values
+
+
+@dataclass
+class Loan:
+    """One product's current loan per user: balance, instalment schedule and overdue state."""
+
+    opened: np.ndarray
+    limit: np.ndarray
+    balance: np.ndarray
+    remaining: np.ndarray   # instalments left
+    instalment: np.ndarray
+    due: np.ndarray         # day of the next instalment, -1 when no loan
+    pay_early: np.ndarray   # day the user plans to pay early, -1 when not planned
+    overdue_since: np.ndarray  # due day missed, -1 when not overdue
+
+    @classmethod
+    def empty(cls, n: int, limit: np.ndarray) -> "Loan":
+        return cls(np.zeros(n, bool), limit, np.zeros(n), np.zeros(n, np.int16), np.zeros(n),
+                   np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.full(n, -1, np.int32))
+
+
+@dataclass
+class State:
+    """Every user's latent traits, products, observable-history windows and line status."""
+
+    user_id: np.ndarray
+    merchant: np.ndarray
+    signup_day: np.ndarray
+    liquidity: np.ndarray
+    discipline: np.ndarray
+    health_mean: np.ndarray
+    health_dev: np.ndarray
+    score_true: np.ndarray
+    score_day: np.ndarray       # day-of-month offset of the monthly score report
+    scores: np.ndarray          # last 4 reported scores, newest last (nan before reports)
+    score_term: np.ndarray      # credit-score hazard term, refreshed at each report
+    p_early_pl: np.ndarray      # chance of paying an instalment early (liquidity-driven)
+    p_early_bl: np.ndarray
+    inquiry_base: np.ndarray    # daily rates before the stress multiplier (liquidity-driven)
+    pl_draw_base: np.ndarray
+    bl_draw_base: np.ndarray
+    bl_close_base: np.ndarray
+    pl: Loan
+    bl: Loan
+    bl_closed_day: np.ndarray
+    misuse_day: np.ndarray
+    misuse_amount: np.ndarray
+    early: Window      # early repayments in half units (bl counts 2, pl 1)
+    late: Window       # days past due (capped at 120) of late repayments
+    inquiries: Window
+    misuse: Window
+    restricted: np.ndarray
+    restricted_day: np.ndarray
+    late_since_restriction: np.ndarray
+    red_line: np.ndarray
+    sample_u: np.ndarray        # uniform draw deciding oracle-sample membership
+    hazard: np.ndarray = field(default=None)  # (n, len(CAUSES)) last computed components
+
+    @property
+    def n(self) -> int:
+        return len(self.user_id)
+
+    @property
+    def health(self) -> np.ndarray:
+        return self.health_mean + self.health_dev
+
+    def take(self, idx: np.ndarray) -> "State":
+        """A deep copy of the rows `idx` (the oracle's futures start from such copies)."""
+        def sub(v):
+            if isinstance(v, Loan):
+                return Loan(**{f.name: getattr(v, f.name)[idx].copy() for f in fields(Loan)})
+            if isinstance(v, Window):
+                return Window(v.buf[:, idx].copy(), v.total[idx].copy())
+            return None if v is None else v[idx].copy()
+        return replace(self, **{f.name: sub(getattr(self, f.name)) for f in fields(State)})
+
+
+def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
+               behaviour: Behaviour = Behaviour()) -> State:
+    """Draw users: segment, signup day, latent traits, limits and a starting score."""
+    n = len(user_id)
+    merchant = rng.random(n) < 0.45
+    before = rng.random(n) < 0.75
+    signup_day = np.where(before, rng.integers(-730, 0, n), rng.integers(0, max(days // 2, 1), n)).astype(np.int32)
+    liquidity = rng.standard_normal(n)
+    discipline = rng.standard_normal(n)
+    health_mean = 0.6 * rng.standard_normal(n) + 0.25 * discipline
+    health_dev = 0.6 * rng.standard_normal(n)
+    health = health_mean + health_dev
+    score_true = np.clip(650 + 45 * health + 20 * discipline + 15 * rng.standard_normal(n), 350, 950)
+    pl_limit = np.clip(np.round(np.exp(np.log(20_000) + 0.35 * health + 0.2 * liquidity
+                                       + 0.5 * rng.standard_normal(n)), -2), 1_000, 300_000)
+    bl_limit = np.clip(np.round(np.exp(np.log(100_000) + 0.6 * rng.standard_normal(n)), -3), 10_000, 2_000_000)
+    return State(
+        user_id=user_id, merchant=merchant, signup_day=signup_day, liquidity=liquidity,
+        discipline=discipline, health_mean=health_mean, health_dev=health_dev, score_true=score_true,
+        score_day=rng.integers(0, 30, n).astype(np.int16), scores=np.full((n, 4), np.nan),
+        score_term=np.zeros(n),
+        p_early_pl=_sigmoid(behaviour.early_logit + 1.3 * liquidity),
+        p_early_bl=_sigmoid(behaviour.early_logit + 0.5 + 1.4 * liquidity),
+        inquiry_base=behaviour.inquiry_rate * np.exp(-0.3 * liquidity),
+        pl_draw_base=behaviour.pl_draw * np.exp(-0.5 * liquidity),
+        bl_draw_base=behaviour.bl_draw * np.exp(-0.3 * liquidity),
+        bl_close_base=behaviour.bl_close * np.exp(0.8 * liquidity),
+        pl=Loan.empty(n, pl_limit), bl=Loan.empty(n, bl_limit),
+        bl_closed_day=np.full(n, -10_000, np.int32), misuse_day=np.full(n, -1, np.int32),
+        misuse_amount=np.zeros(n),
+        early=Window.empty(EARLY_WINDOW, n), late=Window.empty(LATE_WINDOW, n),
+        inquiries=Window.empty(INQUIRY_WINDOW, n), misuse=Window.empty(MISUSE_WINDOW, n),
+        restricted=np.zeros(n, bool), restricted_day=np.full(n, -1, np.int32),
+        late_since_restriction=np.zeros(n, np.int16), red_line=np.zeros(n, bool),
+        sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))),
+    )
+
+
+class Events:
+    """Accumulates events as column arrays, one block per call, without per-event Python."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, idx: np.ndarray, day: int | np.ndarray, code: int, amount=None, dpd=None, score=None) -> None:
+        k = len(idx)
+        if k == 0:
+            return
+        nan = np.full(k, np.nan)
+        self.blocks.append((
+            idx.astype(np.int64), np.broadcast_to(np.asarray(day, np.int32), (k,)).copy(),
+            np.full(k, code, np.int8),
+            nan if amount is None else np.asarray(amount, float),
+            nan if dpd is None else np.asarray(dpd, float),
+            nan if score is None else np.asarray(score, float),
+        ))
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        if not self.blocks:
+            return tuple(np.empty(0, t) for t in (np.int64, np.int32, np.int8, float, float, float))
+        return tuple(np.concatenate(c) for c in zip(*self.blocks))
+
+
+def _rare(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    """Indices hit by an event of small constant probability p, without drawing n uniforms."""
+    return np.unique(rng.integers(0, n, rng.binomial(n, p)))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def open_products(s: State, day: int, ev: Events | None, at_or_before: bool = False) -> None:
+    """Open the personal line (and the business loan for merchants) on the signup day."""
+    new = s.signup_day <= day if at_or_before else s.signup_day == day
+    new &= ~s.pl.opened
+    idx = np.flatnonzero(new)
+    s.pl.opened[idx] = True
+    bl_idx = idx[s.merchant[idx]]
+    s.bl.opened[bl_idx] = True
+    if ev is not None:
+        ev.add(idx, s.signup_day[idx], CODE["pl_open"], amount=s.pl.limit[idx])
+        ev.add(bl_idx, s.signup_day[bl_idx], CODE["bl_open"], amount=s.bl.limit[bl_idx])
+
+
+def _plan(loan: Loan, idx: np.ndarray, day: int, p_early: np.ndarray, rng: np.random.Generator) -> None:
+    """Decide, for loans with a new instalment due, whether the user will pay it early."""
+    early = rng.random(len(idx)) < p_early
+    lead = rng.integers(3, 26, len(idx))
+    plan = np.maximum(loan.due[idx] - lead, day + 1)
+    loan.pay_early[idx] = np.where(early & (plan < loan.due[idx]), plan, -1)
+
+
+def _settle(loan: Loan, idx: np.ndarray, amount: np.ndarray, day: int, p_early: np.ndarray,
+            rng: np.random.Generator) -> None:
+    """Apply a payment: reduce the balance, move the schedule on, plan the next instalment."""
+    loan.balance[idx] = np.maximum(loan.balance[idx] - amount, 0.0)
+    loan.remaining[idx] -= 1
+    done = (loan.remaining[idx] <= 0) | (loan.balance[idx] < 0.005)
+    loan.balance[idx[done]] = 0.0
+    loan.remaining[idx[done]] = 0
+    loan.due[idx[done]] = -1
+    loan.pay_early[idx] = -1
+    loan.overdue_since[idx] = -1
+    go = idx[~done]
+    loan.due[go] = np.maximum(loan.due[go] + 30, day + 15)
+    _plan(loan, go, day, p_early[~done], rng)
+
+
+def _repayments(s: State, loan: Loan, product: str, day: int, p_early: np.ndarray, health: np.ndarray,
+                rng: np.random.Generator, ev: Events | None, b: Behaviour, hz: Hazards,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One day of repayments for one product; returns (user idx, days past due, paid) of payments made."""
+    code = CODE[f"{product}_repayment"]
+    # Early payments planned for today (a quarter of them pay the whole balance off).
+    e = np.flatnonzero((loan.pay_early == day) & (loan.overdue_since < 0) & (loan.balance > 0))
+    payoff = rng.random(len(e)) < 0.25
+    e_amt = np.where(payoff, loan.balance[e], np.minimum(loan.instalment[e], loan.balance[e]))
+    e_dpd = (day - loan.due[e]).astype(float)
+    loan.remaining[e[payoff]] = 1
+    _settle(loan, e, e_amt, day, p_early[e], rng)
+    # Instalments due today: paid on time or missed.
+    d = np.flatnonzero((loan.due == day) & (loan.overdue_since < 0) & (loan.balance > 0))
+    miss = rng.random(len(d)) < _sigmoid(b.miss_logit - 1.3 * health[d] - 0.8 * s.discipline[d])
+    loan.overdue_since[d[miss]] = day
+    o = d[~miss]
+    o_amt = np.minimum(loan.instalment[o], loan.balance[o])
+    _settle(loan, o, o_amt, day, p_early[o], rng)
+    # Overdue instalments: cured each day with a probability that falls with poor health.
+    od = np.flatnonzero((loan.overdue_since >= 0) & (loan.overdue_since < day))
+    cure = rng.random(len(od)) < _sigmoid(b.cure_logit + 1.4 * health[od] + 0.6 * s.discipline[od])
+    c = od[cure]
+    c_dpd = (day - loan.overdue_since[c]).astype(float)
+    c_amt = np.minimum(loan.instalment[c], loan.balance[c])
+    _settle(loan, c, c_amt, day, p_early[c], rng)
+    s.red_line[od[(day - loan.overdue_since[od]) > hz.red_line_dpd]] = True
+
+    idx = np.concatenate([e, o, c])
+    dpd = np.concatenate([e_dpd, np.zeros(len(o)), c_dpd])
+    amt = np.round(np.concatenate([e_amt, o_amt, c_amt]), 2)
+    if ev is not None:
+        ev.add(idx, day, code, amount=amt, dpd=dpd)
+    return idx, dpd, amt
+
+
+def _draw(loan: Loan, idx: np.ndarray, amount: np.ndarray, terms: np.ndarray, day: int,
+          p_early: np.ndarray, rng: np.random.Generator) -> None:
+    """A drawdown merges into the current loan and restarts its instalment schedule."""
+    loan.balance[idx] += amount
+    loan.remaining[idx] = terms
+    loan.instalment[idx] = np.round(loan.balance[idx] / terms, 2)
+    loan.due[idx] = day + 30
+    loan.overdue_since[idx] = -1
+    _plan(loan, idx, day, p_early, rng)
+
+
+def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
+         b: Behaviour = Behaviour(), hz: Hazards = Hazards()) -> np.ndarray:
+    """Advance every user one day; record events into `ev` (None: oracle futures); return hazards.
+
+    Returns the (n, len(CAUSES)) hazard components at the end of the day, zero where the
+    line is not active, and stores them on the state.
+    """
+    n = s.n
+    open_products(s, day, ev)
+    alive = s.pl.opened
+    # Latent health: AR(1) around the user's mean, with rare adverse shocks.
+    s.health_dev *= b.health_rho
+    s.health_dev += b.health_sd * np.sqrt(1 - b.health_rho ** 2) * rng.standard_normal(n)
+    s.health_dev[_rare(rng, n, b.shock_rate)] -= b.shock_size
+    health = s.health
+    # Stress multipliers exp(0.4 k * stress) for k = 1, 2, 3, from a single exp.
+    x1 = np.exp(0.4 * np.maximum(-health, 0.0))
+    x2 = x1 * x1
+
+    # The credit score follows health, discipline, current overdue and recent inquiries; it is
+    # reported monthly, and moves most of the way to that target between reports.
+    rep = np.flatnonzero(alive & ((day - s.score_day) % 30 == 0))
+    overdue_now = (s.pl.overdue_since[rep] >= 0) | (s.bl.overdue_since[rep] >= 0)
+    target = (650 + 45 * health[rep] + 20 * s.discipline[rep] - 60 * overdue_now
+              - 5 * s.inquiries.total[rep])
+    s.score_true[rep] += 0.75 * (target - s.score_true[rep]) + 10.0 * rng.standard_normal(len(rep))
+    reported = np.clip(np.round(s.score_true[rep] + 6 * rng.standard_normal(len(rep))), 350, 950)
+    s.scores[rep] = np.column_stack([s.scores[rep, 1:], reported])
+    change = np.nan_to_num(s.scores[rep, 3] - s.scores[rep, 0])
+    s.score_term[rep] = _sigmoid((580 - reported) / 15.0) + np.maximum(-change - 10.0, 0.0) / 40.0
+    if ev is not None:
+        ev.add(rep, day, CODE["credit_score"], score=reported)
+
+    # Credit inquiries elsewhere: more when stressed, less when cash-rich.
+    k = rng.poisson(s.inquiry_base * (x2 * x1))
+    k[~alive] = 0
+    inq = np.flatnonzero(k)
+    if ev is not None and len(inq):
+        rep_idx = np.repeat(inq, k[inq])
+        ev.add(rep_idx, day, CODE["credit_inquiry"])
+
+    # Early-repayment propensity: cash-rich users pay ahead, merchants more so on bl.
+    p_early_pl, p_early_bl = s.p_early_pl, s.p_early_bl
+
+    pl_idx, pl_dpd, _ = _repayments(s, s.pl, "pl", day, p_early_pl, health, rng, ev, b, hz)
+    bl_idx, bl_dpd, _ = _repayments(s, s.bl, "bl", day, p_early_bl, health, rng, ev, b, hz)
+
+    # Drawdowns: by need (stress), less when cash-rich; pl only while the line is active.
+    avail = s.pl.limit - s.pl.balance
+    can_pl = alive & ~s.restricted & (s.pl.overdue_since < 0) & (avail >= 0.1 * s.pl.limit)
+    dp = np.flatnonzero(can_pl & (rng.random(n) < s.pl_draw_base * x2))
+    amt = np.minimum(avail[dp], np.round(s.pl.limit[dp] * rng.beta(2.0, 5.0, len(dp)) * np.sqrt(x2[dp]), -2))
+    amt = np.maximum(amt, 100.0)
+    _draw(s.pl, dp, amt, rng.choice(np.array([3, 6, 12], np.int16), len(dp)), day, p_early_pl[dp], rng)
+    if ev is not None:
+        ev.add(dp, day, CODE["pl_drawdown"], amount=amt)
+
+    bl_live = s.bl.opened & (s.bl_closed_day < 0)
+    can_bl = bl_live & (s.bl.balance == 0)
+    db = np.flatnonzero(can_bl & (rng.random(n) < s.bl_draw_base * x1))
+    bamt = np.round(s.bl.limit[db] * rng.uniform(0.2, 0.9, len(db)), -2)
+    _draw(s.bl, db, bamt, rng.choice(np.array([3, 6], np.int16), len(db)), day, p_early_bl[db], rng)
+    if ev is not None:
+        ev.add(db, day, CODE["bl_drawdown"], amount=bamt)
+    # Some business drawdowns are later flagged as misused funds.
+    mis = db[rng.random(len(db)) < _sigmoid(b.misuse_logit - 1.0 * s.discipline[db] - 0.6 * health[db])]
+    s.misuse_day[mis] = day + rng.integers(10, 61, len(mis))
+    s.misuse_amount[mis] = np.round(bamt[np.isin(db, mis)] * rng.uniform(0.2, 0.8, len(mis)), -2)
+    flagged = np.flatnonzero(s.misuse_day == day)
+    s.misuse_day[flagged] = -1
+    if ev is not None:
+        ev.add(flagged, day, CODE["bl_fund_misuse"], amount=s.misuse_amount[flagged])
+
+    # Business-loan closure: merchants with nothing owed, likelier when cash-rich.
+    cl = np.flatnonzero(bl_live & (s.bl.balance == 0) & (s.misuse_day < 0)
+                        & (rng.random(n) < s.bl_close_base))
+    s.bl_closed_day[cl] = day
+    if ev is not None:
+        ev.add(cl, day, CODE["bl_close"])
+
+    # Occasional personal-line limit reviews, following health.
+    lc = _rare(rng, n, b.limit_change)
+    lc = lc[alive[lc] & ~s.restricted[lc]]
+    new_limit = np.clip(np.round(s.pl.limit[lc] * np.exp(0.03 + 0.08 * health[lc] + 0.12 * rng.standard_normal(len(lc))), -2),
+                        1_000, 300_000)
+    s.pl.limit[lc] = new_limit
+    if ev is not None:
+        ev.add(lc, day, CODE["pl_limit_change"], amount=new_limit)
+
+    # Today's observable statistics into the ring buffers.
+    early_half = np.zeros(n, np.int16)
+    late = np.zeros(n, np.int16)
+    np.add.at(early_half, pl_idx[pl_dpd < 0], 1)
+    np.add.at(early_half, bl_idx[bl_dpd < 0], 2)
+    np.add.at(late, pl_idx[pl_dpd > 0], np.minimum(pl_dpd[pl_dpd > 0], 120).astype(np.int16))
+    np.add.at(late, bl_idx[bl_dpd > 0], np.minimum(bl_dpd[bl_dpd > 0], 120).astype(np.int16))
+    misused = np.zeros(n, np.int16)
+    misused[flagged] = 1
+    s.early.push(day, early_half)
+    s.late.push(day, late)
+    s.inquiries.push(day, k.astype(np.int16))
+    s.misuse.push(day, misused)
+    np.add.at(s.late_since_restriction, np.concatenate([pl_idx[pl_dpd > 0], bl_idx[bl_dpd > 0]]), 1)
+
+    s.hazard = hazards(s, day, hz)
+    return s.hazard
+
+
+def hazards(s: State, day: int, hz: Hazards = Hazards()) -> np.ndarray:
+    """The restriction hazard's components per cause, from observable history (latent aside)."""
+    h = np.zeros((len(CAUSES), s.n))  # cause-major so each component is one contiguous row
+    late = np.flatnonzero(s.late.total)
+    h[0, late] = hz.overdue * (s.late.total[late] / 30.0) ** 1.3
+    h[1] = hz.early_repayment * np.maximum(s.early.total / 2.0 - 1.5, 0.0)
+    h[2] = hz.fund_misuse * np.minimum(s.misuse.total, 2)
+    h[3] = hz.credit_score * s.score_term
+    h[4] = hz.multi_borrowing * np.maximum(s.inquiries.total - 1.0, 0.0)
+    util = np.flatnonzero(s.pl.balance > 0.7 * s.pl.limit)
+    h[5, util] = hz.utilisation * np.minimum((s.pl.balance[util] / s.pl.limit[util] - 0.7) / 0.3, 1.0) ** 2
+    h[6] = hz.bl_closure * ((day - s.bl_closed_day) < 60)
+    h[7] = hz.latent * np.exp(-s.health)
+    h *= s.pl.opened & ~s.restricted
+    return h.T
+
+
+def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Events,
+                         hz: Hazards = Hazards()) -> tuple[np.ndarray, np.ndarray]:
+    """Fire restrictions from today's hazard (cause drawn by share) and restorations.
+
+    Returns (indices restricted today, their cause codes).
+    """
+    n = s.n
+    total = s.hazard.sum(axis=1)
+    fired = np.flatnonzero(rng.random(n) < -np.expm1(-total))
+    share = np.cumsum(s.hazard[fired], axis=1) / total[fired, None]
+    cause = (rng.random(len(fired))[:, None] > share).sum(axis=1)
+    cause = np.minimum(cause, len(CAUSES) - 1)
+    # Restoration: after cooling off, likelier when clean since and the score has recovered.
+    cand = s.restricted & ~s.red_line & (day - s.restricted_day >= hz.restore_cooling_days)
+    score_ok = np.nan_to_num(_sigmoid((s.scores[:, 3] - 600) / 30.0))
+    p = hz.restore_rate * np.exp(-1.0 * s.late_since_restriction) * score_ok
+    restored = np.flatnonzero(cand & (rng.random(n) < p))
+    s.restricted[restored] = False
+    s.restricted[fired] = True
+    s.restricted_day[fired] = day
+    s.late_since_restriction[fired] = 0
+    ev.add(fired, day, CODE["pl_restricted"])
+    ev.add(restored, day, CODE["pl_restored"])
+    return fired, cause

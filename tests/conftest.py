@@ -1,0 +1,121 @@
+"""Session-wide fixtures: a small simulated world built once, an MLflow store built once."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+# ---------------------------------------------------------------------------- MLflow (issue 4)
+# Creating an MLflow SQLite store runs its migrations (seconds), so one empty store is built per
+# session and each test gets a copy in its own tmp_path.
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite store, built once per session."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{path}")
+    mlflow.search_experiments()  # runs the migrations
+    mlflow.set_tracking_uri(previous)
+    return path
+
+
+@pytest.fixture
+def mlflow_store(mlflow_template_db, tmp_path, monkeypatch) -> str:
+    """A private copy of the store: MLFLOW_TRACKING_URI and LINERISK_HOME point into tmp_path."""
+    home = tmp_path / "linerisk_home"
+    home.mkdir()
+    shutil.copy(mlflow_template_db, home / "mlflow.db")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LINERISK_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return uri
+
+
+# ---------------------------------------------------------------------------- a small synthetic panel and models
+
+FAST = dict(log_every=0, min_child_samples=20, n_estimators=300, early_stopping_rounds=30, learning_rate=0.1)
+
+
+@pytest.fixture(scope="session")
+def synth_panel():
+    from tests.models.synth import make_panel
+    return make_panel(n_users=1500, n_snapshots=6, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_split(synth_panel):
+    from models.train import split_out_of_time
+    return split_out_of_time(synth_panel, valid_snapshots=1, test_snapshots=1, horizon_days=90)
+
+
+@pytest.fixture(scope="session")
+def trained_model(synth_split):
+    """A calibrated model on the synthetic panel (trained once per session)."""
+    from models.train import TrainParams, train_model
+    from tests.models.synth import synth_spec
+
+    spec = synth_spec()
+    names = [f["name"] for f in spec["features"]]
+    s = synth_split
+    return train_model(s.train[names], s.train["label"], s.valid[names], s.valid["label"], TrainParams(**FAST), spec)
+
+
+@pytest.fixture(scope="session")
+def weak_model(synth_split):
+    """A deliberately weak model (one depth-1 tree) on the same spec, for promotion tests."""
+    from models.train import TrainParams, train_model
+    from tests.models.synth import synth_spec
+
+    spec = synth_spec()
+    names = [f["name"] for f in spec["features"]]
+    s = synth_split
+    params = TrainParams(**{**FAST, "n_estimators": 1, "max_depth": 1, "early_stopping_rounds": 1})
+    return train_model(s.train[names], s.train["label"], s.valid[names], s.valid["label"], params, spec)
+
+
+# ---------------------------------------------------------------------------- simulated worlds (issue 2)
+# Worlds are written once per test session into a directory shared by the xdist workers
+# (guarded by a file lock), so each is simulated only once however many workers need it.
+
+import fcntl  # noqa: E402
+
+
+def shared_world(tmp_path_factory, name: str, **params) -> Path:
+    """Simulate (once, across workers) a small world with `params` and return its directory."""
+    from data.simulate import WorldParams
+    from pipeline.simulate_job import write_world
+
+    corrupt_rate = params.pop("corrupt_rate", 0.0)
+    root = tmp_path_factory.getbasetemp().parent / "worlds"
+    root.mkdir(exist_ok=True)
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "manifest.json").exists():
+            write_world(WorldParams(**params), out, corrupt_rate=corrupt_rate, jobs=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """2,000 users over 12 months: enough for end-to-end plumbing, fast to build."""
+    return shared_world(tmp_path_factory, "small", users=2_000, months=12, seed=11, oracle_users=500)
+
+
+@pytest.fixture(scope="session")
+def population_world(tmp_path_factory) -> Path:
+    """20,000 users over 24 months: enough restrictions to measure each mechanism's direction."""
+    return shared_world(tmp_path_factory, "population", users=20_000, months=24, seed=7, oracle_users=4_000)
+
+
+@pytest.fixture(scope="session")
+def corrupt_world(tmp_path_factory) -> Path:
+    """A small world with 1% of its event rows corrupted on purpose."""
+    return shared_world(tmp_path_factory, "corrupt", users=1_000, months=6, seed=5, oracle_users=100,
+                        corrupt_rate=0.01)

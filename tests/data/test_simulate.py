@@ -1,0 +1,172 @@
+"""The simulator: determinism, contract, rates, causes, and each mechanism's direction."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.schema import validate_events, validate_users
+from data.simulate import WorldParams
+from pipeline.cli import main
+from pipeline.io import sha256_file
+from pipeline.simulate_job import write_world
+from tests.data.facts import load, stacked_population
+
+DATA_FILES = ("events.parquet", "users.parquet", "truth_restrictions.parquet", "truth_snapshots.parquet")
+
+
+@pytest.fixture(scope="module")
+def pop(population_world) -> pd.DataFrame:
+    return stacked_population(population_world)
+
+
+def rate(frame: pd.DataFrame) -> float:
+    return float(frame["label"].mean())
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path):
+    p = WorldParams(users=400, months=8, seed=3, oracle_users=50)
+    a = write_world(p, tmp_path / "a", jobs=1, progress=False)
+    b = write_world(p, tmp_path / "b", jobs=1, progress=False)
+    c = write_world(WorldParams(users=400, months=8, seed=4, oracle_users=50), tmp_path / "c", jobs=1, progress=False)
+    for name in DATA_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert a["sha256"] == b["sha256"]
+    assert a["sha256"]["events.parquet"] != c["sha256"]["events.parquet"]
+
+
+def test_chunks_on_two_processes_give_the_same_files_as_one(tmp_path, monkeypatch):
+    import data.simulate as sim
+    monkeypatch.setattr(sim, "CHUNK_USERS", 150)
+    p = WorldParams(users=400, months=6, seed=9, oracle_users=40)
+    one = write_world(p, tmp_path / "one", jobs=1, progress=False)
+    two = write_world(p, tmp_path / "two", jobs=2, progress=False)
+    assert one["sha256"] == two["sha256"]
+
+
+def test_manifest_records_sha256_and_row_counts(small_world):
+    manifest = json.loads((small_world / "manifest.json").read_text())
+    for name in DATA_FILES:
+        assert manifest["sha256"][name] == sha256_file(small_world / name)
+    assert manifest["rows"]["events"] == len(pd.read_parquet(small_world / "events.parquet"))
+
+
+def test_simulated_events_obey_the_contract_with_zero_quarantined(small_world):
+    tables = load(small_world)
+    users = validate_users(tables["users"])
+    checked = validate_events(tables["events"], users)
+    assert len(checked.quarantined) == 0, checked.quarantined["rule"].value_counts()
+    assert set(users["segment"]) == {"consumer", "merchant"}
+    # Only merchants have a business loan.
+    bl_users = tables["events"].loc[tables["events"]["event_type"].str.startswith("bl_"), "user_id"].unique()
+    assert set(bl_users) <= set(users.loc[users["segment"] == "merchant", "user_id"])
+
+
+def test_truth_files_are_never_in_the_observable_tables(small_world):
+    events = pd.read_parquet(small_world / "events.parquet")
+    assert not {"cause", "oracle_prob", "latent", "health"} & set(events.columns)
+
+
+def test_five_to_twelve_percent_of_active_users_restricted_per_90_days(pop):
+    rates = pop.groupby("as_of")["label"].mean()
+    assert rates.between(0.05, 0.12).all(), rates
+
+
+def test_cause_shares_fall_in_the_worlds_ranges(population_world):
+    causes = pd.read_parquet(population_world / "truth_restrictions.parquet")["cause"].value_counts(normalize=True)
+    assert causes.max() < 0.5
+    assert causes.get("bl_closure", 0) < 0.05
+    assert 0.10 <= causes["latent"] <= 0.25
+    assert set(causes.index) >= {"overdue", "early_repayment", "fund_misuse", "credit_score",
+                                 "multi_borrowing", "utilisation", "latent"}
+
+
+def test_restriction_components_add_up_to_a_positive_hazard_with_the_drawn_cause_present(population_world):
+    truth = pd.read_parquet(population_world / "truth_restrictions.parquet")
+    comps = truth[[c for c in truth.columns if c.startswith("hazard_")]]
+    assert (comps.sum(axis=1) > 0).all()
+    drawn = comps.to_numpy()[np.arange(len(truth)), comps.columns.get_indexer("hazard_" + truth["cause"])]
+    assert (drawn > 0).all()
+    assert truth["event_time"].notna().all()
+
+
+def test_bl_overdue_raises_the_restriction_rate(pop):
+    assert rate(pop[pop["bl_late_90"] > 0]) > 1.5 * rate(pop[pop["merchant"] & (pop["bl_late_90"] == 0)])
+
+
+def test_longer_overdue_raises_the_rate_further(pop):
+    late = pop[pop["late_days_90"] > 0]
+    assert rate(late[late["late_days_90"] > 30]) > rate(late[late["late_days_90"] <= 10])
+
+
+def test_frequent_early_repayment_raises_the_restriction_rate(pop):
+    assert rate(pop[pop["early_90"] >= 4]) > 1.5 * rate(pop[pop["early_90"] == 0])
+
+
+def test_fund_misuse_raises_the_restriction_rate(pop):
+    assert rate(pop[pop["misuse_180"] > 0]) > 2 * rate(pop[pop["merchant"] & (pop["misuse_180"] == 0)])
+
+
+def test_low_credit_score_raises_the_restriction_rate(pop):
+    assert rate(pop[pop["score"] < 580]) > 2 * rate(pop[pop["score"] >= 650])
+
+
+def test_many_inquiries_raise_the_restriction_rate(pop):
+    assert rate(pop[pop["inquiries_30"] >= 3]) > 2 * rate(pop[pop["inquiries_30"] == 0])
+
+
+def test_high_utilisation_raises_the_restriction_rate(pop):
+    assert rate(pop[pop["utilisation"] > 0.85]) > 1.5 * rate(pop[pop["utilisation"] < 0.5])
+
+
+def test_bl_closure_has_at_most_a_small_effect(pop, population_world):
+    merchants = pop[pop["merchant"]]
+    closed, kept = merchants[merchants["bl_closed_60"] > 0], merchants[merchants["bl_closed_60"] == 0]
+    assert len(closed) >= 50
+    assert rate(closed) < 2.0 * rate(kept) + 0.02
+    causes = pd.read_parquet(population_world / "truth_restrictions.parquet")["cause"]
+    assert (causes == "bl_closure").mean() < 0.05
+
+
+def test_restoration_happens_and_never_after_a_default_beyond_90_days(population_world):
+    events = pd.read_parquet(population_world / "events.parquet")
+    restored = events[events["event_type"] == "pl_restored"]
+    assert len(restored) > 0.1 * (events["event_type"] == "pl_restricted").sum()
+    defaults = events[events["event_type"].str.endswith("repayment") & (events["days_past_due"] > 90)]
+    red_line = (defaults["event_time"] - pd.to_timedelta(defaults["days_past_due"].astype(int) - 91, unit="D"))
+    first_red = red_line.groupby(defaults["user_id"]).min()
+    after = restored.join(first_red.rename("red_line"), on="user_id", how="inner")
+    assert len(first_red) > 0
+    assert (after["event_time"] < after["red_line"]).all()
+
+
+def test_oracle_probability_is_calibrated_against_what_happened(population_world, pop):
+    snaps = pd.read_parquet(population_world / "truth_snapshots.parquet")
+    labels = pop.reset_index(names="user_id")[["user_id", "as_of", "label"]]
+    joined = snaps.merge(labels, on=["user_id", "as_of"], how="inner")
+    assert len(joined) == len(snaps)  # every oracle row is an active user
+    joined["bin"] = pd.qcut(joined["oracle_prob"], 10, labels=False, duplicates="drop")
+    by_bin = joined.groupby("bin").agg(p=("oracle_prob", "mean"), y=("label", "mean"), n=("label", "size"))
+    se = np.sqrt(by_bin["p"] * (1 - by_bin["p"]) / by_bin["n"])
+    assert ((by_bin["y"] - by_bin["p"]).abs() <= 3.5 * se + 0.01).all(), by_bin
+    assert by_bin["y"].iloc[-1] > 3 * by_bin["y"].iloc[0]
+
+
+def test_simulate_command_writes_the_dataset_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "world"
+    assert main(["simulate", "--users", "300", "--months", "7", "--seed", "1", "--out", str(out),
+                 "--oracle-users", "30"]) == 0
+    assert {p.name for p in out.iterdir()} == set(DATA_FILES) | {"manifest.json"}
+    assert "simulated 300 users" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".world.tmp-*"))
+
+
+def test_simulate_help_lists_every_option():
+    from click.testing import CliRunner
+    from pipeline.cli import cli
+    result = CliRunner().invoke(cli, ["simulate", "--help"])
+    assert result.exit_code == 0
+    for opt in ("--users", "--months", "--seed", "--out", "--corrupt-rate"):
+        assert opt in result.output
