@@ -78,7 +78,7 @@ def corrupt_events(events: pd.DataFrame, rate: float, rng: np.random.Generator,
         cand = np.flatnonzero(ok)
         rows = np.sort(rng.choice(cand, min(want, len(cand)), replace=False))
         if rule == "duplicate_event_id":
-            rows = rows[np.r_[True, np.diff(rows) > 1]]  # never two adjacent duplicates
+            rows = rows[np.diff(rows, prepend=-2) > 1]  # never two adjacent duplicates
             taken[rows - 1] = True  # the originals stay intact
         taken[rows] = True
         _apply(events, rows, rule, rng)

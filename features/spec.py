@@ -1,18 +1,29 @@
 """The declarative feature registry: the single source of truth for what the model sees.
 
 Compute, monotone constraints, reason codes and recovery levers all read `FEATURES`;
-nothing else in the project lists feature names.
+nothing else in the project lists feature names. Each entry names its `source` (which
+events), `aggregation` (how they are reduced) and `window`; features/compute.py maps
+each aggregation kind to one vectorised function.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 # The world's cause families (shared/design/world.md), then families that are not causes.
 CAUSE_FAMILIES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
                   "utilisation", "bl_closure")
 FAMILIES = CAUSE_FAMILIES + ("activity", "tenure")
+
+# How a value is shown in a reason text.
+UNITS = ("count", "money", "share", "days", "score", "points", "ratio", "flag")
+
+# Aggregation kinds understood by features/compute.py (kept here so the spec validates itself).
+AGGREGATIONS = ("count", "sum", "share", "flag", "max_dpd", "sum_dpd_capped", "last_dpd", "last", "change",
+                "min", "days_since_last", "days_since_first", "balance", "utilisation", "limit",
+                "limit_change_ratio", "line_open", "line_closed", "days_since_signup", "segment_merchant")
 
 
 @dataclass(frozen=True)
@@ -22,20 +33,161 @@ class Feature:
     name: str
     family: str          # one of FAMILIES
     window: int | None   # look-back in days; None = all history before as_of
-    aggregation: str     # e.g. count, sum, share, max, last, days_since
+    aggregation: str     # one of AGGREGATIONS
     direction: int       # monotone constraint for the model: +1, -1 or 0
     actionable: bool     # can the user change it by their own behaviour
     text_en: str         # reason text, `{value}` is the user's value
     text_zh: str
+    source: str = ""     # which events feed it, e.g. "bl_repayment.early" (see compute.SOURCES)
+    unit: str = "count"  # how `{value}` is rendered: one of UNITS
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"feature {self.name}: unknown family {self.family!r}")
         if self.direction not in (-1, 0, 1):
             raise ValueError(f"feature {self.name}: direction must be -1, 0 or +1")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"feature {self.name}: unknown aggregation {self.aggregation!r}")
+        if self.unit not in UNITS:
+            raise ValueError(f"feature {self.name}: unknown unit {self.unit!r}")
+        if "{value}" not in self.text_en or "{value}" not in self.text_zh:
+            raise ValueError(f"feature {self.name}: reason texts need a {{value}} slot")
 
 
-FEATURES: tuple[Feature, ...] = ()  # filled in by the feature-pipeline work
+_PRODUCT = {"bl": ("business loan", "网商贷"), "pl": ("personal line", "借呗")}
+
+
+def _activity() -> tuple[Feature, ...]:
+    """Drawdown and repayment counts and amounts per product and window (behaviour volume)."""
+    out = []
+    for p, (en, zh) in _PRODUCT.items():
+        for what, what_en, what_zh in (("drawdown", "drawdowns", "借款"), ("repayment", "repayments", "还款")):
+            for w in (30, 90, 180, 365):
+                out.append(Feature(
+                    f"{p}_{what}_count_{w}d", "activity", w, "count", 0, True,
+                    f"{{value}} {what_en} on the {en} in the last {w} days", f"近{w}天{zh}{what_zh}{{value}}次",
+                    source=f"{p}_{what}", unit="count"))
+                out.append(Feature(
+                    f"{p}_{what}_amount_{w}d", "activity", w, "sum", 0, True,
+                    f"{{value}} in {what_en} on the {en} in the last {w} days", f"近{w}天{zh}{what_zh}金额{{value}}",
+                    source=f"{p}_{what}", unit="money"))
+    return tuple(out)
+
+
+FEATURES: tuple[Feature, ...] = (
+    # --- overdue: the simulator's overdue hazard reads late_days_sum_90d, counts and max dpd
+    Feature("late_days_sum_90d", "overdue", 90, "sum_dpd_capped", 1, True,
+            "{value} days overdue in total (each repayment capped at 120) in the last 90 days",
+            "近90天累计逾期{value}天（单笔最多计120天）", source="repayment.late", unit="days"),
+    Feature("late_repayment_count_90d", "overdue", 90, "count", 1, True,
+            "{value} late repayments in the last 90 days", "近90天逾期还款{value}次", source="repayment.late"),
+    Feature("bl_late_repayment_count_90d", "overdue", 90, "count", 1, True,
+            "{value} late repayments on the business loan in the last 90 days", "近90天网商贷逾期还款{value}次",
+            source="bl_repayment.late"),
+    Feature("pl_late_repayment_count_90d", "overdue", 90, "count", 1, True,
+            "{value} late repayments on the personal line in the last 90 days", "近90天借呗逾期还款{value}次",
+            source="pl_repayment.late"),
+    Feature("late_repayment_count_365d", "overdue", 365, "count", 1, True,
+            "{value} late repayments in the last 365 days", "近365天逾期还款{value}次", source="repayment.late"),
+    Feature("late_repayment_share_90d", "overdue", 90, "share", 1, True,
+            "{value} of repayments in the last 90 days were late", "近90天{value}的还款逾期",
+            source="repayment.late", unit="share"),
+    Feature("max_dpd_90d", "overdue", 90, "max_dpd", 1, True,
+            "up to {value} days past due in the last 90 days", "近90天最长逾期{value}天", source="repayment", unit="days"),
+    Feature("max_dpd_365d", "overdue", 365, "max_dpd", 1, True,
+            "up to {value} days past due in the last 365 days", "近365天最长逾期{value}天", source="repayment", unit="days"),
+    Feature("last_dpd", "overdue", None, "last_dpd", 1, True,
+            "the latest repayment was {value} days late", "最近一笔还款逾期{value}天", source="repayment", unit="days"),
+    Feature("days_since_late_repayment", "overdue", None, "days_since_last", -1, True,
+            "last late repayment {value} days ago", "距上次逾期还款{value}天", source="repayment.late", unit="days"),
+    # --- early repayment: read by the platform as "little need to borrow"
+    Feature("early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
+            "{value} early repayments in the last 90 days", "近90天提前还款{value}次", source="repayment.early"),
+    Feature("bl_early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
+            "{value} early repayments on the business loan in the last 90 days", "近90天网商贷提前还款{value}次",
+            source="bl_repayment.early"),
+    Feature("pl_early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
+            "{value} early repayments on the personal line in the last 90 days", "近90天借呗提前还款{value}次",
+            source="pl_repayment.early"),
+    Feature("early_repayment_share_90d", "early_repayment", 90, "share", 1, True,
+            "{value} of repayments in the last 90 days were early", "近90天{value}的还款为提前还款",
+            source="repayment.early", unit="share"),
+    Feature("early_repayment_count_365d", "early_repayment", 365, "count", 1, True,
+            "{value} early repayments in the last 365 days", "近365天提前还款{value}次", source="repayment.early"),
+    # --- fund misuse on the business loan
+    Feature("fund_misuse_count_90d", "fund_misuse", 90, "count", 1, True,
+            "{value} fund-misuse flags on the business loan in the last 90 days", "近90天网商贷资金用途违规{value}次",
+            source="bl_fund_misuse"),
+    Feature("fund_misuse_count_180d", "fund_misuse", 180, "count", 1, True,
+            "{value} fund-misuse flags on the business loan in the last 180 days", "近180天网商贷资金用途违规{value}次",
+            source="bl_fund_misuse"),
+    Feature("fund_misuse_count_365d", "fund_misuse", 365, "count", 1, True,
+            "{value} fund-misuse flags on the business loan in the last 365 days", "近365天网商贷资金用途违规{value}次",
+            source="bl_fund_misuse"),
+    Feature("fund_misuse_amount_180d", "fund_misuse", 180, "sum", 1, True,
+            "{value} flagged as misused in the last 180 days", "近180天被认定违规使用的资金{value}",
+            source="bl_fund_misuse", unit="money"),
+    Feature("days_since_fund_misuse", "fund_misuse", None, "days_since_last", -1, True,
+            "last fund-misuse flag {value} days ago", "距上次资金用途违规{value}天", source="bl_fund_misuse", unit="days"),
+    # --- credit score
+    Feature("credit_score_latest", "credit_score", None, "last", -1, True,
+            "credit score is {value}", "信用分为{value}", source="credit_score", unit="score"),
+    Feature("credit_score_change_90d", "credit_score", 90, "change", -1, True,
+            "credit score changed by {value} points in the last 90 days", "近90天信用分变化{value}分",
+            source="credit_score", unit="points"),
+    Feature("credit_score_min_365d", "credit_score", 365, "min", -1, True,
+            "credit score was as low as {value} in the last 365 days", "近365天信用分最低{value}",
+            source="credit_score", unit="score"),
+    # --- multi-borrowing: credit applications elsewhere
+    Feature("credit_inquiry_count_30d", "multi_borrowing", 30, "count", 1, True,
+            "{value} credit inquiries in the last 30 days", "近30天征信查询{value}次", source="credit_inquiry"),
+    Feature("credit_inquiry_count_90d", "multi_borrowing", 90, "count", 1, True,
+            "{value} credit inquiries in the last 90 days", "近90天征信查询{value}次", source="credit_inquiry"),
+    Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
+            "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
+    # --- utilisation of the personal line
+    Feature("pl_balance", "utilisation", None, "balance", 1, True,
+            "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money"),
+    Feature("pl_limit", "utilisation", None, "limit", 0, False,
+            "personal-line limit is {value}", "借呗额度为{value}", source="pl_limit", unit="money"),
+    Feature("pl_utilisation", "utilisation", None, "utilisation", 1, True,
+            "{value} of the personal-line limit is in use", "借呗额度已使用{value}", source="pl", unit="share"),
+    Feature("pl_limit_change_count_365d", "utilisation", 365, "count", 0, False,
+            "{value} personal-line limit changes in the last 365 days", "近365天借呗额度调整{value}次",
+            source="pl_limit_change"),
+    Feature("pl_limit_change_ratio", "utilisation", None, "limit_change_ratio", 0, False,
+            "the last limit change set the personal line to {value} of its previous limit",
+            "最近一次额度调整后借呗额度为原额度的{value}", source="pl_limit", unit="ratio"),
+    # --- business-loan closure: at most a small, short effect in the world
+    Feature("bl_is_open", "bl_closure", None, "line_open", 0, False,
+            "business loan open: {value}", "网商贷在用：{value}", source="bl", unit="flag"),
+    Feature("bl_is_closed", "bl_closure", None, "line_closed", 0, False,
+            "business loan closed: {value}", "网商贷已关闭：{value}", source="bl", unit="flag"),
+    Feature("bl_closed_60d", "bl_closure", 60, "flag", 1, False,
+            "business loan closed in the last 60 days: {value}", "近60天关闭网商贷：{value}", source="bl_close",
+            unit="flag"),
+    Feature("days_since_bl_close", "bl_closure", None, "days_since_last", -1, False,
+            "business loan closed {value} days ago", "网商贷已关闭{value}天", source="bl_close", unit="days"),
+    # --- activity: repayment timing mix and line history (history only: events before as_of)
+    Feature("on_time_repayment_count_90d", "activity", 90, "count", 0, True,
+            "{value} on-time repayments in the last 90 days", "近90天按时还款{value}次", source="repayment.on_time"),
+    Feature("on_time_repayment_share_90d", "activity", 90, "share", 0, True,
+            "{value} of repayments in the last 90 days were on time", "近90天{value}的还款按时",
+            source="repayment.on_time", unit="share"),
+    Feature("pl_restriction_count_365d", "activity", 365, "count", 0, False,
+            "personal line restricted {value} times in the last 365 days", "近365天借呗被限制{value}次",
+            source="pl_restricted"),
+    Feature("days_since_pl_restored", "activity", None, "days_since_last", 0, False,
+            "personal line restored {value} days ago", "借呗恢复已{value}天", source="pl_restored", unit="days"),
+    *_activity(),
+    # --- tenure
+    Feature("days_since_pl_open", "tenure", None, "days_since_first", 0, False,
+            "personal line opened {value} days ago", "借呗已开通{value}天", source="pl_open", unit="days"),
+    Feature("days_since_signup", "tenure", None, "days_since_signup", 0, False,
+            "on the platform for {value} days", "注册已{value}天", source="users", unit="days"),
+    Feature("is_merchant", "tenure", None, "segment_merchant", 0, False,
+            "merchant account: {value}", "商家用户：{value}", source="users", unit="flag"),
+)
 
 
 def feature_names() -> list[str]:
@@ -46,3 +198,59 @@ def spec_hash() -> str:
     """sha256 of the spec: a model refuses features built from another spec."""
     payload = json.dumps([asdict(f) for f in FEATURES], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def monotone_constraints() -> list[int]:
+    """LightGBM `monotone_constraints`, one entry per feature in spec order."""
+    return [f.direction for f in FEATURES]
+
+
+def features_by_family() -> dict[str, list[Feature]]:
+    """Features grouped by family (every family present, in FAMILIES order)."""
+    out: dict[str, list[Feature]] = {fam: [] for fam in FAMILIES}
+    for f in FEATURES:
+        out[f.family].append(f)
+    return out
+
+
+_BY_NAME = {f.name: f for f in FEATURES}
+if len(_BY_NAME) != len(FEATURES):
+    raise ValueError("feature names in FEATURES must be unique")
+
+
+def get(name: str) -> Feature:
+    """The spec entry called `name`; KeyError names the unknown feature."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown feature {name!r}") from None
+
+
+def format_value(feature: Feature | str, value: object, lang: str = "en") -> str:
+    """A feature value as shown to people: ints as ints, shares as percent, money rounded."""
+    f = get(feature) if isinstance(feature, str) else feature
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return "n/a" if lang == "en" else "无"
+    if f.unit == "flag":
+        yes = x >= 0.5
+        return ("yes" if yes else "no") if lang == "en" else ("是" if yes else "否")
+    if f.unit in ("share", "ratio"):
+        return f"{x * 100:.0f}%"
+    if f.unit == "money":
+        return f"¥{x:,.0f}"
+    if f.unit == "points":
+        return f"{x:+.0f}"
+    return f"{x:,.0f}"
+
+
+def reason_text(feature: Feature | str, value: object, lang: str = "en") -> str:
+    """The feature's reason text in `lang` ("en" or "zh") with the value filled in."""
+    f = get(feature) if isinstance(feature, str) else feature
+    if lang not in ("en", "zh"):
+        raise ValueError(f"lang must be 'en' or 'zh', got {lang!r}")
+    template = f.text_en if lang == "en" else f.text_zh
+    return template.format(value=format_value(f, value, lang))

@@ -14,6 +14,9 @@ from data.schema import InputError
 # subcommand name -> module in pipeline/ that defines `command` (a click command).
 COMMANDS = {
     "simulate": "pipeline.simulate_job",
+    "features": "pipeline.features_job",
+    "train": "pipeline.train_job",
+    "registry": "pipeline.registry_job",
 }
 
 
@@ -42,7 +45,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI in-process and return its exit status (what tests call)."""
     try:
-        cli.main(args=argv, prog_name="linerisk", standalone_mode=False)
+        # non-standalone click returns ctx.exit()'s status instead of raising (e.g. InputError -> 2)
+        status = cli.main(args=argv, prog_name="linerisk", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    return 0
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 
 if __name__ == "__main__":

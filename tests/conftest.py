@@ -39,7 +39,7 @@ def mlflow_store(mlflow_template_db, tmp_path, monkeypatch) -> str:
 
 # ---------------------------------------------------------------------------- a small synthetic panel and models
 
-FAST = dict(log_every=0, min_child_samples=20, n_estimators=300, early_stopping_rounds=30, learning_rate=0.1)
+FAST = dict(num_threads=1, log_every=0, min_child_samples=20, n_estimators=300, early_stopping_rounds=30, learning_rate=0.1)
 
 
 @pytest.fixture(scope="session")

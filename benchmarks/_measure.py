@@ -1,0 +1,51 @@
+"""Shared benchmark helpers: run a command, sample the whole process tree's memory, print tables."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import threading
+import time
+
+import psutil
+
+
+def machine() -> str:
+    mem = psutil.virtual_memory().total / 2**30
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """Run `cmd`; return (seconds, peak resident memory of the process tree in GiB, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **(env or {})})
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, _ = proc.communicate()
+    done.set()
+    t.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
+    return time.perf_counter() - start, peak / 2**30, out
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

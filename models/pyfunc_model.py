@@ -1,0 +1,30 @@
+"""The served model: an MLflow pyfunc logged as code, so nothing is pickled.
+
+Shipped inside the registered model together with scoring.py (code_paths), and imports
+only mlflow, numpy, pandas and lightgbm through it, so a process without this repository
+can load `models:/linerisk@champion`. `load_context` verifies every artifact's sha256
+against the manifest and refuses a tampered package.
+"""
+from __future__ import annotations
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.models import set_model
+
+try:  # inside a loaded MLflow model: scoring.py sits beside this file in code/
+    from scoring import scorer_from_files
+except ImportError:  # in the repository (e.g. while logging)
+    from models.scoring import scorer_from_files
+
+
+class LineRiskModel(mlflow.pyfunc.PythonModel):
+    """Feature frame in; probability, band and top-3 reason families (SHAP, log-odds) out."""
+
+    def load_context(self, context) -> None:
+        self.scorer = scorer_from_files(dict(context.artifacts))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.scorer.score(pd.DataFrame(model_input))
+
+
+set_model(LineRiskModel())
