@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass
+
+from features import valuefmt
 
 # The world's cause families (shared/design/world.md), then families that are not causes.
 CAUSE_FAMILIES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
@@ -159,8 +160,6 @@ FEATURES: tuple[Feature, ...] = (
             "the last limit change set the personal line to {value} of its previous limit",
             "最近一次额度调整后借呗额度为原额度的{value}", source="pl_limit", unit="ratio"),
     # --- business-loan closure: at most a small, short effect in the world
-    Feature("bl_is_open", "bl_closure", None, "line_open", 0, False,
-            "business loan open: {value}", "网商贷在用：{value}", source="bl", unit="flag"),
     Feature("bl_is_closed", "bl_closure", None, "line_closed", 0, False,
             "business loan closed: {value}", "网商贷已关闭：{value}", source="bl", unit="flag"),
     Feature("bl_closed_60d", "bl_closure", 60, "flag", 1, False,
@@ -180,7 +179,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("days_since_pl_restored", "activity", None, "days_since_last", 0, False,
             "personal line restored {value} days ago", "借呗恢复已{value}天", source="pl_restored", unit="days"),
     *_activity(),
-    # --- tenure
+    # --- tenure and product holding; an open business loan marks a merchant with credit, not a closure
+    Feature("bl_is_open", "tenure", None, "line_open", 0, False,
+            "business loan open: {value}", "网商贷在用：{value}", source="bl", unit="flag"),
     Feature("days_since_pl_open", "tenure", None, "days_since_first", 0, False,
             "personal line opened {value} days ago", "借呗已开通{value}天", source="pl_open", unit="days"),
     Feature("days_since_signup", "tenure", None, "days_since_signup", 0, False,
@@ -229,22 +230,7 @@ def get(name: str) -> Feature:
 def format_value(feature: Feature | str, value: object, lang: str = "en") -> str:
     """A feature value as shown to people: ints as ints, shares as percent, money rounded."""
     f = get(feature) if isinstance(feature, str) else feature
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(x):
-        return "n/a" if lang == "en" else "无"
-    if f.unit == "flag":
-        yes = x >= 0.5
-        return ("yes" if yes else "no") if lang == "en" else ("是" if yes else "否")
-    if f.unit in ("share", "ratio"):
-        return f"{x * 100:.0f}%"
-    if f.unit == "money":
-        return f"¥{x:,.0f}"
-    if f.unit == "points":
-        return f"{x:+.0f}"
-    return f"{x:,.0f}"
+    return valuefmt.format_value(f.unit, value, lang)
 
 
 def reason_text(feature: Feature | str, value: object, lang: str = "en") -> str:
@@ -252,5 +238,4 @@ def reason_text(feature: Feature | str, value: object, lang: str = "en") -> str:
     f = get(feature) if isinstance(feature, str) else feature
     if lang not in ("en", "zh"):
         raise ValueError(f"lang must be 'en' or 'zh', got {lang!r}")
-    template = f.text_en if lang == "en" else f.text_zh
-    return template.format(value=format_value(f, value, lang))
+    return valuefmt.fill_template(f.text_en if lang == "en" else f.text_zh, f.unit, value, lang)

@@ -206,12 +206,15 @@ def figure_png(fig: Figure) -> str:
 
 
 def render_report(title: str, metrics: pd.DataFrame, lift: pd.DataFrame, figures: Mapping[str, str],
-                  details: Mapping[str, Any]) -> str:
-    """The training report: metric table, lift table, run details and embedded PNG figures."""
+                  details: Mapping[str, Any], sections: Mapping[str, tuple[str, pd.DataFrame]] | None = None) -> str:
+    """The training report: metric table, lift table, run details, extra `sections` (heading -> (note,
+    table)) and embedded PNG figures."""
     def table(frame: pd.DataFrame) -> str:
         return frame.to_html(float_format=lambda v: f"{v:.4f}", border=0, classes="t")
     items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in details.items())
+    extra = "".join(f"<h2>{html.escape(head)}</h2><p>{html.escape(note)}</p>{table(frame)}"
+                    for head, (note, frame) in (sections or {}).items())
     imgs = "".join(f"<figure><img src='data:image/png;base64,{b64}'/><figcaption>{html.escape(name)}</figcaption>"
                    f"</figure>" for name, b64 in figures.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -222,5 +225,5 @@ td,th{{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}} figure{{d
 <p>ECE: 10 equal-frequency bins. KS: max(TPR - FPR). Oracle: the simulator's own probability (ceiling).</p>
 <h2>Lift by decile (model, test)</h2>{table(lift.set_index("decile"))}
 <h2>Run</h2><table class="d">{items}</table>
-<h2>Plots</h2>{imgs}</body></html>
+{extra}<h2>Plots</h2>{imgs}</body></html>
 """

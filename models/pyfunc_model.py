@@ -1,8 +1,8 @@
 """The served model: an MLflow pyfunc logged as code, so nothing is pickled.
 
-Shipped inside the registered model together with scoring.py (code_paths), and imports
-only mlflow, numpy, pandas and lightgbm through it, so a process without this repository
-can load `models:/linerisk@champion`. `load_context` verifies every artifact's sha256
+Shipped inside the registered model together with scoring.py, treeshap.py and valuefmt.py
+(code_paths; numba optional), importing only mlflow, numpy, pandas and lightgbm through them,
+so a process without this repository can load `models:/linerisk@champion`. `load_context` verifies every artifact's sha256
 against the manifest and refuses a tampered package.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ except ImportError:  # in the repository (e.g. while logging)
 
 
 class LineRiskModel(mlflow.pyfunc.PythonModel):
-    """Feature frame in; probability, band and top-3 reason families (SHAP, log-odds) out."""
+    """Feature frame in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out."""
 
     def load_context(self, context) -> None:
         self.scorer = scorer_from_files(dict(context.artifacts))

@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from models.scoring import sha256_bytes
+from models.scoring import Scorer, load_files, sha256_bytes
 
 DEFAULT_NAME = "linerisk"
 EXPERIMENT = "linerisk"
@@ -30,6 +30,8 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 TEST_ARTIFACT = "evaluation/test.parquet"
 LABEL_COLUMN = "label"
 _HERE = Path(__file__).resolve().parent
+# Shipped inside the model (MLflow code_paths): the scorer, its SHAP kernel and the value formatter.
+CODE_PATHS = (_HERE / "scoring.py", _HERE / "treeshap.py", _HERE.parent / "features" / "valuefmt.py")
 
 
 # ---------------------------------------------------------------------------- store
@@ -46,6 +48,7 @@ def tracking_uri() -> str:
 def configure() -> str:
     """Point mlflow (tracking and registry) at the store; create `$LINERISK_HOME` for a local store."""
     uri = tracking_uri()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -106,6 +109,36 @@ def load_model(ref: str) -> mlflow.pyfunc.PyFuncModel:
     return mlflow.pyfunc.load_model(uri)
 
 
+@dataclass(frozen=True)
+class ModelPackage:
+    """A registered version's package, verified: its scorer, training reference and spec hash."""
+
+    name: str
+    version: str
+    scorer: Scorer
+    reference: dict[str, Any]
+
+    @property
+    def spec_hash(self) -> str:
+        return str(self.scorer.spec.get("spec_hash", ""))
+
+
+def load_package(ref: str) -> ModelPackage:
+    """Download a registered version's package files, check every sha256 against its manifest, load them."""
+    from mlflow.models import Model
+
+    name, version, uri = resolve(ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        entries = Model.load(str(local / "MLmodel")).flavors["python_function"].get("artifacts", {})
+        paths = {key: str(local / entry["path"]) for key, entry in entries.items()}
+        if "manifest" not in paths:
+            raise ValueError(f"model {name} v{version} has no package manifest; it was not logged by linerisk")
+        scorer, contents = load_files(paths)  # raises on any sha256 mismatch
+        reference = json.loads(contents["reference"]) if "reference" in contents else {}
+    return ModelPackage(name, version, scorer, reference)
+
+
 # ---------------------------------------------------------------------------- logging and registering
 
 def _package_files(model, reference: dict[str, Any], root: Path) -> dict[str, str]:
@@ -140,8 +173,9 @@ def _signature_frame(X: pd.DataFrame) -> pd.DataFrame:
 
 def _pip_requirements() -> list[str]:
     import lightgbm
+    import numba
     return [f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}",
-            f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+            f"pandas=={pd.__version__}", f"numpy=={np.__version__}", f"numba=={numba.__version__}"]
 
 
 def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], reference: dict[str, Any],
@@ -179,7 +213,7 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         example = _signature_frame(test_frame[feature_names].head(5))
         output = model.score(test_frame[feature_names].head(5))
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(_HERE / "pyfunc_model.py"), code_paths=[str(_HERE / "scoring.py")],
+            name="model", python_model=str(_HERE / "pyfunc_model.py"), code_paths=[str(p) for p in CODE_PATHS],
             artifacts=artifacts, signature=infer_signature(example, output), input_example=example,
             pip_requirements=_pip_requirements(), registered_model_name=name)
         version = str(info.registered_model_version)

@@ -1,24 +1,47 @@
 """Scoring a model package: booster + calibrator + spec -> probability, band and reason families.
 
-Self-contained on purpose (imports only numpy, pandas, lightgbm, json, hashlib): it is
-shipped inside the registered MLflow model, so a process without this repository can
-score. `RestrictionModel` (training) and the pyfunc model (serving) both use it, so
-training and serving cannot drift apart.
+Self-contained on purpose: it is shipped inside the registered MLflow model together with
+features/valuefmt.py and models/treeshap.py (code_paths), so a process without this repository
+can score. Training (`RestrictionModel`), batch scoring (`linerisk score`), the served model and
+`linerisk explain` all score through `Scorer`, so they give the same probabilities and reasons.
+
+Reasons: the three families whose SHAP sum (log-odds) pushes risk up most. Each has a stable
+code `<family>:<feature>`, the family's feature with the largest positive SHAP value for that
+user (e.g. `overdue:max_dpd_90d`), and that feature's spec text in English and Chinese filled
+with the user's own value. SHAP comes from the exact TreeSHAP kernel (models/treeshap.py, numba)
+and falls back to LightGBM's `pred_contrib` (same values to ~1e-15) where numba is missing.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+try:  # inside a loaded MLflow model: shipped beside this file in code/
+    import valuefmt
+except ImportError:  # in the repository
+    from features import valuefmt
+try:
+    from treeshap import explainer_for
+except ImportError:
+    try:
+        from models.treeshap import explainer_for
+    except ImportError:  # no numba here: LightGBM's pred_contrib gives the same values, slower
+        explainer_for = None
+
+logger = logging.getLogger(__name__)
+
 # Upper probability edges of the bands; above the last edge is "very_high".
 DEFAULT_BAND_EDGES = (0.05, 0.15, 0.35)
 BAND_NAMES = ("low", "medium", "high", "very_high")
 N_REASONS = 3
+# Smallest family SHAP sum (log-odds) that counts as a reason; 0.01 is a 1% change in the odds.
+MIN_CONTRIBUTION = 0.01
 
 
 def apply_calibrator(raw: np.ndarray, calibrator: dict[str, Any]) -> np.ndarray:
@@ -78,23 +101,79 @@ def family_contributions(contrib: np.ndarray, spec: dict[str, Any]) -> pd.DataFr
     return values.T.groupby(level=0, sort=True).sum().T
 
 
-def top_reasons(by_family: pd.DataFrame, k: int = N_REASONS) -> pd.DataFrame:
-    """The k families pushing risk up most per row; null where fewer than k push it up."""
+def _rank(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the columns of the k largest values: (column index, value, value > 0), each (n, k).
+
+    Ties keep column order (stable sort); columns beyond the matrix width are marked not up, and so is a
+    value under MIN_CONTRIBUTION: a family near the population average is noise, not a reason."""
+    n, width = values.shape
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    idx = np.zeros((n, k), dtype=np.int64)
+    idx[:, : order.shape[1]] = order
+    val = np.full((n, k), np.nan)
+    val[:, : order.shape[1]] = np.take_along_axis(values, order, axis=1)
+    up = val >= MIN_CONTRIBUTION
+    return idx, val, up
+
+
+REASON_FIELDS = ("family", "code", "text_en", "text_zh", "contribution")
+
+
+def reason_columns(k: int = N_REASONS) -> list[str]:
+    """`reason_1_family, reason_1_code, reason_1_text_en, reason_1_text_zh, reason_1_contribution, reason_2_...`."""
+    return [f"reason_{j}_{field}" for j in range(1, k + 1) for field in REASON_FIELDS]
+
+
+def _texts(X: pd.DataFrame, feature: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """English and Chinese reason texts for (row, feature index) pairs; -1 = no reason (None).
+
+    One format call per distinct (feature, value), not per row: values repeat a lot."""
+    en = np.full(feature.shape, None, dtype=object)
+    zh = np.full(feature.shape, None, dtype=object)
+    for f in np.unique(feature[feature >= 0]):
+        entry = spec["features"][f]
+        unit = entry.get("unit", "")
+        fallback = f"{entry['name']} = {{value}}"
+        at = feature == f
+        rows, _ = np.nonzero(at)  # row-major, the order in which out[at] is filled
+        codes, uniques = pd.factorize(X.iloc[:, f].to_numpy()[rows], use_na_sentinel=False)
+        for lang, out in (("en", en), ("zh", zh)):
+            template = entry.get(f"text_{lang}") or fallback
+            texts = np.asarray([valuefmt.fill_template(template, unit, v, lang) for v in uniques], dtype=object)
+            out[at] = texts[codes]
+    return en, zh
+
+
+def reasons_frame(contrib: np.ndarray, X: pd.DataFrame, spec: dict[str, Any], k: int = N_REASONS) -> pd.DataFrame:
+    """The contract's reason columns from per-feature SHAP values (bias last) and the model-input frame `X`.
+
+    family: the k families with the largest positive SHAP sum; code `<family>:<feature>` and the
+    texts name the family's feature with the largest SHAP value; null where fewer than k families push up."""
+    by_family = family_contributions(contrib, spec)
+    families = np.asarray(by_family.columns, dtype=object)
+    feature_family = np.searchsorted(families, [f["family"] for f in spec["features"]])
     values = by_family.to_numpy(dtype=np.float64)
-    names = np.asarray(by_family.columns, dtype=object)
-    order = np.argsort(-values, axis=1, kind="stable")
+    n = len(values)
+    # driver[:, g]: the feature of family g with the largest SHAP value, per row
+    driver = np.empty((n, len(families)), dtype=np.int64)
+    for g in range(len(families)):
+        cols = np.flatnonzero(feature_family == g)
+        driver[:, g] = cols[np.argmax(contrib[:, cols], axis=1)]
+    idx, val, up = _rank(values, k)
+    feature = np.where(up, np.take_along_axis(driver, idx, axis=1), -1)
+    en, zh = _texts(X, feature, spec)
+    names = np.asarray([f["name"] for f in spec["features"]], dtype=object)
     out = {}
     for j in range(k):
-        if j < values.shape[1]:
-            idx = order[:, j]
-            val = values[np.arange(len(values)), idx]
-            up = val > 0
-            out[f"reason_{j + 1}_family"] = pd.array(np.where(up, names[idx], None), dtype="string")
-            out[f"reason_{j + 1}_contribution"] = np.where(up, val, np.nan)
-        else:
-            out[f"reason_{j + 1}_family"] = pd.array([None] * len(values), dtype="string")
-            out[f"reason_{j + 1}_contribution"] = np.full(len(values), np.nan)
-    return pd.DataFrame(out, index=by_family.index)
+        fam = np.where(up[:, j], families[idx[:, j]], None)
+        code = np.where(up[:, j], np.char.add(np.char.add(fam.astype(str), ":"), names[feature[:, j]].astype(str))
+                        .astype(object), None)
+        out[f"reason_{j + 1}_family"] = pd.array(fam, dtype="string")
+        out[f"reason_{j + 1}_code"] = pd.array(code, dtype="string")
+        out[f"reason_{j + 1}_text_en"] = pd.array(en[:, j], dtype="string")
+        out[f"reason_{j + 1}_text_zh"] = pd.array(zh[:, j], dtype="string")
+        out[f"reason_{j + 1}_contribution"] = np.where(up[:, j], val[:, j], np.nan)
+    return pd.DataFrame(out, index=X.index)
 
 
 class Scorer:
@@ -108,6 +187,7 @@ class Scorer:
         if self.booster.feature_name() != expected:
             raise ValueError(f"booster has {self.booster.num_feature()} features that do not match "
                              f"the spec's {len(expected)} (first: {self.booster.feature_name()[:3]} vs {expected[:3]})")
+        self.band_edges = tuple(spec.get("band_edges", DEFAULT_BAND_EDGES))
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(prepare_features(frame, self.spec), raw_score=True)
@@ -115,18 +195,30 @@ class Scorer:
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         return apply_calibrator(self.raw_score(frame), self.calibrator)
 
+    def shap_values(self, X: pd.DataFrame) -> np.ndarray:
+        """Exact SHAP (log-odds) per feature plus the bias column, for a frame already through prepare_features."""
+        if explainer_for is None:
+            if not getattr(Scorer, "_warned", False):
+                logger.warning("scoring: numba TreeSHAP unavailable; using LightGBM pred_contrib (same values, slower)")
+                Scorer._warned = True
+            return np.asarray(self.booster.predict(X, pred_contrib=True))
+        return explainer_for(self.booster).shap_values(X)
+
+    def family_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """SHAP summed per spec family (log-odds; all families, bias dropped), indexed like `frame`."""
+        out = family_contributions(self.shap_values(prepare_features(frame, self.spec)), self.spec)
+        out.index = frame.index
+        return out
+
     def score(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
-        """probability, band and (if `reasons`) the top-3 reason families with SHAP contributions."""
+        """`user_id`/`as_of` (when in `frame`), probability, band and (if `reasons`) the contract's
+        reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3."""
         X = prepare_features(frame, self.spec)
-        raw = self.booster.predict(X, raw_score=True)
-        p = apply_calibrator(raw, self.calibrator)
+        p = apply_calibrator(self.booster.predict(X, raw_score=True), self.calibrator)
         out = pd.DataFrame({"probability": p}, index=frame.index)
-        out["band"] = pd.array(assign_bands(p, tuple(self.spec.get("band_edges", DEFAULT_BAND_EDGES))), dtype="string")
+        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
         if reasons:
-            contrib = self.booster.predict(X, pred_contrib=True)
-            by_family = family_contributions(np.asarray(contrib), self.spec)
-            by_family.index = frame.index
-            out = pd.concat([out, top_reasons(by_family)], axis=1)
+            out = pd.concat([out, reasons_frame(self.shap_values(X), X, self.spec)], axis=1)
         passthrough = [c for c in ("user_id", "as_of") if c in frame.columns]
         return pd.concat([frame[passthrough], out], axis=1) if passthrough else out
 
@@ -157,9 +249,16 @@ def read_verified(paths: dict[str, str], manifest: dict[str, Any]) -> dict[str, 
     return contents
 
 
-def scorer_from_files(paths: dict[str, str]) -> Scorer:
-    """Verify the artifact files named in `paths` (booster, calibrator, spec, manifest, ...) and load them."""
+def load_files(paths: dict[str, str]) -> tuple[Scorer, dict[str, bytes]]:
+    """Verify the artifact files named in `paths` (booster, calibrator, spec, manifest, ...) against
+    the manifest's sha256; return the scorer and every verified file's bytes."""
     with open(paths["manifest"], encoding="utf-8") as fh:
         manifest = json.load(fh)
     contents = read_verified(paths, manifest)
-    return Scorer(contents["booster"].decode("utf-8"), json.loads(contents["calibrator"]), json.loads(contents["spec"]))
+    scorer = Scorer(contents["booster"].decode("utf-8"), json.loads(contents["calibrator"]), json.loads(contents["spec"]))
+    return scorer, contents
+
+
+def scorer_from_files(paths: dict[str, str]) -> Scorer:
+    """The scorer of a verified package (see load_files)."""
+    return load_files(paths)[0]

@@ -17,6 +17,10 @@ COMMANDS = {
     "features": "pipeline.features_job",
     "train": "pipeline.train_job",
     "registry": "pipeline.registry_job",
+    "demo": "pipeline.demo_job",
+    "score": "pipeline.score_job",
+    "monitor": "pipeline.monitor_job",
+    "explain": "pipeline.explain_job",
 }
 
 

@@ -117,9 +117,61 @@ def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str,
 
 # ---------------------------------------------------------------------------- the run
 
+@dataclass
+class FidelityWorld:
+    """A second simulated world the model never trained on: its panel and truth files, for reason fidelity."""
+
+    panel: pd.DataFrame
+    truth_snapshots: pd.DataFrame
+    truth_restrictions: pd.DataFrame
+    source: str = ""
+
+
+def load_fidelity_world(data_dir: Path, horizon_days: int) -> FidelityWorld:
+    """Panel at the world's snapshot dates plus truth_snapshots and truth_restrictions (both required)."""
+    data_dir = Path(data_dir)
+    for name in ("truth_snapshots.parquet", "truth_restrictions.parquet"):
+        if not (data_dir / name).exists():
+            raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
+    panel, _, truth = load_world_panel(data_dir, horizon_days)
+    return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
+                         str(data_dir))
+
+
+FIDELITY_NOTE = ("Reason families of the model on a world simulated with another seed, against its truth. "
+                 "driver_agreement_at_3: riskiest tenth per snapshot, largest observable hazard at as_of among "
+                 "the top-3 reasons. cause_recall_at_k: restricted within the horizon, the drawn cause among the "
+                 "top-k reasons (latent apart, left out of the overall). cause_ceiling_at_3: what naming the 3 "
+                 "largest true hazards at as_of would reach (causes arising after as_of are out of reach); "
+                 "cause_recall_at_3_present: recall where the cause's hazard was already positive at as_of.")
+
+
+def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str
+               ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Metrics and ROC inputs on `frame` for the model (calibrated and raw), the baseline and, with truth, the oracle."""
+    y, X = frame["label"].to_numpy(), frame[names]
+    p_model = model.predict_proba(X)[:, 1]
+    p_raw = 1.0 / (1.0 + np.exp(-model.raw_score(X)))
+    p_base = baseline_proba(baseline, X)
+    results = {"model": evaluate(y, p_model), "model_uncalibrated": evaluate(y, p_raw),
+               "baseline_logreg": evaluate(y, p_base)}
+    curves = {"model": (y, p_model), "baseline": (y, p_base)}
+    if truth is not None:
+        oracle = oracle_scores(frame, truth).to_numpy()
+        have = ~np.isnan(oracle)
+        if have.sum() and 0 < y[have].sum() < have.sum():
+            results["oracle"] = evaluate(y[have], oracle[have])
+            results["model_on_oracle_rows"] = evaluate(y[have], p_model[have])
+            curves["oracle"] = (y[have], oracle[have])
+        else:
+            _say(f"no {what} rows with oracle_prob (or one class only): oracle skipped")
+    return results, curves
+
+
 def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams, truth: pd.DataFrame | None = None,
-                 time_split: bool = True, source: str = "") -> TrainResult:
-    """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), build the report."""
+                 time_split: bool = True, source: str = "", fidelity: FidelityWorld | None = None) -> TrainResult:
+    """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), measure reason
+    fidelity on `fidelity` (another world) when given, build the report."""
     names = [f["name"] for f in spec["features"]]
     missing = [c for c in (*names, "label") if c not in panel.columns]
     if missing:
@@ -138,25 +190,14 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     fit_seconds = time.perf_counter() - t0
     _say(f"best iteration {model.best_iteration_}, calibration {model.calibrator_['method']}, {fit_seconds:.1f}s")
 
-    y = split.test["label"].to_numpy()
-    X_test = split.test[names]
-    p_model = model.predict_proba(X_test)[:, 1]
-    p_raw = 1.0 / (1.0 + np.exp(-model.raw_score(X_test)))
     _say("training logistic-regression baseline")
     baseline = train_baseline(split.train[names], split.train["label"], C=params.baseline_C, seed=params.seed)
-    p_base = baseline_proba(baseline, X_test)
-    results = {"model": evaluate(y, p_model), "model_uncalibrated": evaluate(y, p_raw),
-               "baseline_logreg": evaluate(y, p_base)}
-    curves = {"model": (y, p_model), "baseline": (y, p_base)}
-    if truth is not None:
-        oracle = oracle_scores(split.test, truth).to_numpy()
-        have = ~np.isnan(oracle)
-        if have.sum() and 0 < y[have].sum() < have.sum():
-            results["oracle"] = evaluate(y[have], oracle[have])
-            results["model_on_oracle_rows"] = evaluate(y[have], p_model[have])
-            curves["oracle"] = (y[have], oracle[have])
-        else:
-            _say("no test rows with oracle_prob (or one class only): oracle skipped")
+    results, curves = compare_on(split.test, names, model, baseline, truth, "test")
+    if fidelity is not None:
+        unseen, _ = compare_on(fidelity.panel, names, model, baseline, fidelity.truth_snapshots, "unseen world")
+        results.update({f"unseen_{k}": v for k, v in unseen.items() if k != "model_uncalibrated"})
+    y, X_test = split.test["label"].to_numpy(), split.test[names]
+    p_model = curves["model"][1]
     table = metric_table(results)
     flat = {f"test_{k}": v for k, v in results["model"].items()}
     for name, m in results.items():
@@ -168,6 +209,20 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     sample = X_test.sample(min(SHAP_SAMPLE, len(X_test)), random_state=params.seed)
     contrib = model.contributions(sample)
     importance = family_importance(contrib, model.gain_importance(), spec)
+    sections = {"Mean |SHAP| by family (test sample, log-odds)": (
+        "Per behaviour family: mean absolute SHAP of the family sum, and its share of split gain.", importance)}
+    if fidelity is not None:
+        from models.explain import evaluate_fidelity
+
+        _say(f"reason fidelity on {fidelity.source or 'the fidelity world'}: {len(fidelity.panel):,} rows")
+        fid = evaluate_fidelity(model.scorer_, fidelity.panel, fidelity.truth_snapshots, fidelity.truth_restrictions,
+                                params.horizon_days)
+        flat.update(fid.flat_metrics())
+        sections["Reason fidelity (unseen world)"] = (FIDELITY_NOTE, fid.overall_table())
+        sections["Reason fidelity by family"] = ("n = rows counted per family.", fid.by_family)
+        _say("fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in fid.overall.items()
+                                      if k in ("auc", "driver_agreement_at_3", "cause_recall_at_3",
+                                               "bl_closure_false_blame")))
     figures = {
         "ROC": figure_png(plot_roc(curves)),
         "Calibration": figure_png(plot_calibration(curves)),
@@ -180,7 +235,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
                "split": "out of time" if time_split else "random stratified 60/20/20",
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
-    html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details)
+    html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
     return TrainResult(model, split, table, flat, html_text)
 
 
@@ -216,7 +271,10 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--name", default="linerisk", show_default=True, help="Registered model name.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
-def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, **flags) -> TrainResult:
+@click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
+              help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
+def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, fidelity_dir,
+            **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -225,9 +283,12 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
     params = load_params(config, flags)
     import matplotlib
     matplotlib.use("Agg")  # the report is drawn off-screen, also where a display exists
+    if fidelity_dir and not data_dir:
+        raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
     if data_dir:
         panel, spec, truth = load_world_panel(data_dir, params.horizon_days)
-        result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir))
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
+        result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
     else:
         panel, spec = load_external(features_path, label, time_col, tuple(drop))
         result = run_training(panel, spec, params, None, time_split=bool(time_col), source=str(features_path))

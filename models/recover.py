@@ -1,0 +1,342 @@
+"""The path back: when the risk falls below a band threshold with time alone, and which actions get it there now.
+
+Time: from the user's events before as_of, with no new adverse events, features are recomputed at
+as_of + 0, 7, ..., 364 days in one `build_features` call (each future date is a copy of the log
+shifted back in time, so every (user, date) pair is one row at the same as_of). Activity and
+tenure features (direction 0) are held at their as_of values: the user keeps using the lines as
+now. A risk feature follows its aged value only as far as ageing lowers risk by its monotone
+direction, keeping its least risky value so far otherwise (e.g. a repayment share whose window
+has emptied into "no data"). With the model's monotone constraints and a
+monotone calibrator, the projected probability therefore never rises.
+
+Action: levers over the spec's actionable features (e.g. "stop early repayments for 90 days",
+"pay the personal line down to 50% of its limit"), each a direction-respecting move to a plausible
+value. Every combination of at most one lever per family is scored in one predict call; the plan
+is the smallest set that brings the probability below the threshold (lowest probability among
+equals), ordered greedily by what each step adds. Pure functions over DataFrames.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import valuefmt
+from features.compute import build_features
+from models.explain import band_edges
+from models.scoring import Scorer
+
+STEP_DAYS = 7
+HORIZON_DAYS = 365
+TARGET_BAND = "medium"  # recovered: probability below the upper edge of this band
+NEGLIGIBLE = 0.005  # a plan that cannot reach the threshold skips levers gaining less than this
+
+
+def recovery_threshold(spec: dict[str, Any], band: str = TARGET_BAND) -> float:
+    """Upper probability edge of `band` (default medium: out of the high and very-high bands)."""
+    from models.scoring import BAND_NAMES
+
+    edges = band_edges(spec)
+    position = BAND_NAMES.index(band)
+    if position >= len(edges):
+        raise ValueError(f"band {band!r} has no upper edge (edges {edges})")
+    return float(edges[position])
+
+
+# ---------------------------------------------------------------------------- time
+
+def _shifted_logs(events: pd.DataFrame, users: pd.DataFrame, user_ids: pd.Index, as_of: pd.Timestamp,
+                  offsets: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One pseudo-user per (user, offset): the user's events before as_of moved `offset` days earlier.
+
+    Features at as_of of pseudo-user (i, j) equal user i's features at as_of + offsets[j] with no
+    new events; pseudo ids are i * len(offsets) + j."""
+    pos = user_ids.get_indexer(events["user_id"])
+    t = pd.to_datetime(events["event_time"], utc=True)
+    mine = (pos >= 0) & (t < as_of).to_numpy()
+    ev = events.loc[mine, ["event_type", "amount", "days_past_due", "credit_score"]].reset_index(drop=True)
+    t_us = t[mine].to_numpy(dtype="datetime64[us]").view(np.int64)
+    n_off = len(offsets)
+    shift = offsets.astype(np.int64) * 86_400_000_000
+    rep = np.repeat(np.arange(len(ev)), n_off)
+    j = np.tile(np.arange(n_off), len(ev))
+    shifted = ev.iloc[rep].reset_index(drop=True)
+    shifted.insert(0, "user_id", pos[mine][rep].astype(np.int64) * n_off + j)
+    shifted.insert(1, "event_time", pd.to_datetime(t_us[rep] - shift[j], unit="us", utc=True))
+    u = users.set_index("user_id").reindex(user_ids)
+    signup = pd.to_datetime(u["signup_date"], utc=True).to_numpy(dtype="datetime64[us]").view(np.int64)
+    pseudo = pd.DataFrame({
+        "user_id": np.arange(len(user_ids) * n_off, dtype=np.int64),
+        "signup_date": pd.to_datetime(np.repeat(signup, n_off) - np.tile(shift, len(user_ids)), unit="us", utc=True),
+        "segment": np.repeat(u["segment"].to_numpy(dtype=object), n_off)})
+    return shifted, pseudo
+
+
+def age_features(steps: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Projected values from raw recomputed values `steps` (n, steps, p), step 0 = as_of.
+
+    Direction-0 features keep the as_of value; a risk feature follows its recomputed value only
+    while that is its least risky value so far (running min for +1, running max for -1), so it
+    never moves back up; a value that vanishes into NaN ("no data") keeps the last one."""
+    direction = np.asarray([f.get("direction", 0) for f in spec["features"]], dtype=np.float64)
+    sign = np.where(direction == 0, 1.0, direction)
+    now = steps[:, :1, :]
+    risk = sign * np.where(np.isnan(steps) & ~np.isnan(now), now, steps)  # lower = less risky
+    best = sign * np.minimum.accumulate(risk, axis=1)  # NaN at as_of stays NaN (held)
+    return np.where(direction == 0, now, best)
+
+
+@dataclass
+class TimeProjection:
+    """Probability per user and future date with no new adverse events, and the first date below threshold."""
+
+    curve: pd.DataFrame     # user_id, days, date, probability (one row per user and step)
+    recovery: pd.DataFrame  # index user_id: probability_now, threshold, recovery_date, recovery_days
+
+
+def project_time(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user_ids: Any, as_of: object,
+                 threshold: float | None = None, step_days: int = STEP_DAYS,
+                 horizon_days: int = HORIZON_DAYS) -> TimeProjection:
+    """Recompute features forward every `step_days` up to `horizon_days` with no new events; score all at once."""
+    from features.compute import to_utc_timestamp
+
+    ts = to_utc_timestamp(as_of)
+    ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")
+    offsets = np.arange(0, horizon_days, step_days)
+    threshold = recovery_threshold(scorer.spec) if threshold is None else float(threshold)
+    shifted, pseudo = _shifted_logs(events, users, ids, ts, offsets)
+    names = [f["name"] for f in scorer.spec["features"]]
+    raw = build_features(shifted, ts, pseudo)[names].to_numpy(dtype=np.float64)
+    steps = raw.reshape(len(ids), len(offsets), len(names))
+    projected = age_features(steps, scorer.spec).reshape(-1, len(names))
+    p = scorer.probability(pd.DataFrame(projected, columns=names)).reshape(len(ids), len(offsets))
+    dates = ts + pd.to_timedelta(offsets, unit="D")
+    curve = pd.DataFrame({"user_id": np.repeat(ids.to_numpy(), len(offsets)), "days": np.tile(offsets, len(ids)),
+                          "date": np.tile(dates.to_numpy(), len(ids)), "probability": p.ravel()})
+    below = p < threshold
+    first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    days = np.where(first >= 0, offsets[np.maximum(first, 0)], np.nan)
+    recovery = pd.DataFrame({"probability_now": p[:, 0], "threshold": threshold,
+                             "recovery_date": ts + pd.to_timedelta(days, unit="D"), "recovery_days": days}, index=ids)
+    return TimeProjection(curve, recovery)
+
+
+# ---------------------------------------------------------------------------- action
+
+@dataclass(frozen=True)
+class Lever:
+    """One action a user can take: the features it moves (to a value or a function of the row) and its texts.
+
+    `shown` is the feature whose current value fills `{value}` in the texts."""
+
+    code: str
+    family: str
+    text_en: str
+    text_zh: str
+    moves: tuple[tuple[str, Any], ...]
+    shown: str
+
+
+def _zero(*names: str) -> tuple[tuple[str, Any], ...]:
+    return tuple((n, 0.0) for n in names)
+
+
+def _utilisation(share: float) -> tuple[tuple[str, Any], ...]:
+    return (("pl_utilisation", share), ("pl_balance", lambda X: share * X["pl_limit"]))
+
+
+def _score(points: float) -> tuple[tuple[str, Any], ...]:
+    # the 90-day change moves with the latest score; the 365-day minimum is history and stays
+    return (("credit_score_latest", lambda X: X["credit_score_latest"] + points),
+            ("credit_score_change_90d", lambda X: X["credit_score_change_90d"] + points))
+
+
+_LATE_90D = ("late_days_sum_90d", "late_repayment_count_90d", "bl_late_repayment_count_90d",
+             "pl_late_repayment_count_90d", "late_repayment_share_90d", "max_dpd_90d", "last_dpd")
+LEVERS: tuple[Lever, ...] = (
+    Lever("repay_on_time_90d", "overdue", "Clear the overdue balance and repay on time for 90 days (now: {value} days overdue in the last 90 days)",
+          "结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）", _zero(*_LATE_90D), "late_days_sum_90d"),
+    Lever("no_early_repayment_90d", "early_repayment", "Stop early repayments for 90 days (now: {value} in the last 90 days)",
+          "90天内不再提前还款（近90天提前还款{value}次）",
+          _zero("early_repayment_count_90d", "bl_early_repayment_count_90d", "pl_early_repayment_count_90d",
+                "early_repayment_share_90d"), "early_repayment_count_90d"),
+    Lever("no_fund_misuse_90d", "fund_misuse", "Use business-loan funds only as agreed for 90 days (now: {value} flags in the last 90 days)",
+          "90天内按约定用途使用网商贷资金（近90天违规{value}次）", _zero("fund_misuse_count_90d"), "fund_misuse_count_90d"),
+    Lever("no_credit_applications_30d", "multi_borrowing", "Make no new credit applications for 30 days (now: {value} in the last 30 days)",
+          "30天内不再申请其他贷款（近30天征信查询{value}次）", _zero("credit_inquiry_count_30d"), "credit_inquiry_count_30d"),
+    Lever("no_credit_applications_90d", "multi_borrowing", "Make no new credit applications for 90 days (now: {value} in the last 90 days)",
+          "90天内不再申请其他贷款（近90天征信查询{value}次）", _zero("credit_inquiry_count_30d", "credit_inquiry_count_90d"),
+          "credit_inquiry_count_90d"),
+    Lever("utilisation_to_50", "utilisation", "Pay the personal line down to 50% of its limit (now: {value} in use)",
+          "将借呗使用额度降至50%以下（目前已使用{value}）", _utilisation(0.5), "pl_utilisation"),
+    Lever("utilisation_to_30", "utilisation", "Pay the personal line down to 30% of its limit (now: {value} in use)",
+          "将借呗使用额度降至30%以下（目前已使用{value}）", _utilisation(0.3), "pl_utilisation"),
+    Lever("credit_score_up_30", "credit_score", "Raise the credit score by 30 points (now: {value})",
+          "将信用分提高30分（目前{value}）", _score(30.0), "credit_score_latest"),
+    Lever("credit_score_up_60", "credit_score", "Raise the credit score by 60 points (now: {value})",
+          "将信用分提高60分（目前{value}）", _score(60.0), "credit_score_latest"),
+)
+
+# plausible ranges by unit (values outside are clipped)
+_RANGES = {"share": (0.0, 1.0), "score": (350.0, 950.0), "count": (0.0, np.inf), "days": (0.0, np.inf),
+           "money": (0.0, np.inf)}
+
+
+def lever_values(levers: tuple[Lever, ...], X: pd.DataFrame, spec: dict[str, Any]) -> list[dict[int, np.ndarray]]:
+    """Per lever, {feature column: new value per row}, direction-respecting (only ever lowers risk) and in range.
+
+    Features outside the spec, not actionable or unconstrained are left alone; a NaN stays NaN."""
+    position = {f["name"]: i for i, f in enumerate(spec["features"])}
+    out = []
+    for lever in levers:
+        moves = {}
+        for name, target in lever.moves:
+            entry = spec["features"][position[name]] if name in position else None
+            if entry is None or not entry.get("actionable", False) or entry.get("direction", 0) == 0:
+                continue
+            cur = X[name].to_numpy(dtype=np.float64)
+            new = np.broadcast_to(np.asarray(target(X) if callable(target) else target, dtype=np.float64), cur.shape)
+            lo, hi = _RANGES.get(entry.get("unit", ""), (-np.inf, np.inf))
+            new = np.clip(new, lo, hi)
+            new = np.minimum(cur, new) if entry["direction"] > 0 else np.maximum(cur, new)
+            moves[position[name]] = np.where(np.isnan(cur), cur, new)
+        out.append(moves)
+    return out
+
+
+def _lever_grid(levers: tuple[Lever, ...]) -> tuple[list[str], list[list[int]], np.ndarray]:
+    """Families, the lever indices of each family, and every combination as a (C, families) level matrix
+    (0 = no lever of that family, l = its l-th lever); the row of a combination is its mixed-radix code."""
+    families = list(dict.fromkeys(lv.family for lv in levers))
+    members = [[i for i, lv in enumerate(levers) if lv.family == fam] for fam in families]
+    grid = np.asarray(list(itertools.product(*[range(len(m) + 1) for m in members])), dtype=np.int64)
+    return families, members, grid
+
+
+@dataclass
+class ActionPlan:
+    """Per user the plan's steps and its outcome."""
+
+    steps: pd.DataFrame    # user_id, step, code, family, text_en, text_zh, probability (after the step)
+    summary: pd.DataFrame  # index user_id: probability_now, threshold, final_probability, reached, n_steps
+    features: pd.DataFrame  # index user_id: the feature row after the whole plan (to re-check from scratch)
+
+
+def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None = None,
+                 levers: tuple[Lever, ...] = LEVERS) -> ActionPlan:
+    """The smallest set of levers (at most one per family) that brings each row's probability below threshold.
+
+    `features`: one row per user (index user_id), the spec's columns. All combinations for all rows are
+    scored in one call; when no combination reaches the threshold, the plan is the one with the lowest
+    probability (fewest levers among equals) and `reached` is False.
+    """
+    threshold = recovery_threshold(scorer.spec) if threshold is None else float(threshold)
+    names = [f["name"] for f in scorer.spec["features"]]
+    base = features[names].to_numpy(dtype=np.float64)
+    n = len(base)
+    values = lever_values(levers, features[names], scorer.spec)
+    families, members, grid = _lever_grid(levers)
+    effective = np.zeros((len(levers), n), dtype=bool)  # does the lever change anything for the row
+    for i, moves in enumerate(values):
+        for col, new in moves.items():
+            effective[i] |= ~np.isclose(new, base[:, col], equal_nan=True)
+
+    rows = np.broadcast_to(base, (len(grid), n, len(names))).copy()  # combination-major
+    size = np.zeros((len(grid), n), dtype=np.int64)
+    for c, levels in enumerate(grid):
+        for f, level in enumerate(levels):
+            if level:
+                lever = members[f][level - 1]
+                for col, new in values[lever].items():
+                    rows[c, :, col] = new
+                size[c] += effective[lever]
+    p = scorer.probability(pd.DataFrame(rows.reshape(-1, len(names)), columns=names)).reshape(len(grid), n)
+
+    # choose: fewest effective levers reaching the threshold, then lowest probability; else the fewest
+    # levers within NEGLIGIBLE of the lowest probability (a lever that gains less is not worth a step)
+    reach = p < threshold
+    key_reach = np.where(reach, size + p, np.inf)  # p < 1: the lever count decides first
+    key_best = np.where(p <= p.min(axis=0) + NEGLIGIBLE, size + p, np.inf)
+    chosen = np.where(reach.any(axis=0), np.argmin(key_reach, axis=0), np.argmin(key_best, axis=0))
+    levels = grid[chosen]  # (n, families)
+    levels = np.where(_effective_levels(levels, members, effective), levels, 0)  # drop no-op levers
+
+    # greedy order: add the chosen family whose lever lowers the probability most, one step at a time;
+    # a combination's row in `grid` is its mixed-radix code, so every partial plan is a lookup
+    radix = _radix(members)
+    lever_of = np.full((len(members), max(map(len, members)) + 1), -1, dtype=np.int64)
+    for f, m in enumerate(members):
+        lever_of[f, 1: len(m) + 1] = m
+    cur = np.zeros(n, dtype=np.int64)
+    remaining = levels > 0
+    step_rows = []
+    for step in range(1, len(families) + 1):
+        users = np.flatnonzero(remaining.any(axis=1))
+        if not len(users):
+            break
+        cand = cur[users, None] + np.where(remaining[users], levels[users], 0) * radix[None, :]
+        cand_p = np.where(remaining[users], p[cand, users[:, None]], np.inf)
+        pick = np.argmin(cand_p, axis=1)
+        cur[users] = cand[np.arange(len(users)), pick]
+        remaining[users, pick] = False
+        step_rows.append((users, np.full(len(users), step), lever_of[pick, levels[users, pick]],
+                          cand_p[np.arange(len(users)), pick]))
+    steps = _steps_frame(step_rows, features, levers, scorer.spec)
+    final_code = (levels * radix[None, :]).sum(axis=1)
+    final_p = p[final_code, np.arange(n)]
+    summary = pd.DataFrame({"probability_now": p[0], "threshold": threshold, "final_probability": final_p,
+                            "reached": final_p < threshold, "n_steps": (levels > 0).sum(axis=1)}, index=features.index)
+    final = pd.DataFrame(rows[final_code, np.arange(n)], columns=names, index=features.index)
+    return ActionPlan(steps, summary, final)
+
+
+def _radix(members: list[list[int]]) -> np.ndarray:
+    """Mixed-radix place value of each family's level: itertools.product order, so code = row of the grid."""
+    bases = np.asarray([len(m) + 1 for m in members], dtype=np.int64)
+    return np.concatenate([np.cumprod(bases[::-1])[::-1][1:], [1]]).astype(np.int64)
+
+
+def _effective_levels(levels: np.ndarray, members: list[list[int]], effective: np.ndarray) -> np.ndarray:
+    """(n, families) True where the chosen level's lever changes something for that row."""
+    out = np.zeros(levels.shape, dtype=bool)
+    for f, m in enumerate(members):
+        for level, lever in enumerate(m, start=1):
+            out[:, f] |= (levels[:, f] == level) & effective[lever]
+    return out
+
+
+def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame, levers: tuple[Lever, ...],
+                 spec: dict[str, Any]) -> pd.DataFrame:
+    """One row per (user, step): the lever's code, family, texts filled with the user's current value, probability."""
+    cols = {"user_id": [], "step": [], "code": [], "family": [], "text_en": [], "text_zh": [], "probability": []}
+    units = {f["name"]: f.get("unit", "") for f in spec["features"]}
+    ids = features.index.to_numpy()
+    for users, step, lever, prob in step_rows:
+        for i, lv, pr in zip(users, lever, prob):  # strings are per row by nature; rows = steps taken
+            lv_ = levers[lv]
+            value = features[lv_.shown].iloc[i] if lv_.shown in features else np.nan
+            unit = units.get(lv_.shown, "")
+            cols["user_id"].append(ids[i])
+            cols["code"].append(lv_.code)
+            cols["family"].append(lv_.family)
+            cols["text_en"].append(valuefmt.fill_template(lv_.text_en, unit, value, "en"))
+            cols["text_zh"].append(valuefmt.fill_template(lv_.text_zh, unit, value, "zh"))
+            cols["probability"].append(float(pr))
+        cols["step"].extend(step.tolist())
+    out = pd.DataFrame(cols)
+    return out.sort_values(["user_id", "step"], kind="stable").reset_index(drop=True) if len(out) else out
+
+
+def apply_plan(features: pd.DataFrame, codes: list[str], spec: dict[str, Any],
+               levers: tuple[Lever, ...] = LEVERS) -> pd.DataFrame:
+    """`features` with the levers named in `codes` applied (in order), computed afresh from the current values."""
+    by_code = {lv.code: lv for lv in levers}
+    names = [f["name"] for f in spec["features"]]
+    out = features.copy()
+    for code in codes:
+        for col, new in lever_values((by_code[code],), out[names], spec)[0].items():
+            out[names[col]] = new.astype(out[names[col]].dtype, copy=False)
+    return out

@@ -1,0 +1,190 @@
+"""`linerisk explain`: one user's probability, band, reasons (en + zh), what helps, and the path back.
+
+Wiring and I/O only: the model comes from the registry (sha256-checked on load), events are
+validated like every other job (bad rows quarantined, unusable input exits 2 with one line),
+and the computation is models.explain and models.recover.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from data.schema import InputError
+from features.compute import build_features, to_utc_timestamp
+from features.labels import line_state
+from pipeline.features_job import _write_quarantine
+from pipeline.io import linerisk_home, read_events, read_users, users_path_for
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray, top: float = 1.0) -> str:
+    """Values in [0, top] as block characters (one per value)."""
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)) / max(top, 1e-12), 0, 1)
+    return "".join(SPARK[int(round(x * (len(SPARK) - 1)))] for x in v)
+
+
+def _user_key(users: pd.DataFrame, user: str) -> Any:
+    """--user converted to the users table's id type."""
+    if pd.api.types.is_integer_dtype(users["user_id"].dtype):
+        try:
+            return int(user)
+        except ValueError:
+            raise InputError(f"user {user!r} is not in the users table (user ids are integers)") from None
+    return str(user)
+
+
+def _load_scorer(ref: str) -> tuple[Any, str, str]:
+    """(Scorer, name, version) of a registered model; one-line InputError when it cannot be found."""
+    from models import registry  # imports mlflow: only here
+
+    try:
+        name, version, _ = registry.resolve(ref)
+        model = registry.load_model(f"{name}/{version}")
+    except (LookupError, ValueError) as exc:
+        raise InputError(str(exc).splitlines()[0]) from None
+    return model.unwrap_python_model().scorer, name, version
+
+
+def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
+                 threshold: float | None = None) -> dict[str, Any]:
+    """Everything `linerisk explain` shows for one user, as plain JSON-able data."""
+    from models.explain import explain_frame
+    from models.recover import plan_actions, project_time
+
+    ts = to_utc_timestamp(as_of)
+    mine_users = users[users["user_id"] == user_id]
+    mine = events[events["user_id"] == user_id]
+    features = build_features(mine, ts, mine_users)
+    state = line_state(mine, ts, mine_users)
+    ex = explain_frame(scorer, features)
+    row = ex.scores.iloc[0]
+    plan = plan_actions(scorer, features, threshold)
+    time = project_time(scorer, mine, mine_users, [user_id], ts, plan.summary["threshold"].iloc[0])
+
+    def ranked(prefix: str) -> list[dict[str, Any]]:
+        out = []
+        for j in range(1, 4):
+            if pd.notna(row.get(f"{prefix}_{j}_family")):
+                out.append({"rank": j, **{f: (float(row[f"{prefix}_{j}_{f}"]) if f == "contribution"
+                                             else str(row[f"{prefix}_{j}_{f}"]))
+                                          for f in ("family", "code", "text_en", "text_zh", "contribution")}})
+        return out
+
+    since = state["state_since"].iloc[0]
+    recovery = time.recovery.iloc[0]
+    summary = plan.summary.iloc[0]
+    return {
+        "user_id": user_id if isinstance(user_id, str) else int(user_id),
+        "as_of": ts.isoformat(),
+        "line_state": str(state["state"].iloc[0]),
+        "state_since": None if pd.isna(since) else since.isoformat(),
+        "probability": float(row["probability"]),
+        "band": str(row["band"]),
+        "reasons": ranked("reason"),
+        "helping": ranked("help"),
+        "recovery": {
+            "threshold": float(recovery["threshold"]),
+            "date": None if pd.isna(recovery["recovery_date"]) else recovery["recovery_date"].isoformat(),
+            "days": None if pd.isna(recovery["recovery_days"]) else int(recovery["recovery_days"]),
+            "curve": [{"days": int(d), "probability": float(p)}
+                      for d, p in zip(time.curve["days"], time.curve["probability"])],
+        },
+        "plan": {
+            "reached": bool(summary["reached"]),
+            "final_probability": float(summary["final_probability"]),
+            "steps": [{"step": int(s.step), "code": s.code, "family": s.family, "text_en": s.text_en,
+                       "text_zh": s.text_zh, "probability": float(s.probability)}
+                      for s in plan.steps.itertuples()],
+        },
+    }
+
+
+def render(view: dict[str, Any], model: str = "") -> str:
+    """The explanation as terminal text (English and Chinese side by side)."""
+    pct = lambda p: f"{100 * p:.1f}%"  # noqa: E731
+    lines = [f"user {view['user_id']} at {view['as_of'][:10]}" + (f"  (model {model})" if model else "")]
+    since = f" since {view['state_since'][:10]}" if view["state_since"] else ""
+    lines.append(f"personal line: {view['line_state']}{since}"
+                 + ("  -> recovery view below" if view["line_state"] == "restricted" else ""))
+    lines.append(f"probability of a restriction within 90 days: {pct(view['probability'])}  band: {view['band']}")
+    lines.append("")
+    lines.append("Why (families pushing risk up; SHAP, log-odds):")
+    for r in view["reasons"] or [{"rank": "-", "family": "none", "code": "", "text_en": "no family raises the risk",
+                                  "text_zh": "无", "contribution": 0.0}]:
+        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
+        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    lines.append("What is helping you:")
+    for r in view["helping"] or [{"rank": "-", "family": "none", "text_en": "-", "text_zh": "-", "contribution": 0.0}]:
+        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']} / {r['text_zh']}")
+    rec, plan = view["recovery"], view["plan"]
+    lines.append("")
+    lines.append(f"Path back (below {pct(rec['threshold'])}):")
+    curve = np.asarray([c["probability"] for c in rec["curve"]])
+    if rec["date"]:
+        when = "already below" if rec["days"] == 0 else f"on {rec['date'][:10]} ({rec['days']} days)"
+        lines.append(f"  with time alone (no new adverse events): {when}")
+    else:
+        lines.append(f"  with time alone (no new adverse events): not within a year")
+    lines.append(f"  weekly for a year: {sparkline(curve, max(curve.max(), rec['threshold']))}  "
+                 f"{pct(curve[0])} -> {pct(curve[-1])}")
+    if not plan["steps"]:
+        lines.append("  by acting now: nothing to do")
+    else:
+        lines.append("  by acting now:" + ("" if plan["reached"] else
+                                           f" (the best available plan stays at {pct(plan['final_probability'])})"))
+        for s in plan["steps"]:
+            lines.append(f"    {s['step']}. {s['text_en']}  -> {pct(s['probability'])}")
+            lines.append(f"       {s['text_zh']}")
+    return "\n".join(lines)
+
+
+@click.command("explain")
+@click.option("--model", "model_ref", default="linerisk@champion", show_default=True,
+              help="Registered model: name@alias, name/version or name (= @champion).")
+@click.option("--events", "events_path", type=click.Path(path_type=Path), required=True,
+              help="Events: Parquet file/dir or CSV.")
+@click.option("--users", "users_path", type=click.Path(path_type=Path),
+              help="Users table (default: users.parquet beside the events).")
+@click.option("--as-of", "as_of", required=True, help="Snapshot time (UTC date or ISO time).")
+@click.option("--user", "user", required=True, help="The user to explain.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Recovery threshold [default: upper edge of the medium band].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, user: str,
+            threshold: float | None, as_json: bool) -> None:
+    """Explain one user's restriction risk: probability, band, reasons, what helps, and the path back."""
+    try:
+        ts = to_utc_timestamp(as_of)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as-of") from None
+    if not events_path.exists():
+        raise InputError(f"events: {events_path} does not exist")
+    users = read_users(users_path or users_path_for(events_path))
+    key = _user_key(users, user)
+    if not (users["user_id"] == key).any():
+        raise InputError(f"user {user!r} is not in the users table ({len(users):,} users)")
+    validated = read_events(events_path, users)
+    click.echo(validated.summary(), err=True)
+    if len(validated.quarantined):
+        stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
+        path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
+        _write_quarantine(validated.quarantined, path)
+        click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
+    scorer, name, version = _load_scorer(model_ref)
+    view = explain_user(scorer, validated.good, users, key, ts, threshold)
+    view["model"] = {"name": name, "version": version}
+    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else render(view, f"{name} v{version}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `linerisk explain` in-process; the exit status (tests call this)."""
+    from pipeline.cli import main as cli_main
+    return cli_main(["explain", *(argv if argv is not None else sys.argv[1:])])

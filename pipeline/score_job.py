@@ -1,0 +1,331 @@
+"""`linerisk score`: events + as_of -> one row per active user: probability, band, top-3 reasons.
+
+Wiring and I/O only: validation is data.schema, features are features.compute.build_features
+(the training function), scoring and reasons are models.scoring.Scorer, drift is models.drift.
+
+Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
+events of one chunk are read at a time (a filtered Parquet scan: with events written in user
+order, as `linerisk simulate` does, row-group statistics make that one pass over the file).
+Event ids that may repeat across chunks are found first by a hash over the event_id column and
+validated together, so duplicate detection is global. Output goes to `.<name>.partial` beside
+`--out` and is renamed into place at the end: a killed run leaves no output file, and a re-run
+overwrites the partial file and writes the same bytes as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from data.schema import EVENT_COLUMNS, InputError, require_columns, validate_events
+from features.compute import build_features, to_utc_timestamp
+from features.labels import line_state
+from features.spec import spec_hash
+from models import drift
+from models.scoring import BAND_NAMES, reason_columns
+from pipeline.features_job import _write_quarantine, quarantine_path_for
+from pipeline.io import read_table, read_users, users_path_for, write_json
+
+DEFAULT_CHUNK_USERS = 100_000
+SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
+_HASH_MUL = np.uint64(0x100000001B3)
+_HASH_LEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def drift_path_for(out: str | Path) -> Path:
+    """Where the batch's drift counts go: `<out stem>.drift.json` beside the scores."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.drift.json")
+
+
+def partial_path_for(out: str | Path) -> Path:
+    """The in-progress file: `.<name>.partial` beside the output (overwritten by the next run)."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial")
+
+
+# ---------------------------------------------------------------------------- reading events by user range
+
+def _hash_strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit polynomial hash, is-present) per value, vectorised over the Arrow buffers.
+
+    Collisions only make extra duplicate candidates, which are then compared exactly."""
+    arr = arr.cast(pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    data = arr.buffers()[2]
+    o0 = int(offsets[0])
+    raw = (np.frombuffer(data, dtype=np.uint8)[o0: int(offsets[-1])] if data is not None
+           else np.zeros(0, np.uint8)).astype(np.uint64)
+    lengths = np.diff(offsets)
+    pos = np.arange(len(raw), dtype=np.int64) - np.repeat(offsets[:-1] - o0, lengths)
+    powers = np.cumprod(np.full(max(int(lengths.max(initial=0)), 1), _HASH_MUL, dtype=np.uint64)) // _HASH_MUL
+    with np.errstate(over="ignore"):
+        powers[0] = 1
+        cum = np.concatenate([np.zeros(1, np.uint64), np.cumsum(raw * powers[pos], dtype=np.uint64)])
+        h = (cum[offsets[1:] - o0] - cum[offsets[:-1] - o0]) ^ (lengths.astype(np.uint64) * _HASH_LEN)
+    return h, ~np.asarray(arr.is_null(), dtype=bool)
+
+
+class EventSource:
+    """The events file (Parquet file, directory or hive dataset; or CSV, read whole) as an Arrow dataset."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"events: {self.path} does not exist")
+        try:
+            if self.path.is_dir() or self.path.suffix in (".parquet", ".pq"):
+                self.dataset = ds.dataset(self.path, format="parquet",
+                                          partitioning="hive" if self.path.is_dir() else None)
+            else:  # CSV (or an unknown suffix, which read_table rejects): small files, held in memory
+                self.dataset = ds.dataset(pa.Table.from_pandas(read_table(self.path, "events"), preserve_index=False))
+            self.n_rows = self.dataset.count_rows()
+        except (pa.ArrowException, OSError, TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"events: cannot read {self.path}: {str(exc).splitlines()[0]}") from None
+        require_columns(pd.DataFrame(columns=self.dataset.schema.names), EVENT_COLUMNS, f"events {self.path}")
+        if self.n_rows == 0:
+            raise InputError(f"events: {self.path} holds no rows")
+
+    def _scan(self, what: str, fn):
+        try:
+            return fn()
+        except pa.ArrowException as exc:
+            raise InputError(f"events: cannot read {what} of {self.path}: {str(exc).splitlines()[0]}") from None
+
+    def duplicate_candidates(self) -> pa.Table:
+        """Every row whose event_id may occur more than once in the file, in file order."""
+        def run() -> pa.Table:
+            hashes = np.empty(self.n_rows, dtype=np.uint64)
+            start = 0
+            for batch in self.dataset.to_batches(columns=["event_id"]):
+                h, present = _hash_strings(batch.column(0))
+                h[~present] = 0  # null ids break another rule first; never duplicates
+                hashes[start: start + len(h)] = h
+                start += len(h)
+            ordered = np.sort(hashes)
+            repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+            del ordered
+            rows = np.flatnonzero(np.isin(hashes, repeated[repeated != 0]))
+            return self.dataset.take(pa.array(rows, type=pa.int64()))
+        return self._scan("event ids", run)
+
+    def read(self, where: ds.Expression | None) -> pd.DataFrame:
+        """The rows matching `where` (file order) as pandas, typed as read_events would read them."""
+        return self._scan("events", lambda: self.dataset.to_table(filter=where)).to_pandas()
+
+
+def _user_ranges(user_ids: pd.Series, chunk_users: int) -> Iterator[tuple[int, int, ds.Expression | None]]:
+    """(start, stop, filter) per chunk of the sorted users; the filters cover every possible user_id
+    (below the first, above the last, null) exactly once, so every event row is read once."""
+    n = len(user_ids)
+    k = max(1, math.ceil(n / chunk_users))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    col = ds.field("user_id")
+    ids = user_ids.to_numpy(dtype=object)  # Python scalars for Arrow expressions
+    for i in range(k):
+        lo, hi = bounds[i], bounds[i + 1]
+        last, prev = ids[hi - 1], ids[lo - 1]
+        if k == 1:
+            where = None
+        elif i == 0:
+            where = (col <= last) | col.is_null()
+        elif i == k - 1:
+            where = col > prev
+        else:
+            where = (col > prev) & (col <= last)
+        yield lo, hi, where
+
+
+# ---------------------------------------------------------------------------- the run
+
+@dataclass
+class ScoreRun:
+    """Counts of one scoring run (returned to tests, printed as the summary)."""
+
+    out: Path
+    users_scored: int = 0
+    rows_read: int = 0
+    rows_used: int = 0
+    quarantined: list[pd.DataFrame] = field(default_factory=list)
+    bands: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BAND_NAMES, 0))
+    counts: dict[str, Any] | None = None
+    score_psi: float = float("nan")
+    seconds: float = 0.0
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(len(q) for q in self.quarantined)
+
+    def summary(self) -> str:
+        bands = ", ".join(f"{b} {n:,}" for b, n in self.bands.items())
+        return (f"scored {self.users_scored:,} active users in {self.seconds:.1f} s "
+                f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s)\n"
+                f"rows read {self.rows_read:,} = used {self.rows_used:,} + quarantined {self.rows_quarantined:,}\n"
+                f"bands: {bands}\n"
+                f"score PSI vs training reference: {self.score_psi:.4f} ({drift.psi_band(self.score_psi)})\n"
+                f"wrote {self.out}")
+
+
+def _load_package(ref: str):
+    from models import registry  # imports mlflow: only when scoring
+
+    try:
+        package = registry.load_package(ref)
+    except (LookupError, ValueError) as exc:
+        raise InputError(f"model {ref}: {str(exc).splitlines()[0]}") from None
+    if package.spec_hash != spec_hash():
+        raise InputError(f"model {package.name} v{package.version} was trained on feature spec "
+                         f"{package.spec_hash[:12] or '(none)'}, but this code builds spec {spec_hash()[:12]}: "
+                         "score with a model trained on the current feature spec")
+    return package
+
+
+def _arrow_schema(user_id_type: pa.DataType) -> pa.Schema:
+    types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64()}
+    return pa.schema([(c, types.get(c, pa.float64() if c.endswith("_contribution") else pa.string()))
+                      for c in SCORE_COLUMNS])
+
+
+class _Writer:
+    """Appends chunks to the partial file as Parquet row groups or CSV lines."""
+
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema):
+        self.path, self.fmt, self.schema = path, fmt, schema
+        self.parquet = pq.ParquetWriter(path, schema) if fmt == "parquet" else None
+        self.csv = open(path, "w", encoding="utf-8", newline="") if fmt == "csv" else None
+        self.header = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.parquet is not None:
+            self.parquet.write_table(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
+        else:
+            frame.to_csv(self.csv, header=self.header, index=False)
+            self.header = False
+
+    def close(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        if self.csv is not None:
+            self.csv.close()
+
+
+def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
+                 fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
+                 pause_after_chunk: float = 0.0) -> ScoreRun:
+    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts."""
+    started = time.perf_counter()
+    package = _load_package(model_ref)
+    source = EventSource(events_path)
+    users = read_users(users_path or users_path_for(events_path))
+    users = users.sort_values("user_id", kind="stable", ignore_index=True)
+    run = ScoreRun(out)
+
+    special = source.duplicate_candidates()  # rows whose event_id may repeat: validated together
+    exclude = None
+    if special.num_rows:
+        ids = special.column("event_id").drop_null().unique()
+        exclude = ~ds.field("event_id").isin(ids)
+        checked = validate_events(special.to_pandas(), users)
+        run.quarantined.append(checked.quarantined)
+        run.rows_read += checked.n_read
+        special_good = checked.good
+    del special
+
+    partial = partial_path_for(out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
+    schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
+    writer = _Writer(partial, fmt, schema)
+    scorer, reference = package.scorer, package.reference
+    done = False
+    try:
+        with tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True) as bar:
+            for lo, hi, where in _user_ranges(users["user_id"], chunk_users):
+                chunk_users_frame = users.iloc[lo:hi]
+                where = exclude if where is None else (where if exclude is None else where & exclude)
+                checked = validate_events(source.read(where), chunk_users_frame)
+                run.rows_read += checked.n_read
+                run.quarantined.append(checked.quarantined)
+                events = checked.good
+                if exclude is not None:
+                    extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
+                    events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
+                active = (line_state(events, as_of, chunk_users_frame)["state"] == "active").to_numpy()
+                features = build_features(events, as_of, chunk_users_frame)[active].reset_index()
+                del events
+                if len(features):
+                    scores = scorer.score(features)
+                    scores["model_name"], scores["model_version"] = package.name, package.version
+                    writer.write(scores[SCORE_COLUMNS])
+                    for band, n in scores["band"].value_counts().items():
+                        run.bands[band] += int(n)
+                    run.users_scored += len(scores)
+                    run.counts = drift.merge_counts(run.counts, drift.batch_counts(
+                        features, scores["probability"].to_numpy(), reference))
+                bar.update(hi - lo)
+                if pause_after_chunk:
+                    time.sleep(pause_after_chunk)
+        writer.close()
+        run.rows_used = run.rows_read - run.rows_quarantined
+        quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows_quarantined
+                       else run.quarantined[0].iloc[:0] if run.quarantined else pd.DataFrame(columns=["rule"]))
+        _write_quarantine(quarantined, quarantine_path_for(out))
+        run.counts = run.counts or drift.batch_counts(None, np.zeros(0), reference)
+        if reference.get("score") and run.counts.get("score", {}).get("n"):
+            run.score_psi = drift.entry_psi(reference["score"], run.counts["score"])
+        write_json({"model_name": package.name, "model_version": package.version, "as_of": str(as_of),
+                    "users_scored": run.users_scored, **run.counts}, drift_path_for(out))
+        os.replace(partial, out)
+        done = True
+    finally:
+        if not done:
+            writer.close()
+            partial.unlink(missing_ok=True)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+@click.command("score")
+@click.option("--model", "model_ref", default="models:/linerisk@champion", show_default=True,
+              help="Registered model: name@alias or name/version (optionally models:/...).")
+@click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
+              help="Events: Parquet file/dir or CSV (the events contract).")
+@click.option("--users", "users_path", type=click.Path(path_type=Path),
+              help="Users table (default: users.parquet beside the events).")
+@click.option("--as-of", "as_of", required=True, help="Score time (UTC date or ISO time): events strictly before it.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Scores file; also writes <stem>.quarantine.parquet and <stem>.drift.json beside it.")
+@click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
+              help="Users per chunk (bounds memory; the same value gives the same bytes).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Output format [default: from --out suffix].")
+@click.option("--pause-after-chunk", type=float, default=0.0, hidden=True,
+              help="Sleep this many seconds after each chunk (to test interrupted runs).")
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, out: Path, chunk_users: int,
+            fmt: str | None, pause_after_chunk: float) -> ScoreRun:
+    """Score every user whose personal line is active at --as-of: calibrated probability, band and the
+    top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
+    try:
+        ts = to_utc_timestamp(as_of)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as-of") from None
+    fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
+    run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
+                       pause_after_chunk=pause_after_chunk)
+    click.echo(run.summary())
+    return run

@@ -1,0 +1,87 @@
+"""models.recover: the time projection never rises without new events; the action plan really gets below."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.compute import build_features
+from models import recover
+from tests.models.explain_world import AS_OF, user_log, world_model
+
+
+@pytest.fixture(scope="module")
+def model(small_world):
+    return world_model(small_world)
+
+
+def _two_users():
+    a_events, a_users = user_log(1, early=6, late_dpd=(12, 30), inquiries=3, score=660)
+    b_events, b_users = user_log(2, early=2, late_dpd=(5,), score=640)
+    return pd.concat([a_events, b_events], ignore_index=True), pd.concat([a_users, b_users], ignore_index=True)
+
+
+def test_features_at_a_shifted_copy_equal_features_at_a_later_date(model):
+    events, users = user_log(1, early=5, late_dpd=(20,), inquiries=2)
+    shifted, pseudo = recover._shifted_logs(events, users, pd.Index([1]), AS_OF, np.array([0, 35]))
+    via_shift = build_features(shifted, AS_OF, pseudo).drop(columns="as_of").to_numpy()
+    later = build_features(events[events["event_time"] < AS_OF], AS_OF + pd.Timedelta(days=35), users)
+    np.testing.assert_allclose(via_shift[1], later.drop(columns="as_of").to_numpy()[0], rtol=1e-6)
+
+
+def test_time_projection_is_monotone_non_increasing_and_recovers(model):
+    events, users = _two_users()
+    tp = recover.project_time(model.scorer_, events, users, [1, 2], AS_OF)
+    curve = tp.curve.pivot(index="days", columns="user_id", values="probability")
+    assert list(curve.index) == list(range(0, 365, 7))
+    assert (curve.diff().dropna() <= 1e-12).all().all()
+    assert curve.iloc[0, 0] > curve.iloc[-1, 0] + 0.05  # windows age out: the risk falls
+    now = model.predict_proba(build_features(events, AS_OF, users))[:, 1]
+    np.testing.assert_allclose(tp.recovery["probability_now"], now, atol=1e-9)
+    rec = tp.recovery.loc[1]
+    assert rec["probability_now"] >= rec["threshold"] and 0 < rec["recovery_days"] <= 364
+    assert curve.loc[rec["recovery_days"], 1] < rec["threshold"] <= curve.loc[rec["recovery_days"] - 7, 1]
+
+
+def test_action_plan_final_probability_recomputed_from_scratch_is_below_threshold(model):
+    events, users = _two_users()
+    features = build_features(events, AS_OF, users)
+    plan = recover.plan_actions(model.scorer_, features)
+    first = plan.summary.loc[1]
+    assert first["probability_now"] >= first["threshold"] and first["reached"]
+    steps = plan.steps[plan.steps["user_id"] == 1]
+    assert len(steps) == first["n_steps"] >= 1 and "no_early_repayment_90d" in set(steps["code"])
+    assert (steps["probability"].diff().dropna() < 0).all()
+    assert steps["text_en"].str.contains(r"\d").all() and steps["text_zh"].str.contains(r"\d").all()
+
+    fresh = build_features(events, AS_OF, users).loc[[1]]
+    after = recover.apply_plan(fresh, list(steps["code"]), model.spec_)
+    p = model.predict_proba(after)[:, 1][0]
+    assert p < first["threshold"]
+    assert p == pytest.approx(first["final_probability"], abs=1e-9)
+    assert p == pytest.approx(steps["probability"].iloc[-1], abs=1e-9)
+
+
+def test_levers_only_lower_risk_and_stay_in_range(model):
+    events, users = _two_users()
+    features = build_features(events, AS_OF, users)
+    spec = model.spec_
+    direction = {f["name"]: f["direction"] for f in spec["features"]}
+    names = [f["name"] for f in spec["features"]]
+    for moves in recover.lever_values(recover.LEVERS, features[names], spec):
+        for col, new in moves.items():
+            cur = features[names[col]].to_numpy(dtype=float)
+            assert direction[names[col]] != 0
+            ok = np.isnan(cur) | (direction[names[col]] * (new - cur) <= 1e-9)
+            assert ok.all(), names[col]
+    after = recover.apply_plan(features, ["utilisation_to_30", "credit_score_up_60"], spec)
+    assert (after["pl_utilisation"].fillna(0) <= 0.3 + 1e-6).all() and (after["credit_score_latest"] <= 950).all()
+
+
+def test_a_user_already_below_the_threshold_has_nothing_to_do(model):
+    events, users = user_log(3, score=720)
+    features = build_features(events, AS_OF, users)
+    plan = recover.plan_actions(model.scorer_, features)
+    assert plan.summary.loc[3, "reached"] and plan.summary.loc[3, "n_steps"] == 0 and plan.steps.empty
+    tp = recover.project_time(model.scorer_, events, users, [3], AS_OF)
+    assert tp.recovery.loc[3, "recovery_days"] == 0

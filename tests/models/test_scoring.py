@@ -1,0 +1,98 @@
+"""Scorer: reasons with codes and texts, the same with or without the numba kernel, one row = batch."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import scoring
+from models.scoring import MIN_CONTRIBUTION, Scorer, prepare_features, reason_columns
+from tests.models.synth import SYNTH_FEATURES
+
+NAMES = [n for n, *_ in SYNTH_FEATURES]
+TEXTS = {"overdue_days_max_90d": ("up to {value} days past due", "最长逾期{value}天", "days"),
+         "utilisation_last": ("{value} of the limit in use", "额度已使用{value}", "share")}
+
+
+@pytest.fixture(scope="module")
+def scorer(trained_model) -> Scorer:
+    """The synthetic model with reason texts on two features (the others fall back to `name = value`)."""
+    spec = {**trained_model.spec_, "features": [
+        {**f, **dict(zip(("text_en", "text_zh", "unit"), TEXTS[f["name"]]))} if f["name"] in TEXTS else f
+        for f in trained_model.spec_["features"]]}
+    return Scorer(trained_model.booster_text_, trained_model.calibrator_, spec)
+
+
+@pytest.fixture(scope="module")
+def frame(synth_split) -> pd.DataFrame:
+    return synth_split.test[["user_id", "as_of", *NAMES]].head(400).reset_index(drop=True)
+
+
+def test_reason_columns_follow_the_scores_contract(scorer, frame):
+    out = scorer.score(frame)
+    assert list(out.columns) == ["user_id", "as_of", "probability", "band", *reason_columns()]
+    contrib = scorer.family_contributions(frame)
+    for i in range(0, len(out), 37):
+        row, fam = out.iloc[i], contrib.iloc[i]
+        up = fam[fam >= MIN_CONTRIBUTION].sort_values(ascending=False, kind="stable")
+        for k in range(1, 4):
+            if k <= len(up):
+                assert row[f"reason_{k}_family"] == up.index[k - 1]
+                assert row[f"reason_{k}_contribution"] == pytest.approx(up.iloc[k - 1], abs=1e-12)
+            else:
+                assert pd.isna(row[f"reason_{k}_family"]) and pd.isna(row[f"reason_{k}_code"])
+                assert pd.isna(row[f"reason_{k}_text_en"]) and np.isnan(row[f"reason_{k}_contribution"])
+
+
+def test_codes_and_texts_name_the_driving_feature_with_the_users_value(scorer, frame):
+    out = scorer.score(frame)
+    overdue = out["reason_1_code"] == "overdue:overdue_days_max_90d"
+    assert overdue.any()
+    values = frame.loc[overdue, "overdue_days_max_90d"]
+    assert out.loc[overdue, "reason_1_text_en"].tolist() == [f"up to {v:,.0f} days past due" for v in values]
+    assert out.loc[overdue, "reason_1_text_zh"].tolist() == [f"最长逾期{v:,.0f}天" for v in values]
+    util = out["reason_1_code"] == "utilisation:utilisation_last"
+    assert out.loc[util, "reason_1_text_en"].tolist() == [f"{v * 100:.0f}% of the limit in use"
+                                                         for v in frame.loc[util, "utilisation_last"]]
+    other = out["reason_1_code"] == "early_repayment:early_repayments_90d"
+    assert out.loc[other, "reason_1_text_en"].str.startswith("early_repayments_90d = ").all()
+
+
+def test_the_spec_formatter_and_the_scorer_agree(small_world):
+    from features import spec as feature_spec
+
+    for name, value in (("pl_utilisation", 0.734), ("pl_balance", 12345.67), ("credit_score_change_90d", -23.0),
+                        ("bl_closed_60d", 1.0), ("credit_score_latest", float("nan"))):
+        f = feature_spec.get(name)
+        X = pd.DataFrame({name: [value]}, dtype="float32")
+        spec = {"features": [{"name": name, "text_en": f.text_en, "text_zh": f.text_zh, "unit": f.unit}]}
+        en, zh = scoring._texts(X, np.array([[0]]), spec)
+        assert en[0, 0] == feature_spec.reason_text(f, np.float32(value), "en")
+        assert zh[0, 0] == feature_spec.reason_text(f, np.float32(value), "zh")
+
+
+def test_kernel_and_pred_contrib_give_the_same_scores(scorer, frame, monkeypatch):
+    X = prepare_features(frame, scorer.spec)
+    np.testing.assert_allclose(scorer.shap_values(X), scorer.booster.predict(X, pred_contrib=True), atol=1e-9)
+    fast = scorer.score(frame)
+    monkeypatch.setattr(scoring, "explainer_for", None)
+    slow = scorer.score(frame)
+    pd.testing.assert_frame_equal(fast, slow, check_exact=False, atol=1e-9, rtol=0)
+
+
+def test_one_row_at_a_time_equals_the_batch(scorer, frame):
+    batch = scorer.score(frame.head(40))
+    singles = pd.concat([scorer.score(frame.iloc[[i]]) for i in range(40)])
+    pd.testing.assert_frame_equal(singles, batch)
+
+
+def test_shap_families_add_up_to_the_raw_score(scorer, frame):
+    X = prepare_features(frame, scorer.spec)
+    bias = scorer.shap_values(X)[:, -1]
+    total = scorer.family_contributions(frame).sum(axis=1).to_numpy() + bias
+    np.testing.assert_allclose(total, scorer.raw_score(frame), atol=1e-9)
+
+
+def test_more_overdue_never_lowers_the_probability(scorer, frame):
+    worse = frame.assign(overdue_days_max_90d=frame["overdue_days_max_90d"] + 1.0)
+    assert (scorer.probability(worse) >= scorer.probability(frame) - 1e-12).all()
