@@ -18,6 +18,10 @@ CAUSE_FAMILIES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "
                   "utilisation", "bl_closure")
 FAMILIES = CAUSE_FAMILIES + ("activity", "tenure")
 
+# Aggregations with no value for a user without such events (NaN): these need a `none_*` text.
+MAY_BE_MISSING = ("share", "last_dpd", "last", "change", "min", "days_since_last", "days_since_first", "balance",
+                  "utilisation", "limit", "limit_change_ratio")
+
 # How a value is shown in a reason text.
 UNITS = ("count", "money", "share", "days", "score", "points", "ratio", "flag")
 
@@ -41,6 +45,8 @@ class Feature:
     text_zh: str
     source: str = ""     # which events feed it, e.g. "bl_repayment.early" (see compute.SOURCES)
     unit: str = "count"  # how `{value}` is rendered: one of UNITS
+    none_en: str = ""    # text when the user has no value (no such event before as_of); needed where one can be missing
+    none_zh: str = ""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -53,6 +59,8 @@ class Feature:
             raise ValueError(f"feature {self.name}: unknown unit {self.unit!r}")
         if "{value}" not in self.text_en or "{value}" not in self.text_zh:
             raise ValueError(f"feature {self.name}: reason texts need a {{value}} slot")
+        if self.aggregation in MAY_BE_MISSING and not (self.none_en and self.none_zh):
+            raise ValueError(f"feature {self.name}: {self.aggregation} can be missing; give none_en and none_zh")
 
 
 _PRODUCT = {"bl": ("business loan", "网商贷"), "pl": ("personal line", "借呗")}
@@ -92,15 +100,18 @@ FEATURES: tuple[Feature, ...] = (
             "{value} late repayments in the last 365 days", "近365天逾期还款{value}次", source="repayment.late"),
     Feature("late_repayment_share_90d", "overdue", 90, "share", 1, True,
             "{value} of repayments in the last 90 days were late", "近90天{value}的还款逾期",
-            source="repayment.late", unit="share"),
+            source="repayment.late", unit="share",
+            none_en="no repayments in the last 90 days", none_zh="近90天无还款"),
     Feature("max_dpd_90d", "overdue", 90, "max_dpd", 1, True,
             "up to {value} days past due in the last 90 days", "近90天最长逾期{value}天", source="repayment", unit="days"),
     Feature("max_dpd_365d", "overdue", 365, "max_dpd", 1, True,
             "up to {value} days past due in the last 365 days", "近365天最长逾期{value}天", source="repayment", unit="days"),
     Feature("last_dpd", "overdue", None, "last_dpd", 1, True,
-            "the latest repayment was {value} days late", "最近一笔还款逾期{value}天", source="repayment", unit="days"),
+            "the latest repayment was {value} days late", "最近一笔还款逾期{value}天", source="repayment", unit="days",
+            none_en="no repayment on record", none_zh="无还款记录"),
     Feature("days_since_late_repayment", "overdue", None, "days_since_last", -1, True,
-            "last late repayment {value} days ago", "距上次逾期还款{value}天", source="repayment.late", unit="days"),
+            "last late repayment {value} days ago", "距上次逾期还款{value}天", source="repayment.late", unit="days",
+            none_en="no late repayment on record", none_zh="无逾期还款记录"),
     # --- early repayment: read by the platform as "little need to borrow"
     Feature("early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
             "{value} early repayments in the last 90 days", "近90天提前还款{value}次", source="repayment.early"),
@@ -112,7 +123,8 @@ FEATURES: tuple[Feature, ...] = (
             source="pl_repayment.early"),
     Feature("early_repayment_share_90d", "early_repayment", 90, "share", 1, True,
             "{value} of repayments in the last 90 days were early", "近90天{value}的还款为提前还款",
-            source="repayment.early", unit="share"),
+            source="repayment.early", unit="share",
+            none_en="no repayments in the last 90 days", none_zh="近90天无还款"),
     Feature("early_repayment_count_365d", "early_repayment", 365, "count", 1, True,
             "{value} early repayments in the last 365 days", "近365天提前还款{value}次", source="repayment.early"),
     # --- fund misuse on the business loan
@@ -129,16 +141,20 @@ FEATURES: tuple[Feature, ...] = (
             "{value} flagged as misused in the last 180 days", "近180天被认定违规使用的资金{value}",
             source="bl_fund_misuse", unit="money"),
     Feature("days_since_fund_misuse", "fund_misuse", None, "days_since_last", -1, True,
-            "last fund-misuse flag {value} days ago", "距上次资金用途违规{value}天", source="bl_fund_misuse", unit="days"),
+            "last fund-misuse flag {value} days ago", "距上次资金用途违规{value}天", source="bl_fund_misuse", unit="days",
+            none_en="no fund-misuse flag on record", none_zh="无资金用途违规记录"),
     # --- credit score
     Feature("credit_score_latest", "credit_score", None, "last", -1, True,
-            "credit score is {value}", "信用分为{value}", source="credit_score", unit="score"),
+            "credit score is {value}", "信用分为{value}", source="credit_score", unit="score",
+            none_en="no credit score on record", none_zh="无信用分记录"),
     Feature("credit_score_change_90d", "credit_score", 90, "change", -1, True,
             "credit score changed by {value} points in the last 90 days", "近90天信用分变化{value}分",
-            source="credit_score", unit="points"),
+            source="credit_score", unit="points",
+            none_en="no credit-score change on record in the last 90 days", none_zh="近90天无信用分变化记录"),
     Feature("credit_score_min_365d", "credit_score", 365, "min", -1, True,
             "credit score was as low as {value} in the last 365 days", "近365天信用分最低{value}",
-            source="credit_score", unit="score"),
+            source="credit_score", unit="score",
+            none_en="no credit score on record in the last 365 days", none_zh="近365天无信用分记录"),
     # --- multi-borrowing: credit applications elsewhere
     Feature("credit_inquiry_count_30d", "multi_borrowing", 30, "count", 1, True,
             "{value} credit inquiries in the last 30 days", "近30天征信查询{value}次", source="credit_inquiry"),
@@ -148,17 +164,21 @@ FEATURES: tuple[Feature, ...] = (
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
     # --- utilisation of the personal line
     Feature("pl_balance", "utilisation", None, "balance", 1, True,
-            "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money"),
+            "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money",
+            none_en="no personal line", none_zh="未开通借呗"),
     Feature("pl_limit", "utilisation", None, "limit", 0, False,
-            "personal-line limit is {value}", "借呗额度为{value}", source="pl_limit", unit="money"),
+            "personal-line limit is {value}", "借呗额度为{value}", source="pl_limit", unit="money",
+            none_en="no personal line", none_zh="未开通借呗"),
     Feature("pl_utilisation", "utilisation", None, "utilisation", 1, True,
-            "{value} of the personal-line limit is in use", "借呗额度已使用{value}", source="pl", unit="share"),
+            "{value} of the personal-line limit is in use", "借呗额度已使用{value}", source="pl", unit="share",
+            none_en="no personal line", none_zh="未开通借呗"),
     Feature("pl_limit_change_count_365d", "utilisation", 365, "count", 0, False,
             "{value} personal-line limit changes in the last 365 days", "近365天借呗额度调整{value}次",
             source="pl_limit_change"),
     Feature("pl_limit_change_ratio", "utilisation", None, "limit_change_ratio", 0, False,
             "the last limit change set the personal line to {value} of its previous limit",
-            "最近一次额度调整后借呗额度为原额度的{value}", source="pl_limit", unit="ratio"),
+            "最近一次额度调整后借呗额度为原额度的{value}", source="pl_limit", unit="ratio",
+            none_en="no limit change on record", none_zh="无额度调整记录"),
     # --- business-loan closure: at most a small, short effect in the world
     Feature("bl_is_closed", "bl_closure", None, "line_closed", 0, False,
             "business loan closed: {value}", "网商贷已关闭：{value}", source="bl", unit="flag"),
@@ -166,24 +186,28 @@ FEATURES: tuple[Feature, ...] = (
             "business loan closed in the last 60 days: {value}", "近60天关闭网商贷：{value}", source="bl_close",
             unit="flag"),
     Feature("days_since_bl_close", "bl_closure", None, "days_since_last", -1, False,
-            "business loan closed {value} days ago", "网商贷已关闭{value}天", source="bl_close", unit="days"),
+            "business loan closed {value} days ago", "网商贷已关闭{value}天", source="bl_close", unit="days",
+            none_en="business loan never closed", none_zh="网商贷从未关闭"),
     # --- activity: repayment timing mix and line history (history only: events before as_of)
     Feature("on_time_repayment_count_90d", "activity", 90, "count", 0, True,
             "{value} on-time repayments in the last 90 days", "近90天按时还款{value}次", source="repayment.on_time"),
     Feature("on_time_repayment_share_90d", "activity", 90, "share", 0, True,
             "{value} of repayments in the last 90 days were on time", "近90天{value}的还款按时",
-            source="repayment.on_time", unit="share"),
+            source="repayment.on_time", unit="share",
+            none_en="no repayments in the last 90 days", none_zh="近90天无还款"),
     Feature("pl_restriction_count_365d", "activity", 365, "count", 0, False,
             "personal line restricted {value} times in the last 365 days", "近365天借呗被限制{value}次",
             source="pl_restricted"),
     Feature("days_since_pl_restored", "activity", None, "days_since_last", 0, False,
-            "personal line restored {value} days ago", "借呗恢复已{value}天", source="pl_restored", unit="days"),
+            "personal line restored {value} days ago", "借呗恢复已{value}天", source="pl_restored", unit="days",
+            none_en="personal line never restored", none_zh="借呗从未恢复"),
     *_activity(),
     # --- tenure and product holding; an open business loan marks a merchant with credit, not a closure
     Feature("bl_is_open", "tenure", None, "line_open", 0, False,
             "business loan open: {value}", "网商贷在用：{value}", source="bl", unit="flag"),
     Feature("days_since_pl_open", "tenure", None, "days_since_first", 0, False,
-            "personal line opened {value} days ago", "借呗已开通{value}天", source="pl_open", unit="days"),
+            "personal line opened {value} days ago", "借呗已开通{value}天", source="pl_open", unit="days",
+            none_en="no personal line", none_zh="未开通借呗"),
     Feature("days_since_signup", "tenure", None, "days_since_signup", 0, False,
             "on the platform for {value} days", "注册已{value}天", source="users", unit="days"),
     Feature("is_merchant", "tenure", None, "segment_merchant", 0, False,
@@ -238,4 +262,5 @@ def reason_text(feature: Feature | str, value: object, lang: str = "en") -> str:
     f = get(feature) if isinstance(feature, str) else feature
     if lang not in ("en", "zh"):
         raise ValueError(f"lang must be 'en' or 'zh', got {lang!r}")
-    return valuefmt.fill_template(f.text_en if lang == "en" else f.text_zh, f.unit, value, lang)
+    return valuefmt.fill_template(f.text_en if lang == "en" else f.text_zh, f.unit, value, lang,
+                                  f.none_en if lang == "en" else f.none_zh)

@@ -32,6 +32,16 @@ def format_value(unit: str, value: object, lang: str = "en") -> str:
     return f"{x:.4g}"  # a column outside the spec (external feature tables): no unit known
 
 
-def fill_template(template: str, unit: str, value: object, lang: str = "en") -> str:
-    """`template` with its `{value}` slot filled by the formatted value."""
+def is_missing(value: object) -> bool:
+    """True for None and NaN: the user has no such event before as_of."""
+    try:
+        return math.isnan(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return value is None
+
+
+def fill_template(template: str, unit: str, value: object, lang: str = "en", none_text: str = "") -> str:
+    """`template` with its `{value}` slot filled by the formatted value; `none_text` (if given) for a missing value."""
+    if none_text and is_missing(value):
+        return none_text
     return template.format(value=format_value(unit, value, lang))

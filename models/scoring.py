@@ -138,8 +138,8 @@ def _texts(X: pd.DataFrame, feature: np.ndarray, spec: dict[str, Any]) -> tuple[
         rows, _ = np.nonzero(at)  # row-major, the order in which out[at] is filled
         codes, uniques = pd.factorize(X.iloc[:, f].to_numpy()[rows], use_na_sentinel=False)
         for lang, out in (("en", en), ("zh", zh)):
-            template = entry.get(f"text_{lang}") or fallback
-            texts = np.asarray([valuefmt.fill_template(template, unit, v, lang) for v in uniques], dtype=object)
+            template, none = entry.get(f"text_{lang}") or fallback, entry.get(f"none_{lang}", "")
+            texts = np.asarray([valuefmt.fill_template(template, unit, v, lang, none) for v in uniques], dtype=object)
             out[at] = texts[codes]
     return en, zh
 

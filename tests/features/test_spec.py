@@ -5,7 +5,7 @@ import pytest
 
 from features import spec
 from features.compute import AGGREGATORS, SOURCES
-from features.spec import FEATURES, FAMILIES
+from features.spec import FAMILIES, FEATURES, Feature, reason_text
 
 
 def test_spec_has_between_40_and_80_uniquely_named_features():
@@ -64,7 +64,7 @@ def test_reason_text_formats_counts_shares_money_and_flags():
     assert spec.reason_text("pl_balance", 12345.67) == "¥12,346 outstanding on the personal line"
     assert spec.reason_text("credit_score_change_90d", -23.0) == "credit score changed by -23 points in the last 90 days"
     assert spec.reason_text("bl_closed_60d", 1.0, "zh") == "近60天关闭网商贷：是"
-    assert spec.reason_text("credit_score_latest", float("nan")) == "credit score is n/a"
+    assert spec.reason_text("credit_score_latest", float("nan")) == "no credit score on record"
 
 
 def test_spec_hash_is_stable_and_changes_with_the_spec(monkeypatch):
@@ -77,3 +77,14 @@ def test_spec_hash_is_stable_and_changes_with_the_spec(monkeypatch):
 def test_a_feature_without_a_value_slot_is_rejected():
     with pytest.raises(ValueError, match="value"):
         spec.Feature("x", "activity", 30, "count", 0, True, "no slot", "无", source="bl_close")
+
+
+def test_a_missing_value_reads_as_no_record_not_as_n_a():
+    assert reason_text("days_since_fund_misuse", float("nan")) == "no fund-misuse flag on record"
+    assert reason_text("days_since_fund_misuse", float("nan"), "zh") == "无资金用途违规记录"
+    assert reason_text("days_since_fund_misuse", 12) == "last fund-misuse flag 12 days ago"
+
+
+def test_a_feature_that_can_be_missing_must_say_what_none_means():
+    with pytest.raises(ValueError, match="give none_en and none_zh"):
+        Feature("x", "overdue", None, "days_since_last", -1, True, "{value} days", "{value}天", unit="days")

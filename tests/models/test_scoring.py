@@ -1,6 +1,8 @@
 """Scorer: reasons with codes and texts, the same with or without the numba kernel, one row = batch."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,7 +67,7 @@ def test_the_spec_formatter_and_the_scorer_agree(small_world):
                         ("bl_closed_60d", 1.0), ("credit_score_latest", float("nan"))):
         f = feature_spec.get(name)
         X = pd.DataFrame({name: [value]}, dtype="float32")
-        spec = {"features": [{"name": name, "text_en": f.text_en, "text_zh": f.text_zh, "unit": f.unit}]}
+        spec = {"features": [dataclasses.asdict(f)]}  # what a registered model carries
         en, zh = scoring._texts(X, np.array([[0]]), spec)
         assert en[0, 0] == feature_spec.reason_text(f, np.float32(value), "en")
         assert zh[0, 0] == feature_spec.reason_text(f, np.float32(value), "zh")
