@@ -39,8 +39,6 @@ from pipeline.io import read_table, read_users, users_path_for, write_json
 
 DEFAULT_CHUNK_USERS = 100_000
 SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
-_HASH_MUL = np.uint64(0x100000001B3)
-_HASH_LEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def drift_path_for(out: str | Path) -> Path:
@@ -57,27 +55,12 @@ def partial_path_for(out: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------- reading events by user range
 
-def _hash_strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit polynomial hash, is-present) per value, vectorised over the Arrow buffers.
+def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit hash, is-present) per event id, by pandas' vectorised SipHash.
 
     Collisions only make extra duplicate candidates, which are then compared exactly."""
-    arr = arr.cast(pa.large_string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
-    data = arr.buffers()[2]
-    o0 = int(offsets[0])
-    raw = (np.frombuffer(data, dtype=np.uint8)[o0: int(offsets[-1])] if data is not None
-           else np.zeros(0, np.uint8)).astype(np.uint64)
-    lengths = np.diff(offsets)
-    pos = np.arange(len(raw), dtype=np.int64) - np.repeat(offsets[:-1] - o0, lengths)
-    powers = np.cumprod(np.full(max(int(lengths.max(initial=0)), 1), _HASH_MUL, dtype=np.uint64)) // _HASH_MUL
-    with np.errstate(over="ignore"):
-        powers[0] = 1
-        cum = np.concatenate([np.zeros(1, np.uint64), np.cumsum(raw * powers[pos], dtype=np.uint64)])
-        h = (cum[offsets[1:] - o0] - cum[offsets[:-1] - o0]) ^ (lengths.astype(np.uint64) * _HASH_LEN)
-    return h, ~np.asarray(arr.is_null(), dtype=bool)
+    values = arr.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values, categorize=False), ~np.asarray(arr.is_null(), dtype=bool)
 
 
 class EventSource:
@@ -114,7 +97,7 @@ class EventSource:
             hashes = np.empty(self.n_rows, dtype=np.uint64)
             start = 0
             for batch in self.dataset.to_batches(columns=["event_id"]):
-                h, present = _hash_strings(batch.column(0))
+                h, present = _hash_ids(batch.column(0))
                 h[~present] = 0  # null ids break another rule first; never duplicates
                 hashes[start: start + len(h)] = h
                 start += len(h)
