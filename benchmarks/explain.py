@@ -105,8 +105,8 @@ def main() -> None:
         rows.append([name, f"{len(data):,}", f"{len(data) / seconds:,.0f} users/s", ""])
     diff = float(np.abs(scorer.shap_values(Xs) - ref).max())
     sv = float(np.abs(np.asarray(explainer.shap_values(Xs.head(200))) - ref[:200, :-1]).max())
-    rows[1][3] = f"max |diff| to pred_contrib {diff:.1e}"
-    rows[3][3] = f"max |diff| to pred_contrib {sv:.1e}"
+    rows[1][3] = f"max abs diff to pred_contrib {diff:.1e}"
+    rows[3][3] = f"max abs diff to pred_contrib {sv:.1e}"
 
     # the path back: one user per call (what `linerisk explain` does) and batched
     from features.compute import build_features
