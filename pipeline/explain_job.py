@@ -15,12 +15,13 @@ from typing import Any
 import click
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
-from data.schema import InputError
+from data.schema import InputError, validate_events
 from features.compute import build_features, to_utc_timestamp
 from features.labels import line_state
 from pipeline.features_job import _write_quarantine
-from pipeline.io import linerisk_home, read_events, read_users, users_path_for
+from pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -39,18 +40,6 @@ def _user_key(users: pd.DataFrame, user: str) -> Any:
         except ValueError:
             raise InputError(f"user {user!r} is not in the users table (user ids are integers)") from None
     return str(user)
-
-
-def _load_scorer(ref: str) -> tuple[Any, str, str]:
-    """(Scorer, name, version) of a registered model; one-line InputError when it cannot be found."""
-    from models import registry  # imports mlflow: only here
-
-    try:
-        name, version, _ = registry.resolve(ref)
-        model = registry.load_model(f"{name}/{version}")
-    except (LookupError, ValueError) as exc:
-        raise InputError(str(exc).splitlines()[0]) from None
-    return model.unwrap_python_model().scorer, name, version
 
 
 def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
@@ -132,7 +121,7 @@ def render(view: dict[str, Any], model: str = "") -> str:
         when = "already below" if rec["days"] == 0 else f"on {rec['date'][:10]} ({rec['days']} days)"
         lines.append(f"  with time alone (no new adverse events): {when}")
     else:
-        lines.append(f"  with time alone (no new adverse events): not within a year")
+        lines.append("  with time alone (no new adverse events): not within a year")
     lines.append(f"  weekly for a year: {sparkline(curve, max(curve.max(), rec['threshold']))}  "
                  f"{pct(curve[0])} -> {pct(curve[-1])}")
     if not plan["steps"]:
@@ -165,20 +154,21 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
         ts = to_utc_timestamp(as_of)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
-    if not events_path.exists():
-        raise InputError(f"events: {events_path} does not exist")
+    package = load_model_package(model_ref)  # first: a wrong model fails before any data is read
+    scorer, name, version = package.scorer, package.name, package.version
+    source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     key = _user_key(users, user)
     if not (users["user_id"] == key).any():
         raise InputError(f"user {user!r} is not in the users table ({len(users):,} users)")
-    validated = read_events(events_path, users)
+    # only this user's rows are read and validated (a duplicate id shared with another user goes unseen here)
+    validated = validate_events(source.read(ds.field("user_id") == key), users)
     click.echo(validated.summary(), err=True)
     if len(validated.quarantined):
         stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         _write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    scorer, name, version = _load_scorer(model_ref)
     view = explain_user(scorer, validated.good, users, key, ts, threshold)
     view["model"] = {"name": name, "version": version}
     click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else render(view, f"{name} v{version}"))

@@ -13,11 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from data.schema import InputError, Validated, validate_events, validate_users
+from data.schema import EVENT_COLUMNS, InputError, Validated, require_columns, validate_events, validate_users
 
 
 def linerisk_home() -> Path:
@@ -40,6 +42,24 @@ def read_table(path: str | os.PathLike, what: str = "input") -> pd.DataFrame:
     raise InputError(f"{what}: {p} is neither Parquet nor CSV")
 
 
+def load_model_package(ref: str):
+    """A registered model's package (sha256-checked), refused with one line if its feature spec is not this code's.
+
+    Features are built by this code's spec, so a model trained on another spec would read wrong columns."""
+    from features.spec import spec_hash
+    from models import registry  # imports mlflow: only when a job needs a model
+
+    try:
+        package = registry.load_package(ref)
+    except (LookupError, ValueError) as exc:
+        raise InputError(f"model {ref}: {str(exc).splitlines()[0]}") from None
+    if package.spec_hash != spec_hash():
+        raise InputError(f"model {package.name} v{package.version} was trained on feature spec "
+                         f"{package.spec_hash[:12] or '(none)'}, but this code builds spec {spec_hash()[:12]}: "
+                         "use a model trained on the current feature spec")
+    return package
+
+
 def users_path_for(events_path: str | os.PathLike) -> Path:
     """The default users table: `users.parquet` beside the events file (or inside its directory)."""
     p = Path(events_path)
@@ -58,6 +78,64 @@ def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None) -> V
     if events.empty:
         raise InputError(f"events: {path} holds no rows")
     return validate_events(events, users)
+
+
+def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit hash, is-present) per event id, by pandas' vectorised SipHash.
+
+    Collisions only make extra duplicate candidates, which are then compared exactly."""
+    values = arr.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values, categorize=False), ~np.asarray(arr.is_null(), dtype=bool)
+
+
+class EventSource:
+    """The events file (Parquet file, directory or hive dataset; or CSV, read whole) as an Arrow dataset."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"events: {self.path} does not exist")
+        try:
+            if self.path.is_dir() or self.path.suffix in (".parquet", ".pq"):
+                self.dataset = ds.dataset(self.path, format="parquet",
+                                          partitioning="hive" if self.path.is_dir() else None)
+            else:  # CSV (or an unknown suffix, which read_table rejects): small files, held in memory
+                self.dataset = ds.dataset(pa.Table.from_pandas(read_table(self.path, "events"), preserve_index=False))
+            self.n_rows = self.dataset.count_rows()
+        except (pa.ArrowException, OSError, TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"events: cannot read {self.path}: {str(exc).splitlines()[0]}") from None
+        require_columns(pd.DataFrame(columns=self.dataset.schema.names), EVENT_COLUMNS, f"events {self.path}")
+        if self.n_rows == 0:
+            raise InputError(f"events: {self.path} holds no rows")
+
+    def _scan(self, what: str, fn):
+        try:
+            return fn()
+        except pa.ArrowException as exc:
+            raise InputError(f"events: cannot read {what} of {self.path}: {str(exc).splitlines()[0]}") from None
+
+    def duplicate_candidates(self) -> pa.Table:
+        """Every row whose event_id may occur more than once in the file, in file order."""
+        def run() -> pa.Table:
+            hashes = np.empty(self.n_rows, dtype=np.uint64)
+            start = 0
+            for batch in self.dataset.to_batches(columns=["event_id"]):
+                h, present = _hash_ids(batch.column(0))
+                h[~present] = 0  # null ids break another rule first; never duplicates
+                hashes[start: start + len(h)] = h
+                start += len(h)
+            ordered = np.sort(hashes)
+            repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+            del ordered
+            rows = np.flatnonzero(np.isin(hashes, repeated[repeated != 0]))
+            return self.dataset.take(pa.array(rows, type=pa.int64()))
+        return self._scan("event ids", run)
+
+    def read(self, where: ds.Expression | None) -> pd.DataFrame:
+        """The rows matching `where` (file order) as pandas, typed as read_events would read them."""
+        return self._scan("events", lambda: self.dataset.to_table(filter=where)).to_pandas()
 
 
 @contextlib.contextmanager

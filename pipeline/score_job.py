@@ -28,14 +28,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from data.schema import EVENT_COLUMNS, InputError, require_columns, validate_events
+from data.schema import validate_events
 from features.compute import build_features, to_utc_timestamp
 from features.labels import line_state
-from features.spec import spec_hash
 from models import drift
 from models.scoring import BAND_NAMES, reason_columns
 from pipeline.features_job import _write_quarantine, quarantine_path_for
-from pipeline.io import read_table, read_users, users_path_for, write_json
+from pipeline.io import EventSource, load_model_package, read_users, users_path_for, write_json
 
 DEFAULT_CHUNK_USERS = 100_000
 SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
@@ -54,64 +53,6 @@ def partial_path_for(out: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- reading events by user range
-
-def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit hash, is-present) per event id, by pandas' vectorised SipHash.
-
-    Collisions only make extra duplicate candidates, which are then compared exactly."""
-    values = arr.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(values, categorize=False), ~np.asarray(arr.is_null(), dtype=bool)
-
-
-class EventSource:
-    """The events file (Parquet file, directory or hive dataset; or CSV, read whole) as an Arrow dataset."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise InputError(f"events: {self.path} does not exist")
-        try:
-            if self.path.is_dir() or self.path.suffix in (".parquet", ".pq"):
-                self.dataset = ds.dataset(self.path, format="parquet",
-                                          partitioning="hive" if self.path.is_dir() else None)
-            else:  # CSV (or an unknown suffix, which read_table rejects): small files, held in memory
-                self.dataset = ds.dataset(pa.Table.from_pandas(read_table(self.path, "events"), preserve_index=False))
-            self.n_rows = self.dataset.count_rows()
-        except (pa.ArrowException, OSError, TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"events: cannot read {self.path}: {str(exc).splitlines()[0]}") from None
-        require_columns(pd.DataFrame(columns=self.dataset.schema.names), EVENT_COLUMNS, f"events {self.path}")
-        if self.n_rows == 0:
-            raise InputError(f"events: {self.path} holds no rows")
-
-    def _scan(self, what: str, fn):
-        try:
-            return fn()
-        except pa.ArrowException as exc:
-            raise InputError(f"events: cannot read {what} of {self.path}: {str(exc).splitlines()[0]}") from None
-
-    def duplicate_candidates(self) -> pa.Table:
-        """Every row whose event_id may occur more than once in the file, in file order."""
-        def run() -> pa.Table:
-            hashes = np.empty(self.n_rows, dtype=np.uint64)
-            start = 0
-            for batch in self.dataset.to_batches(columns=["event_id"]):
-                h, present = _hash_ids(batch.column(0))
-                h[~present] = 0  # null ids break another rule first; never duplicates
-                hashes[start: start + len(h)] = h
-                start += len(h)
-            ordered = np.sort(hashes)
-            repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-            del ordered
-            rows = np.flatnonzero(np.isin(hashes, repeated[repeated != 0]))
-            return self.dataset.take(pa.array(rows, type=pa.int64()))
-        return self._scan("event ids", run)
-
-    def read(self, where: ds.Expression | None) -> pd.DataFrame:
-        """The rows matching `where` (file order) as pandas, typed as read_events would read them."""
-        return self._scan("events", lambda: self.dataset.to_table(filter=where)).to_pandas()
-
 
 def _user_ranges(user_ids: pd.Series, chunk_users: int) -> Iterator[tuple[int, int, ds.Expression | None]]:
     """(start, stop, filter) per chunk of the sorted users; the filters cover every possible user_id
@@ -165,20 +106,6 @@ class ScoreRun:
                 f"wrote {self.out}")
 
 
-def _load_package(ref: str):
-    from models import registry  # imports mlflow: only when scoring
-
-    try:
-        package = registry.load_package(ref)
-    except (LookupError, ValueError) as exc:
-        raise InputError(f"model {ref}: {str(exc).splitlines()[0]}") from None
-    if package.spec_hash != spec_hash():
-        raise InputError(f"model {package.name} v{package.version} was trained on feature spec "
-                         f"{package.spec_hash[:12] or '(none)'}, but this code builds spec {spec_hash()[:12]}: "
-                         "score with a model trained on the current feature spec")
-    return package
-
-
 def _arrow_schema(user_id_type: pa.DataType) -> pa.Schema:
     types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64()}
     return pa.schema([(c, types.get(c, pa.float64() if c.endswith("_contribution") else pa.string()))
@@ -213,7 +140,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                  pause_after_chunk: float = 0.0) -> ScoreRun:
     """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts."""
     started = time.perf_counter()
-    package = _load_package(model_ref)
+    package = load_model_package(model_ref)
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)

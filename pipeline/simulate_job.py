@@ -7,7 +7,6 @@ nothing half-written and can simply be run again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time

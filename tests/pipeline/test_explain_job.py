@@ -6,14 +6,7 @@ import json
 import pytest
 
 from pipeline.cli import main
-from tests.pipeline.scoring_world import AS_OF, scoring_store
-
-
-@pytest.fixture
-def store(tmp_path_factory, small_world, mlflow_template_db, monkeypatch):
-    """The shared registry with `linerisk@champion` (built once per session by scoring_store)."""
-    for key, value in scoring_store(tmp_path_factory, small_world, mlflow_template_db).items():
-        monkeypatch.setenv(key, value)
+from tests.pipeline.scoring_world import AS_OF
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +62,15 @@ def test_unknown_user_and_unknown_model_exit_2_with_one_line(store, small_world,
     assert main(["explain", "--model", "nosuchmodel@champion", "--events", str(small_world / "events.parquet"),
                  "--as-of", AS_OF, "--user", "1"]) == 2
     assert "nosuchmodel" in capsys.readouterr().err
+
+
+def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_split, trained_model, small_world,
+                                                          capsys):
+    from models import registry
+
+    reg = registry.register_model(trained_model, params={}, metrics={}, reference={}, test_frame=synth_split.test)
+    capsys.readouterr()
+    assert main(["explain", "--model", f"linerisk/{reg.version}", "--events", str(small_world / "events.parquet"),
+                 "--as-of", AS_OF, "--user", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "feature spec" in err[0]

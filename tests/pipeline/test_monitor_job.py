@@ -10,7 +10,7 @@ import pytest
 from models import drift
 from pipeline.cli import main
 from pipeline.score_job import drift_path_for
-from tests.pipeline.scoring_world import AS_OF, store, store_env  # noqa: F401 (fixtures)
+from tests.pipeline.scoring_world import AS_OF
 
 
 @pytest.fixture

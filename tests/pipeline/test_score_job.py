@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.score_job import SCORE_COLUMNS, drift_path_for, partial_path_for
-from tests.pipeline.scoring_world import AS_OF, store, store_env  # noqa: F401 (fixtures)
+from tests.pipeline.scoring_world import AS_OF
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tests.pipeline.scoring_world import AS_OF, store, store_env  # noqa: F401 (fixtures)
+from tests.pipeline.scoring_world import AS_OF
 
 START_TIMEOUT = 120
 
