@@ -39,6 +39,14 @@ def line_state(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None =
                          "state_since": since_ts}, index=prep.user_ids.copy())
 
 
+def active_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Features at as_of of the users whose line is active then (the population scored), events prepared once."""
+    ts = to_utc_timestamp(as_of)
+    prep = prepare_events(events, users, until=ts)
+    state, _ = _state_arrays(prep, _us(ts))
+    return features_from_prepared(prep, ts)[state == 1]
+
+
 def horizon_labels(prep: PreparedEvents, as_of_us: int, horizon_days: int) -> np.ndarray:
     """1 where a pl_restricted event falls in [as_of, as_of + horizon), else 0 (int8 per user row)."""
     snap = Snapshot(prep, as_of_us)

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from data.schema import validate_events
-from features.compute import build_features, to_utc_timestamp
-from features.labels import line_state
+from features.compute import to_utc_timestamp
+from features.labels import active_features
 from models import drift
 from models.scoring import BAND_NAMES, reason_columns
 from pipeline.features_job import _write_quarantine, quarantine_path_for
@@ -176,8 +176,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                active = (line_state(events, as_of, chunk_users_frame)["state"] == "active").to_numpy()
-                features = build_features(events, as_of, chunk_users_frame)[active].reset_index()
+                features = active_features(events, as_of, chunk_users_frame).reset_index()
                 del events
                 if len(features):
                     scores = scorer.score(features)

@@ -82,3 +82,13 @@ def test_default_snapshots_start_after_the_behaviour_starts_not_at_old_account_o
     old_opens = make_events([(1000, "pl_open", -2000, 5000.0, None, None), (1001, "bl_open", -1500, 9000.0, None, None)],
                             start_id=10**6)
     assert default_snapshots(pd.concat([events, old_opens], ignore_index=True)) == default_snapshots(events)
+
+
+
+def test_active_features_are_the_features_of_users_whose_line_is_active(tiny_events, tiny_users):
+    from features.labels import active_features
+
+    state = line_state(tiny_events, AS_OF, tiny_users)["state"]
+    expected = build_features(tiny_events, AS_OF, tiny_users)[(state == "active").to_numpy()]
+    pdt.assert_frame_equal(active_features(tiny_events, AS_OF, tiny_users), expected)
+    assert sorted(expected.index) == [1, 3, 4]
