@@ -135,7 +135,7 @@ class State:
     red_line: np.ndarray
     sample_u: np.ndarray        # uniform draw deciding oracle-sample membership
     hazard: np.ndarray = field(default=None)  # (n, len(CAUSES)) components in force (smoothed, active lines)
-    review: np.ndarray = field(default=None)  # (n, len(CAUSES)) the review's smoothed components, always updated
+    review: np.ndarray = field(default=None)  # (len(CAUSES), n) the review's smoothed components, always updated
 
     @property
     def n(self) -> int:
@@ -147,13 +147,15 @@ class State:
 
     def take(self, idx: np.ndarray) -> "State":
         """A deep copy of the rows `idx` (the oracle's futures start from such copies)."""
-        def sub(v):
+        def sub(name, v):
+            if name == "review":  # cause-major
+                return v[:, idx].copy()
             if isinstance(v, Loan):
                 return Loan(**{f.name: getattr(v, f.name)[idx].copy() for f in fields(Loan)})
             if isinstance(v, Window):
                 return Window(v.buf[:, idx].copy(), v.total[idx].copy())
             return None if v is None else v[idx].copy()
-        return replace(self, **{f.name: sub(getattr(self, f.name)) for f in fields(State)})
+        return replace(self, **{f.name: sub(f.name, getattr(self, f.name)) for f in fields(State)})
 
 
 def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
@@ -190,7 +192,7 @@ def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
         inquiries=Window.empty(INQUIRY_WINDOW, n), misuse=Window.empty(MISUSE_WINDOW, n),
         restricted=np.zeros(n, bool), restricted_day=np.full(n, -1, np.int32),
         late_since_restriction=np.zeros(n, np.int16), red_line=np.zeros(n, bool),
-        sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))), review=np.zeros((n, len(CAUSES))),
+        sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))), review=np.zeros((len(CAUSES), n)),
     )
 
 
@@ -418,24 +420,25 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
     np.add.at(s.late_since_restriction, np.concatenate([pl_idx[pl_dpd > 0], bl_idx[bl_dpd > 0]]), 1)
 
     review_update(s, hazards(s, day, hz), hz)
-    s.hazard = s.review * ~s.restricted[:, None]
+    s.hazard = (s.review * ~s.restricted).T
     return s.hazard
 
 
 def review_update(s: State, h: np.ndarray, hz: Hazards = Hazards()) -> None:
     """The platform re-evaluates on refreshed data: its view of each component follows the
-    instantaneous hazard `h` (n, len(CAUSES)) with a lag of `review_lag_days` (exponential
+    instantaneous hazard `h` (len(CAUSES), n) with a lag of `review_lag_days` (exponential
     smoothing, so a behaviour pulse keeps its integral but acts later and for longer)."""
     if hz.review_lag_days <= 1.0:
         s.review[...] = h
         return
     s.review *= 1.0 - 1.0 / hz.review_lag_days
-    s.review += h * (1.0 / hz.review_lag_days)
+    h *= 1.0 / hz.review_lag_days
+    s.review += h
 
 
 def hazards(s: State, day: int, hz: Hazards = Hazards()) -> np.ndarray:
-    """The instantaneous restriction hazard's components per cause, from observable history
-    (latent aside), for every open line (restricted or not)."""
+    """The instantaneous restriction hazard's components per cause (cause-major, (len(CAUSES), n)),
+    from observable history (latent aside), for every open line (restricted or not)."""
     h = np.zeros((len(CAUSES), s.n))  # cause-major so each component is one contiguous row
     late = np.flatnonzero(s.late.total)
     h[0, late] = hz.overdue * (s.late.total[late] / 30.0) ** 1.3
@@ -448,7 +451,7 @@ def hazards(s: State, day: int, hz: Hazards = Hazards()) -> np.ndarray:
     h[6] = hz.bl_closure * ((day - s.bl_closed_day) < 60)
     h[7] = hz.latent * np.exp(-s.health)
     h *= s.pl.opened
-    return h.T
+    return h
 
 
 def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Events,
