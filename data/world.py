@@ -33,8 +33,10 @@ class Hazards:
     credit_score: float = 0.0005  # x (sigmoid((580 - score) / 15) + max(0, -90d change - 10) / 40)
     multi_borrowing: float = 0.0015  # x max(0, inquiries in 30d - 1)
     utilisation: float = 0.0012   # x clip((utilisation - 0.7) / 0.3, 0, 1) ** 2
-    bl_closure: float = 0.0008    # x [bl closed in the last 60 days]
+    bl_closure: float = 0.0030    # x [bl closed in the last 60 days]
     latent: float = 0.00008       # x exp(-health); also stands in for the base hazard
+    review_lag_days: float = 90.0  # the platform's review lags behaviour: restrictions fire from an
+    # exponentially smoothed hazard, h_eff += (h - h_eff) / review_lag_days, per cause (1: instant)
     restore_cooling_days: int = 60
     restore_rate: float = 0.012   # daily, x exp(-late repayments since restriction) x score factor
     red_line_dpd: int = 90
@@ -132,7 +134,8 @@ class State:
     late_since_restriction: np.ndarray
     red_line: np.ndarray
     sample_u: np.ndarray        # uniform draw deciding oracle-sample membership
-    hazard: np.ndarray = field(default=None)  # (n, len(CAUSES)) last computed components
+    hazard: np.ndarray = field(default=None)  # (n, len(CAUSES)) components in force (smoothed, active lines)
+    review: np.ndarray = field(default=None)  # (len(CAUSES), n) the review's smoothed components, always updated
 
     @property
     def n(self) -> int:
@@ -144,13 +147,15 @@ class State:
 
     def take(self, idx: np.ndarray) -> "State":
         """A deep copy of the rows `idx` (the oracle's futures start from such copies)."""
-        def sub(v):
+        def sub(name, v):
+            if name == "review":  # cause-major
+                return v[:, idx].copy()
             if isinstance(v, Loan):
                 return Loan(**{f.name: getattr(v, f.name)[idx].copy() for f in fields(Loan)})
             if isinstance(v, Window):
                 return Window(v.buf[:, idx].copy(), v.total[idx].copy())
             return None if v is None else v[idx].copy()
-        return replace(self, **{f.name: sub(getattr(self, f.name)) for f in fields(State)})
+        return replace(self, **{f.name: sub(f.name, getattr(self, f.name)) for f in fields(State)})
 
 
 def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
@@ -187,7 +192,7 @@ def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
         inquiries=Window.empty(INQUIRY_WINDOW, n), misuse=Window.empty(MISUSE_WINDOW, n),
         restricted=np.zeros(n, bool), restricted_day=np.full(n, -1, np.int32),
         late_since_restriction=np.zeros(n, np.int16), red_line=np.zeros(n, bool),
-        sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))),
+        sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))), review=np.zeros((len(CAUSES), n)),
     )
 
 
@@ -313,8 +318,9 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
          b: Behaviour = Behaviour(), hz: Hazards = Hazards()) -> np.ndarray:
     """Advance every user one day; record events into `ev` (None: oracle futures); return hazards.
 
-    Returns the (n, len(CAUSES)) hazard components at the end of the day, zero where the
-    line is not active, and stores them on the state.
+    Returns the (n, len(CAUSES)) hazard components in force at the end of the day: the
+    review's smoothed components (`s.review`, which keep following behaviour while the line is
+    restricted), zero where the line is not active; also stores them on the state.
     """
     n = s.n
     open_products(s, day, ev)
@@ -413,12 +419,26 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
     s.misuse.push(day, misused)
     np.add.at(s.late_since_restriction, np.concatenate([pl_idx[pl_dpd > 0], bl_idx[bl_dpd > 0]]), 1)
 
-    s.hazard = hazards(s, day, hz)
+    review_update(s, hazards(s, day, hz), hz)
+    s.hazard = (s.review * ~s.restricted).T
     return s.hazard
 
 
+def review_update(s: State, h: np.ndarray, hz: Hazards = Hazards()) -> None:
+    """The platform re-evaluates on refreshed data: its view of each component follows the
+    instantaneous hazard `h` (len(CAUSES), n) with a lag of `review_lag_days` (exponential
+    smoothing, so a behaviour pulse keeps its integral but acts later and for longer)."""
+    if hz.review_lag_days <= 1.0:
+        s.review[...] = h
+        return
+    s.review *= 1.0 - 1.0 / hz.review_lag_days
+    h *= 1.0 / hz.review_lag_days
+    s.review += h
+
+
 def hazards(s: State, day: int, hz: Hazards = Hazards()) -> np.ndarray:
-    """The restriction hazard's components per cause, from observable history (latent aside)."""
+    """The instantaneous restriction hazard's components per cause (cause-major, (len(CAUSES), n)),
+    from observable history (latent aside), for every open line (restricted or not)."""
     h = np.zeros((len(CAUSES), s.n))  # cause-major so each component is one contiguous row
     late = np.flatnonzero(s.late.total)
     h[0, late] = hz.overdue * (s.late.total[late] / 30.0) ** 1.3
@@ -430,8 +450,8 @@ def hazards(s: State, day: int, hz: Hazards = Hazards()) -> np.ndarray:
     h[5, util] = hz.utilisation * np.minimum((s.pl.balance[util] / s.pl.limit[util] - 0.7) / 0.3, 1.0) ** 2
     h[6] = hz.bl_closure * ((day - s.bl_closed_day) < 60)
     h[7] = hz.latent * np.exp(-s.health)
-    h *= s.pl.opened & ~s.restricted
-    return h.T
+    h *= s.pl.opened
+    return h
 
 
 def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Events,

@@ -170,3 +170,25 @@ def test_simulate_help_lists_every_option():
     assert result.exit_code == 0
     for opt in ("--users", "--months", "--seed", "--out", "--corrupt-rate"):
         assert opt in result.output
+
+
+def test_the_review_lags_behaviour_so_causes_are_mostly_visible_at_the_snapshot(population_world):
+    """Restrictions fire from a smoothed hazard (Hazards.review_lag_days), so for most restrictions
+    within 90 days after a snapshot the drawn cause is already among the 3 largest components then;
+    with an instant review (lag 1 day) this is under 60%, as behaviour after as_of drives most."""
+    from data.world import CAUSES
+    snaps = pd.read_parquet(population_world / "truth_snapshots.parquet")
+    truth = pd.read_parquet(population_world / "truth_restrictions.parquet")
+    m = snaps.merge(truth[["user_id", "event_time", "cause"]], on="user_id")
+    m = m[(m["event_time"] >= m["as_of"]) & (m["event_time"] < m["as_of"] + pd.Timedelta(days=90))]
+    m = m.sort_values("event_time", kind="stable").drop_duplicates(["user_id", "as_of"])
+    m = m[m["cause"] != "latent"]
+    observed = [c for c in CAUSES if c != "latent"]
+    h = m[[f"hazard_{c}" for c in observed]].to_numpy()
+    order = np.argsort(-h, axis=1, kind="stable")[:, :3]
+    top3 = np.where(np.take_along_axis(h, order, axis=1) > 0, np.asarray(observed, dtype=object)[order], None)
+    seen = (top3 == m["cause"].to_numpy(dtype=object)[:, None]).any(axis=1)
+    assert len(m) >= 500
+    assert seen.mean() >= 0.7, seen.mean()
+    overdue = seen[(m["cause"] == "overdue").to_numpy()]
+    assert overdue.mean() >= 0.5, overdue.mean()
