@@ -20,8 +20,7 @@ import pyarrow.dataset as ds
 from data.schema import InputError, validate_events
 from features.compute import build_features, to_utc_timestamp
 from features.labels import line_state
-from pipeline.features_job import _write_quarantine
-from pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for
+from pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -167,7 +166,7 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
     if len(validated.quarantined):
         stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
-        _write_quarantine(validated.quarantined, path)
+        write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
     view = explain_user(scorer, validated.good, users, key, ts, threshold)
     view["model"] = {"name": name, "version": version}

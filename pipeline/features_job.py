@@ -10,20 +10,13 @@ from pathlib import Path
 
 import click
 import pandas as pd
-import pyarrow as pa
 from tqdm import tqdm
 
 from data.schema import InputError
 from features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
 from features.labels import default_snapshots, iter_panel
 from features.spec import FEATURES, spec_hash
-from pipeline.io import read_events, read_users, users_path_for, write_table
-
-
-def quarantine_path_for(out: str | Path) -> Path:
-    """Where quarantined rows go: `<out stem>.quarantine.parquet` beside the output."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.quarantine.parquet")
+from pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
 
 
 def describe_spec(as_json: bool = False) -> str:
@@ -50,16 +43,6 @@ def _parse_as_of(values: tuple[str, ...]) -> list[pd.Timestamp] | str:
         return [to_utc_timestamp(v) for v in values]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
-
-
-def _write_quarantine(quarantined: pd.DataFrame, path: Path) -> None:
-    """Quarantined rows as Parquet; columns Arrow cannot type are written as strings."""
-    frame = quarantined.reset_index(drop=True)
-    try:
-        pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError):
-        frame = frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
-    write_table(frame, path)
 
 
 @click.command("features")
@@ -112,7 +95,7 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
 
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)
-    _write_quarantine(validated.quarantined, quarantine)
+    write_quarantine(validated.quarantined, quarantine)
     what = f"{len(frame):,} rows x {len(FEATURES)} features"
     if labels:
         what += f", positive rate {frame['label'].mean():.1%}"

@@ -185,3 +185,19 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def quarantine_path_for(out: str | Path) -> Path:
+    """Where quarantined rows go: `<out stem>.quarantine.parquet` beside the output."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.quarantine.parquet")
+
+
+def write_quarantine(quarantined: pd.DataFrame, path: Path) -> None:
+    """Quarantined rows as Parquet; columns Arrow cannot type are written as strings."""
+    frame = quarantined.reset_index(drop=True)
+    try:
+        pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        frame = frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
+    write_table(frame, path)

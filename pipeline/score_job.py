@@ -33,8 +33,8 @@ from features.compute import to_utc_timestamp
 from features.labels import active_features
 from models import drift
 from models.scoring import BAND_NAMES, reason_columns
-from pipeline.features_job import _write_quarantine, quarantine_path_for
-from pipeline.io import EventSource, load_model_package, read_users, users_path_for, write_json
+from pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, users_path_for,
+                         write_json, write_quarantine)
 
 DEFAULT_CHUNK_USERS = 100_000
 SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
@@ -194,7 +194,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
         run.rows_used = run.rows_read - run.rows_quarantined
         quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows_quarantined
                        else run.quarantined[0].iloc[:0] if run.quarantined else pd.DataFrame(columns=["rule"]))
-        _write_quarantine(quarantined, quarantine_path_for(out))
+        write_quarantine(quarantined, quarantine_path_for(out))
         run.counts = run.counts or drift.batch_counts(None, np.zeros(0), reference)
         if reference.get("score") and run.counts.get("score", {}).get("n"):
             run.score_psi = drift.entry_psi(reference["score"], run.counts["score"])
