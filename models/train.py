@@ -14,10 +14,12 @@ from typing import Any, Iterable, NamedTuple
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import NotFittedError
 from sklearn.impute import SimpleImputer
-from sklearn.isotonic import IsotonicRegression
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -187,10 +189,26 @@ def split_random(frame: pd.DataFrame, label: str, seed: int = 42,
 
 # ---------------------------------------------------------------------------- calibration
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto") -> dict[str, Any]:
-    """Fit a 1-D calibrator on raw log-odds; return plain-JSON parameters.
+class _RawScore(ClassifierMixin, BaseEstimator):
+    """The booster's raw log-odds, passed in as the one column of X, seen as a fitted classifier's
+    decision function: so scikit-learn's CalibratedClassifierCV can calibrate them."""
 
-    auto: isotonic when both classes have >= ISOTONIC_MIN_CLASS_COUNT rows, else sigmoid.
+    def fit(self, X=None, y=None) -> "_RawScore":
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64)[:, 0]
+
+    def predict(self, X) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(np.int64)
+
+
+def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto") -> dict[str, Any]:
+    """Calibrate raw log-odds with CalibratedClassifierCV on a FrozenEstimator; return plain-JSON parameters.
+
+    auto: isotonic when both classes have >= ISOTONIC_MIN_CLASS_COUNT rows, else sigmoid (Platt).
+    The parameters, not the sklearn object, are kept: the model package holds no pickle.
     """
     raw = np.asarray(raw, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -199,15 +217,16 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto") -> dict
         raise ValueError(f"calibration needs both classes in the validation part (positives {n_pos}, negatives {n_neg})")
     if method == "auto":
         method = "isotonic" if min(n_pos, n_neg) >= ISOTONIC_MIN_CLASS_COUNT else "sigmoid"
-    if method == "isotonic":
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=ISOTONIC_FLOOR, y_max=1 - ISOTONIC_FLOOR).fit(raw, y)
-        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist(),
-                "n_pos": n_pos, "n_neg": n_neg}
-    if method == "sigmoid":
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw.reshape(-1, 1), y)
-        return {"method": "sigmoid", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0]),
-                "n_pos": n_pos, "n_neg": n_neg}
-    raise ValueError(f"unknown calibration method {method!r}")
+    if method not in ("isotonic", "sigmoid"):
+        raise ValueError(f"unknown calibration method {method!r}")
+    fitted = CalibratedClassifierCV(FrozenEstimator(_RawScore().fit()), method=method).fit(raw.reshape(-1, 1), y)
+    calibrator = fitted.calibrated_classifiers_[0].calibrators[0]
+    counts = {"n_pos": n_pos, "n_neg": n_neg}
+    if method == "isotonic":  # a floor keeps log loss finite where a bin saw no positives
+        return {"method": "isotonic", "x": calibrator.X_thresholds_.tolist(),
+                "y": np.clip(calibrator.y_thresholds_, ISOTONIC_FLOOR, 1 - ISOTONIC_FLOOR).tolist(), **counts}
+    # sklearn's sigmoid is expit(-(a_ * raw + b_)); apply_calibrator uses expit(a * raw + b)
+    return {"method": "sigmoid", "a": -float(calibrator.a_), "b": -float(calibrator.b_), **counts}
 
 
 # ---------------------------------------------------------------------------- model

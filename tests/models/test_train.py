@@ -187,3 +187,19 @@ def test_a_frame_with_exactly_the_registry_columns_trains_under_the_registry_spe
     model = train_model(X[:400], y[:400], X[400:], y[400:], TrainParams(**{**FAST, "n_estimators": 20}))
     assert model.spec_["spec_hash"] == feature_spec.spec_hash()
     assert monotone_constraints(model.spec_) == feature_spec.monotone_constraints()
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_json_calibrator_reproduces_sklearns_calibrated_probabilities(method):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    from models.train import _RawScore
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(-2.0, 1.2, 5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(0.7 * raw + 0.4)))).astype(int)
+    sk = CalibratedClassifierCV(FrozenEstimator(_RawScore().fit()), method=method).fit(raw.reshape(-1, 1), y)
+    expected = np.clip(sk.predict_proba(raw.reshape(-1, 1))[:, 1], 1e-4, 1 - 1e-4) if method == "isotonic" \
+        else sk.predict_proba(raw.reshape(-1, 1))[:, 1]
+    np.testing.assert_allclose(apply_calibrator(raw, fit_calibrator(raw, y, method)), expected, atol=1e-12)
