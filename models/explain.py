@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.spec import CAUSE_FAMILIES
-from models.scoring import (DEFAULT_BAND_EDGES, N_REASONS, Scorer, apply_calibrator, assign_bands,
+from models.scoring import (N_REASONS, Scorer, apply_calibrator, assign_bands,
                             family_contributions, prepare_features, reasons_frame)
 
 # The simulator's cause families (shared/design/world.md); `latent` has no feature.
@@ -29,17 +29,6 @@ TOP_FRACTION = 0.10  # driver agreement: the riskiest tenth of users per snapsho
 
 
 # ---------------------------------------------------------------------------- SHAP and families
-
-def band_edges(spec: dict[str, Any]) -> tuple[float, ...]:
-    """The model's band edges (upper probability edges of low, medium, high)."""
-    return tuple(spec.get("band_edges", DEFAULT_BAND_EDGES))
-
-
-def shap_frame(scorer: Scorer, frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-feature SHAP values (log-odds) plus `bias`; each row sums to the booster's raw score."""
-    X = prepare_features(frame, scorer.spec)
-    return pd.DataFrame(scorer.shap_values(X), columns=[*X.columns, "bias"], index=frame.index)
-
 
 def family_frame(contrib: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """SHAP summed per spec family (every family a column, `bias` dropped)."""
@@ -75,7 +64,7 @@ def explain_frame(scorer: Scorer, frame: pd.DataFrame, k: int = N_REASONS) -> Ex
     raw = values.sum(axis=1)
     p = apply_calibrator(raw, scorer.calibrator)
     scores = pd.DataFrame({"probability": p, "raw_score": raw}, index=frame.index)
-    scores["band"] = pd.array(assign_bands(p, band_edges(scorer.spec)), dtype="string")
+    scores["band"] = pd.array(assign_bands(p, scorer.band_edges), dtype="string")
     scores = pd.concat([scores, reasons_frame(values, X, scorer.spec, k), helping_frame(values, X, scorer.spec, k)],
                        axis=1)
     return Explanation(scores, contrib, family_frame(contrib, scorer.spec))

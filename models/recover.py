@@ -26,8 +26,7 @@ import pandas as pd
 
 from features import valuefmt
 from features.compute import build_features
-from models.explain import band_edges
-from models.scoring import Scorer
+from models.scoring import BAND_NAMES, Scorer
 
 STEP_DAYS = 7
 HORIZON_DAYS = 365
@@ -35,11 +34,8 @@ TARGET_BAND = "medium"  # recovered: probability below the upper edge of this ba
 NEGLIGIBLE = 0.005  # a plan that cannot reach the threshold skips levers gaining less than this
 
 
-def recovery_threshold(spec: dict[str, Any], band: str = TARGET_BAND) -> float:
+def recovery_threshold(edges: tuple[float, ...], band: str = TARGET_BAND) -> float:
     """Upper probability edge of `band` (default medium: out of the high and very-high bands)."""
-    from models.scoring import BAND_NAMES
-
-    edges = band_edges(spec)
     position = BAND_NAMES.index(band)
     if position >= len(edges):
         raise ValueError(f"band {band!r} has no upper edge (edges {edges})")
@@ -106,7 +102,7 @@ def project_time(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user
     ts = to_utc_timestamp(as_of)
     ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")
     offsets = np.arange(0, horizon_days, step_days)
-    threshold = recovery_threshold(scorer.spec) if threshold is None else float(threshold)
+    threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
     shifted, pseudo = _shifted_logs(events, users, ids, ts, offsets)
     names = [f["name"] for f in scorer.spec["features"]]
     raw = build_features(shifted, ts, pseudo)[names].to_numpy(dtype=np.float64)
@@ -233,7 +229,7 @@ def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None
     scored in one call; when no combination reaches the threshold, the plan is the one with the lowest
     probability (fewest levers among equals) and `reached` is False.
     """
-    threshold = recovery_threshold(scorer.spec) if threshold is None else float(threshold)
+    threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
     names = [f["name"] for f in scorer.spec["features"]]
     base = features[names].to_numpy(dtype=np.float64)
     n = len(base)
