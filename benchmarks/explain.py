@@ -29,8 +29,8 @@ THREADS = 2
 def _world(path: Path | None, users: int) -> Path:
     if path is not None:
         return path
-    from data.simulate import WorldParams
-    from pipeline.simulate_job import write_world
+    from linerisk.data.simulate import WorldParams
+    from linerisk.pipeline.simulate_job import write_world
 
     out = Path(tempfile.mkdtemp(prefix="linerisk-bench-explain-")) / "world"
     write_world(WorldParams(users=users, months=15, seed=3, oracle_users=100), out, jobs=1, progress=False)
@@ -38,10 +38,10 @@ def _world(path: Path | None, users: int) -> Path:
 
 
 def _model_and_rows(world: Path, rows: int):
-    from features import spec as feature_spec
-    from features.labels import build_panel, default_snapshots
-    from models.train import TrainParams, model_spec, split_random, train_model
-    from pipeline.io import read_events, read_users
+    from linerisk.features import spec as feature_spec
+    from linerisk.features.labels import build_panel, default_snapshots
+    from linerisk.models.train import TrainParams, model_spec, split_random, train_model
+    from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
     events = read_events(world / "events.parquet", users).good
@@ -77,9 +77,9 @@ def main() -> None:
     import numba
     import shap
 
-    from models import recover
-    from models.explain import explain_frame
-    from models.scoring import prepare_features, reasons_frame
+    from linerisk.models import recover
+    from linerisk.models.explain import explain_frame
+    from linerisk.models.scoring import prepare_features, reasons_frame
 
     numba.set_num_threads(THREADS)
     model, X, events, users, as_of = _model_and_rows(_world(args.world, args.users), args.rows)
@@ -109,7 +109,7 @@ def main() -> None:
     rows[3][3] = f"max abs diff to pred_contrib {sv:.1e}"
 
     # the path back: one user per call (what `linerisk explain` does) and batched
-    from features.compute import build_features
+    from linerisk.features.compute import build_features
 
     active = pd.Index(pd.unique(events["user_id"]))[: args.plan_users]
     mine = events[events["user_id"].isin(active)]

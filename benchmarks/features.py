@@ -55,7 +55,7 @@ def synthetic_events(n_events: int, n_users: int, days: int = 730, seed: int = 1
     import pandas as pd
     import pyarrow as pa
 
-    from data.schema import EVENT_FIELDS, EVENT_TYPES
+    from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES
 
     share = {"credit_score": .35, "credit_inquiry": .18, "pl_repayment": .17, "bl_repayment": .11, "pl_drawdown": .07,
              "pl_limit_change": .04, "bl_drawdown": .03, "pl_open": .016, "pl_restricted": .008, "bl_open": .007,
@@ -88,7 +88,7 @@ def load(args) -> tuple:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.io import read_users
+    from linerisk.pipeline.io import read_users
 
     if args.synthetic:
         table_, users = synthetic_events(args.synthetic, args.users)
@@ -113,9 +113,9 @@ def worker(args) -> None:
     import duckdb
     import pandas as pd
 
-    from features.compute import features_from_prepared, prepare_events
-    from features.labels import build_panel, default_snapshots
-    from features.spec import FEATURES, get
+    from linerisk.features.compute import features_from_prepared, prepare_events
+    from linerisk.features.labels import build_panel, default_snapshots
+    from linerisk.features.spec import FEATURES, get
 
     import gc
 

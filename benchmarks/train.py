@@ -36,9 +36,9 @@ def ensure_world(data: Path) -> None:
 
 def load_panel(data: Path, horizon_days: int) -> tuple[pd.DataFrame, dict]:
     """The training panel and model spec; cached under benchmarks/out/."""
-    from features import spec as feature_spec
-    from models.train import model_spec
-    from pipeline.train_job import load_world_panel
+    from linerisk.features import spec as feature_spec
+    from linerisk.models.train import model_spec
+    from linerisk.pipeline.train_job import load_world_panel
 
     cache = OUT / f"panel_{data.name}.parquet"
     spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
@@ -71,7 +71,7 @@ def main() -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
     from threadpoolctl import threadpool_limits
 
-    from models.train import TrainParams, monotone_constraints, split_out_of_time, train_model
+    from linerisk.models.train import TrainParams, monotone_constraints, split_out_of_time, train_model
 
     ensure_world(args.data)
     params = TrainParams(max_depth=args.max_depth, learning_rate=args.learning_rate, n_estimators=args.n_estimators,

@@ -52,7 +52,7 @@ def rows_per_second(fn: Callable[[], object], n_rows: int, repeat: int = 1) -> f
 
 def bench(name: str, booster: lgb.Booster, X: np.ndarray, rows: int, slow_rows: int) -> list[str]:
     """Time all methods on one model/data pair; returns markdown table rows."""
-    from models import treeshap
+    from linerisk.models import treeshap
 
     X = np.ascontiguousarray(X[:rows], dtype=np.float64)
     Xs = X[:slow_rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data.schema import EVENT_FIELDS, RULES
+from linerisk.data.schema import EVENT_FIELDS, RULES
 
 
 def _eligible(events: pd.DataFrame, rule: str) -> np.ndarray:

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.world import (CAUSES, CODE, EVENT_CODES, Behaviour, Events, Hazards, State, init_state,
+from linerisk.data.world import (CAUSES, CODE, EVENT_CODES, Behaviour, Events, Hazards, State, init_state,
                         open_products, restrict_and_restore, step)
 
 CHUNK_USERS = 100_000  # fixed: part of what a seed means, so never derived from the machine

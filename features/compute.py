@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.schema import EVENT_FIELDS, EVENT_TYPES, require_columns
-from features.spec import FEATURES, Feature, feature_names
+from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES, require_columns
+from linerisk.features.spec import FEATURES, Feature, feature_names
 
 DAY_US = 86_400_000_000
 DPD_CAP = 120  # the overdue hazard counts at most 120 days per repayment

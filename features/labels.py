@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from features.compute import (DAY_US, PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
+from linerisk.features.compute import (DAY_US, PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
                               prepare_events, to_utc_timestamp)
 
 STATES = ("no_line", "active", "restricted")

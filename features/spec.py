@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from features import valuefmt
+from linerisk.features import valuefmt
 
 # The world's cause families (shared/design/world.md), then families that are not causes.
 CAUSE_FAMILIES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",

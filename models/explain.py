@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.spec import CAUSE_FAMILIES
-from models.scoring import (N_REASONS, Scorer, apply_calibrator, assign_bands,
+from linerisk.features.spec import CAUSE_FAMILIES
+from linerisk.models.scoring import (N_REASONS, Scorer, apply_calibrator, assign_bands,
                             family_contributions, prepare_features, reasons_frame)
 
 # The simulator's cause families (shared/design/world.md); `latent` has no feature.
@@ -254,7 +254,7 @@ def fidelity_metrics(scores: pd.DataFrame, truth_snapshots: pd.DataFrame, truth_
 def evaluate_fidelity(scorer: Scorer, panel: pd.DataFrame, truth_snapshots: pd.DataFrame,
                       truth_restrictions: pd.DataFrame, horizon_days: int = 90) -> Fidelity:
     """Score and explain a labelled panel of an unseen world, then compare with its truth (AUC included)."""
-    from models.evaluate import evaluate
+    from linerisk.models.evaluate import evaluate
 
     rows = panel.reset_index() if "user_id" not in panel.columns else panel
     ex = explain_frame(scorer, rows)

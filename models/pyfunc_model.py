@@ -1,7 +1,7 @@
 """The served model: an MLflow pyfunc logged as code, so nothing is pickled.
 
-Shipped inside the registered model together with scoring.py, treeshap.py and valuefmt.py
-(code_paths; numba optional), importing only mlflow, numpy, pandas and lightgbm through them,
+Shipped inside the registered model together with scoring.py, treeshap.py and valuefmt.py as a
+minimal `linerisk` package (code_paths; numba optional; no bare module names a user's could shadow), importing only mlflow, numpy, pandas and lightgbm through them,
 so a process without this repository can load `models:/linerisk@champion`. `load_context` verifies every artifact's sha256
 against the manifest and refuses a tampered package.
 """
@@ -11,10 +11,9 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
 
-try:  # inside a loaded MLflow model: scoring.py sits beside this file in code/
-    from scoring import scorer_from_files
-except ImportError:  # in the repository (e.g. while logging)
-    from models.scoring import scorer_from_files
+# Inside a loaded model this is the minimal `linerisk` package shipped in code/ (see
+# registry.CODE_FILES); where linerisk is installed, the same modules.
+from linerisk.models.scoring import scorer_from_files
 
 
 class LineRiskModel(mlflow.pyfunc.PythonModel):

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import valuefmt
-from features.compute import build_features
-from models.scoring import BAND_NAMES, Scorer
+from linerisk.features import valuefmt
+from linerisk.features.compute import build_features
+from linerisk.models.scoring import BAND_NAMES, Scorer
 
 STEP_DAYS = 7
 HORIZON_DAYS = 365
@@ -97,7 +97,7 @@ def project_time(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user
                  threshold: float | None = None, step_days: int = STEP_DAYS,
                  horizon_days: int = HORIZON_DAYS) -> TimeProjection:
     """Recompute features forward every `step_days` up to `horizon_days` with no new events; score all at once."""
-    from features.compute import to_utc_timestamp
+    from linerisk.features.compute import to_utc_timestamp
 
     ts = to_utc_timestamp(as_of)
     ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")

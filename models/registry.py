@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from models.scoring import Scorer, load_files, sha256_bytes
+from linerisk.models.scoring import Scorer, load_files, sha256_bytes
 
 DEFAULT_NAME = "linerisk"
 EXPERIMENT = "linerisk"
@@ -30,8 +30,22 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 TEST_ARTIFACT = "evaluation/test.parquet"
 LABEL_COLUMN = "label"
 _HERE = Path(__file__).resolve().parent
-# Shipped inside the model (MLflow code_paths): the scorer, its SHAP kernel and the value formatter.
-CODE_PATHS = (_HERE / "scoring.py", _HERE / "treeshap.py", _HERE.parent / "features" / "valuefmt.py")
+# Shipped inside the model (MLflow code_paths) as a minimal `linerisk` package, so the served
+# model imports them by their full names: the scorer, its SHAP kernel and the value formatter.
+CODE_FILES = {"models/scoring.py": _HERE / "scoring.py", "models/treeshap.py": _HERE / "treeshap.py",
+              "features/valuefmt.py": _HERE.parent / "features" / "valuefmt.py"}
+
+
+def _stage_code(root: Path) -> Path:
+    """Write the minimal `linerisk` package of CODE_FILES under `root`; return its folder."""
+    pkg = root / "linerisk"
+    for rel, src in CODE_FILES.items():
+        dest = pkg / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (dest.parent / "__init__.py").touch()
+        dest.write_bytes(src.read_bytes())
+    (pkg / "__init__.py").write_text('"""The part of linerisk a served model needs (scoring, SHAP, value texts)."""\n')
+    return pkg
 
 
 # ---------------------------------------------------------------------------- store
@@ -213,7 +227,7 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         example = _signature_frame(test_frame[feature_names].head(5))
         output = model.score(test_frame[feature_names].head(5))
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(_HERE / "pyfunc_model.py"), code_paths=[str(p) for p in CODE_PATHS],
+            name="model", python_model=str(_HERE / "pyfunc_model.py"), code_paths=[str(_stage_code(root / "code"))],
             artifacts=artifacts, signature=infer_signature(example, output), input_example=example,
             pip_requirements=_pip_requirements(), registered_model_name=name)
         version = str(info.registered_model_version)

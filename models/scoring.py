@@ -1,8 +1,8 @@
 """Scoring a model package: booster + calibrator + spec -> probability, band and reason families.
 
 Self-contained on purpose: it is shipped inside the registered MLflow model together with
-features/valuefmt.py and models/treeshap.py (code_paths), so a process without this repository
-can score. Training (`RestrictionModel`), batch scoring (`linerisk score`), the served model and
+features/valuefmt.py and models/treeshap.py, as a minimal `linerisk` package (code_paths), so a
+process without this repository can score. Training (`RestrictionModel`), batch scoring (`linerisk score`), the served model and
 `linerisk explain` all score through `Scorer`, so they give the same probabilities and reasons.
 
 Reasons: the three families whose SHAP sum (log-odds) pushes risk up most. Each has a stable
@@ -22,17 +22,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-try:  # inside a loaded MLflow model: shipped beside this file in code/
-    import valuefmt
-except ImportError:  # in the repository
-    from features import valuefmt
+from linerisk.features import valuefmt
+
 try:
-    from treeshap import explainer_for
-except ImportError:
-    try:
-        from models.treeshap import explainer_for
-    except ImportError:  # no numba here: LightGBM's pred_contrib gives the same values, slower
-        explainer_for = None
+    from linerisk.models.treeshap import explainer_for
+except ImportError:  # no numba here: LightGBM's pred_contrib gives the same values, slower
+    explainer_for = None
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from models.scoring import DEFAULT_BAND_EDGES, Scorer, apply_calibrator, prepare_features
+from linerisk.models.scoring import DEFAULT_BAND_EDGES, Scorer, apply_calibrator, prepare_features
 
 # "auto" calibration: isotonic only when the validation part has at least this many positives and
 # negatives, else a 2-parameter sigmoid (Platt) on the raw log-odds. Measured on simulated worlds
@@ -121,7 +121,7 @@ def model_spec(features: Iterable[Any] | None = None, X: pd.DataFrame | None = N
 
 def _default_spec(X: pd.DataFrame) -> dict[str, Any]:
     """The feature registry's spec when X has exactly its columns (so monotone constraints apply), else one from X."""
-    from features import spec as feature_spec
+    from linerisk.features import spec as feature_spec
 
     if feature_spec.FEATURES and list(X.columns) == feature_spec.feature_names():
         return model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())

@@ -9,18 +9,18 @@ import sys
 
 import click
 
-from data.schema import InputError
+from linerisk.data.schema import InputError
 
 # subcommand name -> module in pipeline/ that defines `command` (a click command).
 COMMANDS = {
-    "simulate": "pipeline.simulate_job",
-    "features": "pipeline.features_job",
-    "train": "pipeline.train_job",
-    "registry": "pipeline.registry_job",
-    "demo": "pipeline.demo_job",
-    "score": "pipeline.score_job",
-    "monitor": "pipeline.monitor_job",
-    "explain": "pipeline.explain_job",
+    "simulate": "linerisk.pipeline.simulate_job",
+    "features": "linerisk.pipeline.features_job",
+    "train": "linerisk.pipeline.train_job",
+    "registry": "linerisk.pipeline.registry_job",
+    "demo": "linerisk.pipeline.demo_job",
+    "score": "linerisk.pipeline.score_job",
+    "monitor": "linerisk.pipeline.monitor_job",
+    "explain": "linerisk.pipeline.explain_job",
 }
 
 

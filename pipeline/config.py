@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from data.schema import InputError
+from linerisk.data.schema import InputError
 
 T = TypeVar("T")
 

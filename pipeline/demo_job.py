@@ -15,14 +15,14 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from data.simulate import WorldParams
-from pipeline.config import build, load_toml
-from pipeline.io import linerisk_home
+from linerisk.data.simulate import WorldParams
+from linerisk.pipeline.config import build, load_toml
+from linerisk.pipeline.io import linerisk_home
 
 
 def _run(argv: list[str]) -> None:
     """Run one `linerisk` subcommand in-process; stop the demo if it fails."""
-    from pipeline.cli import main as cli_main
+    from linerisk.pipeline.cli import main as cli_main
 
     click.secho(f"\n$ linerisk {' '.join(argv)}", bold=True)
     status = cli_main(argv)
@@ -67,7 +67,7 @@ def command(users, months, seed, config_path) -> None:
         train_args += ["--config", str(config_path)]
     _run(train_args)
 
-    from models import registry
+    from linerisk.models import registry
 
     name, version, _ = registry.resolve("linerisk@challenger")
     _run(["registry", "promote", version, "--name", name, "--force"])
@@ -94,5 +94,5 @@ def command(users, months, seed, config_path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `linerisk demo` in-process; the exit status."""
-    from pipeline.cli import main as cli_main
+    from linerisk.pipeline.cli import main as cli_main
     return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])

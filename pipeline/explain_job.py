@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from data.schema import InputError, validate_events
-from features.compute import build_features, to_utc_timestamp
-from features.labels import line_state
-from pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
+from linerisk.data.schema import InputError, validate_events
+from linerisk.features.compute import build_features, to_utc_timestamp
+from linerisk.features.labels import line_state
+from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -44,8 +44,8 @@ def _user_key(users: pd.DataFrame, user: str) -> Any:
 def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
                  threshold: float | None = None) -> dict[str, Any]:
     """Everything `linerisk explain` shows for one user, as plain JSON-able data."""
-    from models.explain import explain_frame
-    from models.recover import plan_actions, project_time
+    from linerisk.models.explain import explain_frame
+    from linerisk.models.recover import plan_actions, project_time
 
     ts = to_utc_timestamp(as_of)
     mine_users = users[users["user_id"] == user_id]
@@ -175,5 +175,5 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
 
 def main(argv: list[str] | None = None) -> int:
     """Run `linerisk explain` in-process; the exit status (tests call this)."""
-    from pipeline.cli import main as cli_main
+    from linerisk.pipeline.cli import main as cli_main
     return cli_main(["explain", *(argv if argv is not None else sys.argv[1:])])

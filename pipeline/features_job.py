@@ -12,11 +12,11 @@ import click
 import pandas as pd
 from tqdm import tqdm
 
-from data.schema import InputError
-from features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
-from features.labels import default_snapshots, iter_panel
-from features.spec import FEATURES, spec_hash
-from pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
+from linerisk.data.schema import InputError
+from linerisk.features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
+from linerisk.features.labels import default_snapshots, iter_panel
+from linerisk.features.spec import FEATURES, spec_hash
+from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
 
 
 def describe_spec(as_json: bool = False) -> str:

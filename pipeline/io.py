@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from data.schema import EVENT_COLUMNS, InputError, Validated, require_columns, validate_events, validate_users
+from linerisk.data.schema import EVENT_COLUMNS, InputError, Validated, require_columns, validate_events, validate_users
 
 
 def linerisk_home() -> Path:
@@ -46,8 +46,8 @@ def load_model_package(ref: str):
     """A registered model's package (sha256-checked), refused with one line if its feature spec is not this code's.
 
     Features are built by this code's spec, so a model trained on another spec would read wrong columns."""
-    from features.spec import spec_hash
-    from models import registry  # imports mlflow: only when a job needs a model
+    from linerisk.features.spec import spec_hash
+    from linerisk.models import registry  # imports mlflow: only when a job needs a model
 
     try:
         package = registry.load_package(ref)

@@ -16,10 +16,10 @@ import click
 import numpy as np
 import pandas as pd
 
-from data.schema import InputError
-from models import drift
-from pipeline.io import linerisk_home, read_table, write_text
-from pipeline.score_job import drift_path_for
+from linerisk.data.schema import InputError
+from linerisk.models import drift
+from linerisk.pipeline.io import linerisk_home, read_table, write_text
+from linerisk.pipeline.score_job import drift_path_for
 
 TOP_PLOTS = 6
 
@@ -39,7 +39,7 @@ def _feature_counts(scores_path: Path, features_path: Path | None, reference: di
                     spec: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Per-feature batch counts and where they came from."""
     if features_path is not None:
-        from models.scoring import prepare_features
+        from linerisk.models.scoring import prepare_features
 
         frame = read_table(features_path, "features")
         try:
@@ -87,8 +87,8 @@ def command(ctx: click.Context, scores_path: Path, model_ref: str | None, featur
     """PSI of the score and of every feature: a scored batch vs the model's training reference."""
     import matplotlib
     matplotlib.use("Agg")
-    from models import registry
-    from models.evaluate import figure_png
+    from linerisk.models import registry
+    from linerisk.models.evaluate import figure_png
 
     scores = read_table(scores_path, "scores")
     if "probability" not in scores.columns:

@@ -9,12 +9,12 @@ import sys
 
 import click
 
-from data.schema import InputError
-from models.evaluate import markdown_table
+from linerisk.data.schema import InputError
+from linerisk.models.evaluate import markdown_table
 
 
 def _registry():
-    from models import registry  # imports mlflow: only when a subcommand runs
+    from linerisk.models import registry  # imports mlflow: only when a subcommand runs
     return registry
 
 
@@ -68,5 +68,5 @@ def promote_cmd(version: str, name: str, force: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `linerisk registry ...` in-process; the exit status (1 when a promotion is refused)."""
-    from pipeline.cli import main as cli_main
+    from linerisk.pipeline.cli import main as cli_main
     return cli_main(["registry", *(argv if argv is not None else sys.argv[1:])])

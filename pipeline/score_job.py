@@ -28,12 +28,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from data.schema import validate_events
-from features.compute import to_utc_timestamp
-from features.labels import active_features
-from models import drift
-from models.scoring import BAND_NAMES, reason_columns
-from pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, users_path_for,
+from linerisk.data.schema import validate_events
+from linerisk.features.compute import to_utc_timestamp
+from linerisk.features.labels import active_features
+from linerisk.models import drift
+from linerisk.models.scoring import BAND_NAMES, reason_columns
+from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, users_path_for,
                          write_json, write_quarantine)
 
 DEFAULT_CHUNK_USERS = 100_000

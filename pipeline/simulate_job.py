@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from data.corrupt import corrupt_events
-from data.simulate import WorldParams, simulate_chunk
-from data.world import CAUSES
-from pipeline.config import build, load_toml
-from pipeline.io import sha256_file, write_json
+from linerisk.data.corrupt import corrupt_events
+from linerisk.data.simulate import WorldParams, simulate_chunk
+from linerisk.data.world import CAUSES
+from linerisk.pipeline.config import build, load_toml
+from linerisk.pipeline.io import sha256_file, write_json
 
 FILES = ("events", "users", "truth_restrictions", "truth_snapshots")
 

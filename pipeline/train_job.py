@@ -16,14 +16,14 @@ import click
 import numpy as np
 import pandas as pd
 
-from data.schema import InputError
-from models.evaluate import (evaluate, family_importance, figure_png, lift_table, markdown_table, metric_table,
+from linerisk.data.schema import InputError
+from linerisk.models.evaluate import (evaluate, family_importance, figure_png, lift_table, markdown_table, metric_table,
                              plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
                              plot_shap_summary, render_report)
-from models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
+from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
                           reference_distributions, split_out_of_time, split_random, train_baseline, train_model)
-from pipeline.config import build, load_toml
-from pipeline.io import linerisk_home, read_table, write_text
+from linerisk.pipeline.config import build, load_toml
+from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
 SHAP_SAMPLE = 2000
 
@@ -62,9 +62,9 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
 
 def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
     """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels)."""
-    from features import spec as feature_spec
-    from features.labels import default_snapshots, iter_panel
-    from pipeline.io import read_events, read_users
+    from linerisk.features import spec as feature_spec
+    from linerisk.features.labels import default_snapshots, iter_panel
+    from linerisk.pipeline.io import read_events, read_users
 
     data_dir = Path(data_dir)
     if not feature_spec.FEATURES:
@@ -212,7 +212,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     sections = {"Mean |SHAP| by family (test sample, log-odds)": (
         "Per behaviour family: mean absolute SHAP of the family sum, and its share of split gain.", importance)}
     if fidelity is not None:
-        from models.explain import evaluate_fidelity
+        from linerisk.models.explain import evaluate_fidelity
 
         _say(f"reason fidelity on {fidelity.source or 'the fidelity world'}: {len(fidelity.panel):,} rows")
         fid = evaluate_fidelity(model.scorer_, fidelity.panel, fidelity.truth_snapshots, fidelity.truth_restrictions,
@@ -293,7 +293,7 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
         panel, spec = load_external(features_path, label, time_col, tuple(drop))
         result = run_training(panel, spec, params, None, time_split=bool(time_col), source=str(features_path))
     if not no_register:
-        from models import registry  # imports mlflow: only when registering
+        from linerisk.models import registry  # imports mlflow: only when registering
 
         _say(f"logging to MLflow at {registry.tracking_uri()}")
         test_frame = result.split.test
@@ -313,5 +313,5 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
 
 def main(argv: list[str] | None = None) -> int:
     """Run `linerisk train` in-process; the exit status (tests call this)."""
-    from pipeline.cli import main as cli_main
+    from linerisk.pipeline.cli import main as cli_main
     return cli_main(["train", *(argv if argv is not None else sys.argv[1:])])

@@ -50,14 +50,14 @@ def synth_panel():
 
 @pytest.fixture(scope="session")
 def synth_split(synth_panel):
-    from models.train import split_out_of_time
+    from linerisk.models.train import split_out_of_time
     return split_out_of_time(synth_panel, valid_snapshots=1, test_snapshots=1, horizon_days=90)
 
 
 @pytest.fixture(scope="session")
 def trained_model(synth_split):
     """A calibrated model on the synthetic panel (trained once per session)."""
-    from models.train import TrainParams, train_model
+    from linerisk.models.train import TrainParams, train_model
     from tests.models.synth import synth_spec
 
     spec = synth_spec()
@@ -69,7 +69,7 @@ def trained_model(synth_split):
 @pytest.fixture(scope="session")
 def weak_model(synth_split):
     """A deliberately weak model (one depth-1 tree) on the same spec, for promotion tests."""
-    from models.train import TrainParams, train_model
+    from linerisk.models.train import TrainParams, train_model
     from tests.models.synth import synth_spec
 
     spec = synth_spec()
@@ -88,8 +88,8 @@ import fcntl  # noqa: E402
 
 def shared_world(tmp_path_factory, name: str, **params) -> Path:
     """Simulate (once, across workers) a small world with `params` and return its directory."""
-    from data.simulate import WorldParams
-    from pipeline.simulate_job import write_world
+    from linerisk.data.simulate import WorldParams
+    from linerisk.pipeline.simulate_job import write_world
 
     corrupt_rate = params.pop("corrupt_rate", 0.0)
     root = tmp_path_factory.getbasetemp().parent / "worlds"

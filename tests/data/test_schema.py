@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from data.schema import RULES, InputError, validate_events, validate_users
+from linerisk.data.schema import RULES, InputError, validate_events, validate_users
 
 
 def good_events() -> pd.DataFrame:
@@ -70,7 +70,7 @@ def test_users_with_unknown_segment_are_refused():
 
 
 def test_corrupted_world_quarantines_exactly_the_rows_listed_in_truth(corrupt_world):
-    from pipeline.io import read_events, read_users
+    from linerisk.pipeline.io import read_events, read_users
     users = read_users(corrupt_world / "users.parquet")
     checked = read_events(corrupt_world / "events.parquet", users)
     truth = pd.read_parquet(corrupt_world / "truth_corruption.parquet").set_index("row")["rule"]

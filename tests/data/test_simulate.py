@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.schema import validate_events, validate_users
-from data.simulate import WorldParams
-from pipeline.cli import main
-from pipeline.io import sha256_file
-from pipeline.simulate_job import write_world
+from linerisk.data.schema import validate_events, validate_users
+from linerisk.data.simulate import WorldParams
+from linerisk.pipeline.cli import main
+from linerisk.pipeline.io import sha256_file
+from linerisk.pipeline.simulate_job import write_world
 from tests.data.facts import load, stacked_population
 
 DATA_FILES = ("events.parquet", "users.parquet", "truth_restrictions.parquet", "truth_snapshots.parquet")
@@ -38,7 +38,7 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path)
 
 
 def test_chunks_on_two_processes_give_the_same_files_as_one(tmp_path, monkeypatch):
-    import data.simulate as sim
+    import linerisk.data.simulate as sim
     monkeypatch.setattr(sim, "CHUNK_USERS", 150)
     p = WorldParams(users=400, months=6, seed=9, oracle_users=40)
     one = write_world(p, tmp_path / "one", jobs=1, progress=False)
@@ -165,7 +165,7 @@ def test_simulate_command_writes_the_dataset_and_prints_a_summary(tmp_path, caps
 
 def test_simulate_help_lists_every_option():
     from click.testing import CliRunner
-    from pipeline.cli import cli
+    from linerisk.pipeline.cli import cli
     result = CliRunner().invoke(cli, ["simulate", "--help"])
     assert result.exit_code == 0
     for opt in ("--users", "--months", "--seed", "--out", "--corrupt-rate"):
@@ -176,7 +176,7 @@ def test_the_review_lags_behaviour_so_causes_are_mostly_visible_at_the_snapshot(
     """Restrictions fire from a smoothed hazard (Hazards.review_lag_days), so for most restrictions
     within 90 days after a snapshot the drawn cause is already among the 3 largest components then;
     with an instant review (lag 1 day) this is under 60%, as behaviour after as_of drives most."""
-    from data.world import CAUSES
+    from linerisk.data.world import CAUSES
     snaps = pd.read_parquet(population_world / "truth_snapshots.parquet")
     truth = pd.read_parquet(population_world / "truth_restrictions.parquet")
     m = snaps.merge(truth[["user_id", "event_time", "cause"]], on="user_id")

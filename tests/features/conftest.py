@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.schema import EVENT_FIELDS, EVENT_TYPES
+from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES
 
 AS_OF = pd.Timestamp("2025-07-01", tz="UTC")
 DAY = pd.Timedelta(days=1)

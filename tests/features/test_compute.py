@@ -6,8 +6,8 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from features.compute import build_features, features_from_prepared, prepare_events
-from features.spec import FEATURES, feature_names
+from linerisk.features.compute import build_features, features_from_prepared, prepare_events
+from linerisk.features.spec import FEATURES, feature_names
 
 from .conftest import AS_OF, make_events, random_log
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
+from linerisk.pipeline.cli import main
 
 from .conftest import random_log
 

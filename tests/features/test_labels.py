@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pandas.testing as pdt
 
-from features.compute import build_features
-from features.labels import build_panel, default_snapshots, line_state
-from features.spec import feature_names
+from linerisk.features.compute import build_features
+from linerisk.features.labels import build_panel, default_snapshots, line_state
+from linerisk.features.spec import feature_names
 
 from .conftest import AS_OF, make_events, random_log
 
@@ -86,7 +86,7 @@ def test_default_snapshots_start_after_the_behaviour_starts_not_at_old_account_o
 
 
 def test_active_features_are_the_features_of_users_whose_line_is_active(tiny_events, tiny_users):
-    from features.labels import active_features
+    from linerisk.features.labels import active_features
 
     state = line_state(tiny_events, AS_OF, tiny_users)["state"]
     expected = build_features(tiny_events, AS_OF, tiny_users)[(state == "active").to_numpy()]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.spec import feature_names
-from pipeline.cli import main
+from linerisk.features.spec import feature_names
+from linerisk.pipeline.cli import main
 
 
 def test_features_job_builds_a_labelled_panel_from_a_simulated_world(small_world, tmp_path, capsys):

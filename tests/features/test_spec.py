@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from features import spec
-from features.compute import AGGREGATORS, SOURCES
-from features.spec import FAMILIES, FEATURES, Feature, reason_text
+from linerisk.features import spec
+from linerisk.features.compute import AGGREGATORS, SOURCES
+from linerisk.features.spec import FAMILIES, FEATURES, Feature, reason_text
 
 
 def test_spec_has_between_40_and_80_uniquely_named_features():

@@ -26,10 +26,10 @@ def known_logit(X: pd.DataFrame) -> np.ndarray:
 @functools.cache
 def world_model(world: Path):
     """RestrictionModel on the registry spec, trained on small-world features with `known_logit` labels."""
-    from features import spec as feature_spec
-    from features.labels import build_panel
-    from models.train import TrainParams, model_spec, train_model
-    from pipeline.io import read_events, read_users
+    from linerisk.features import spec as feature_spec
+    from linerisk.features.labels import build_panel
+    from linerisk.models.train import TrainParams, model_spec, train_model
+    from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
     events = read_events(world / "events.parquet", users).good

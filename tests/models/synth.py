@@ -18,7 +18,7 @@ SYNTH_FEATURES = (
 
 
 def synth_spec() -> dict:
-    from models.train import model_spec
+    from linerisk.models.train import model_spec
 
     rows = [{"name": n, "family": fam, "direction": d} for n, fam, d, _ in SYNTH_FEATURES]
     return model_spec(features=rows)

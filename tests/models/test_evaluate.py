@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.evaluate import (evaluate, expected_calibration_error, figure_png, ks_statistic, lift_table,
+from linerisk.models.evaluate import (evaluate, expected_calibration_error, figure_png, ks_statistic, lift_table,
                              plot_calibration, plot_roc, render_report, metric_table)
 
 

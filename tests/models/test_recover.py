@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.compute import build_features
-from models import recover
+from linerisk.features.compute import build_features
+from linerisk.models import recover
 from tests.models.explain_world import AS_OF, user_log, world_model
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.train import reference_distributions
+from linerisk.models.train import reference_distributions
 from tests.models.synth import SYNTH_FEATURES
 
 NAMES = [n for n, *_ in SYNTH_FEATURES]
 
 
 def _register(model, split, metrics=None):
-    from models import registry
+    from linerisk.models import registry
 
     ref = reference_distributions(split.train[NAMES], model.predict_proba(split.train)[:, 1], model.spec_)
     return registry.register_model(model, params={"max_depth": 6}, metrics=metrics or {"test_auc": 0.8},
@@ -25,7 +25,7 @@ def _register(model, split, metrics=None):
 
 
 def test_parse_ref_accepts_alias_version_and_models_uri_forms():
-    from models.registry import parse_ref
+    from linerisk.models.registry import parse_ref
 
     assert parse_ref("linerisk@champion") == ("linerisk", None, "champion")
     assert parse_ref("models:/linerisk@challenger") == ("linerisk", None, "challenger")
@@ -38,7 +38,7 @@ def test_parse_ref_accepts_alias_version_and_models_uri_forms():
 
 def test_round_trip_register_promote_resolve_and_load_in_a_fresh_process(mlflow_store, synth_split,
                                                                           trained_model, tmp_path):
-    from models import registry
+    from linerisk.models import registry
 
     reg = _register(trained_model, synth_split)
     assert registry.resolve("linerisk@challenger") == ("linerisk", reg.version, f"models:/linerisk/{reg.version}")
@@ -52,12 +52,21 @@ def test_round_trip_register_promote_resolve_and_load_in_a_fresh_process(mlflow_
     X = synth_split.test[NAMES].head(50).astype("float32")
     X.to_parquet(tmp_path / "x.parquet")
     # A fresh interpreter that cannot import this repository's packages: the model must be self-contained.
+    # Its working folder holds a user's own scoring/treeshap/valuefmt modules that must never be picked up.
+    for shadow in ("scoring", "treeshap", "valuefmt", "pyfunc_model"):
+        (tmp_path / f"{shadow}.py").write_text("raise RuntimeError('a user module was imported')\n")
     script = textwrap.dedent(f"""
-        import importlib.abc, sys
+        import importlib.abc, importlib.machinery, sys
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("models", "features", "pipeline", "data"):
+                top = name.split(".")[0]
+                if top in ("models", "features", "pipeline", "data"):
                     raise ImportError("blocked " + name)
+                if top == "linerisk":  # only the copy shipped inside the model's code/ folder
+                    spec = importlib.machinery.PathFinder.find_spec(name, path)
+                    if spec is None or "/code/linerisk" not in (spec.origin or ""):
+                        raise ImportError("blocked " + name)
+                    return spec
         sys.meta_path.insert(0, Block())
         import mlflow, pandas as pd
         mlflow.set_tracking_uri({mlflow_store!r})
@@ -73,7 +82,7 @@ def test_round_trip_register_promote_resolve_and_load_in_a_fresh_process(mlflow_
 
 def test_promote_refuses_a_worse_model_and_tags_both_versions_unless_forced(mlflow_store, synth_split,
                                                                              trained_model, weak_model):
-    from models import registry
+    from linerisk.models import registry
 
     good = _register(trained_model, synth_split)
     registry.promote("linerisk", good.version)
@@ -96,7 +105,7 @@ def test_promote_refuses_a_worse_model_and_tags_both_versions_unless_forced(mlfl
 
 def test_a_tampered_artifact_refuses_to_load(mlflow_store, synth_split, trained_model):
     import mlflow
-    from models import registry
+    from linerisk.models import registry
 
     reg = _register(trained_model, synth_split)
     home = Path(mlflow_store.removeprefix("sqlite:///")).parent
@@ -109,7 +118,7 @@ def test_a_tampered_artifact_refuses_to_load(mlflow_store, synth_split, trained_
 
 
 def test_resolving_an_unknown_alias_names_it(mlflow_store):
-    from models import registry
+    from linerisk.models import registry
 
     with pytest.raises(LookupError, match="linerisk@nope"):
         registry.resolve("linerisk@nope")

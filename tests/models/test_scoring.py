@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import scoring
-from models.scoring import MIN_CONTRIBUTION, Scorer, prepare_features, reason_columns
+from linerisk.models import scoring
+from linerisk.models.scoring import MIN_CONTRIBUTION, Scorer, prepare_features, reason_columns
 from tests.models.synth import SYNTH_FEATURES
 
 NAMES = [n for n, *_ in SYNTH_FEATURES]
@@ -61,7 +61,7 @@ def test_codes_and_texts_name_the_driving_feature_with_the_users_value(scorer, f
 
 
 def test_the_spec_formatter_and_the_scorer_agree(small_world):
-    from features import spec as feature_spec
+    from linerisk.features import spec as feature_spec
 
     for name, value in (("pl_utilisation", 0.734), ("pl_balance", 12345.67), ("credit_score_change_90d", -23.0),
                         ("bl_closed_60d", 1.0), ("credit_score_latest", float("nan"))):

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from models.evaluate import expected_calibration_error
-from models.train import (RestrictionModel, TrainParams, baseline_proba, fit_calibrator, model_spec,
+from linerisk.models.evaluate import expected_calibration_error
+from linerisk.models.train import (RestrictionModel, TrainParams, baseline_proba, fit_calibrator, model_spec,
                           monotone_constraints, params_from_dict, reference_distributions, split_out_of_time,
                           split_random, train_baseline, train_model)
-from models.scoring import apply_calibrator
+from linerisk.models.scoring import apply_calibrator
 from tests.conftest import FAST
 from tests.models.synth import SYNTH_FEATURES, make_panel, synth_spec
 
@@ -116,7 +116,7 @@ def test_auto_calibration_picks_isotonic_only_with_enough_events():
 def test_trained_model_is_calibrated_and_beats_chance_on_test(synth_split, trained_model):
     y = synth_split.test["label"].to_numpy()
     p = trained_model.predict_proba(synth_split.test)[:, 1]
-    from models.evaluate import evaluate
+    from linerisk.models.evaluate import evaluate
     m = evaluate(y, p)
     assert m["auc"] > 0.75 and m["ece"] < 0.05
 
@@ -176,7 +176,7 @@ def test_baseline_and_reference_distributions(synth_split, trained_model):
 
 
 def test_a_frame_with_exactly_the_registry_columns_trains_under_the_registry_spec():
-    from features import spec as feature_spec
+    from linerisk.features import spec as feature_spec
 
     if not feature_spec.FEATURES:
         pytest.skip("feature registry is empty")
@@ -194,7 +194,7 @@ def test_json_calibrator_reproduces_sklearns_calibrated_probabilities(method):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
-    from models.train import _RawScore
+    from linerisk.models.train import _RawScore
 
     rng = np.random.default_rng(3)
     raw = rng.normal(-2.0, 1.2, 5000)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import treeshap
+from linerisk.models import treeshap
 
 TOL = 1e-9
 
@@ -201,7 +201,7 @@ def test_multiclass_falls_back_to_pred_contrib_with_one_log_line(caplog):
     y = rng.integers(0, 3, 300)
     booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 2},
                         lgb.Dataset(X, y), num_boost_round=3)
-    with caplog.at_level(logging.INFO, logger="models.treeshap"):
+    with caplog.at_level(logging.INFO, logger="linerisk.models.treeshap"):
         got = treeshap.shap_values(booster, X)
         treeshap.shap_values(booster, X)
     np.testing.assert_array_equal(got, booster.predict(X, pred_contrib=True))

@@ -22,11 +22,11 @@ def _train_and_register(world: Path) -> None:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from features import spec as feature_spec
-    from features.labels import build_panel
-    from models import registry
-    from models.train import TrainParams, model_spec, reference_distributions, split_random, train_model
-    from pipeline.io import read_events, read_users
+    from linerisk.features import spec as feature_spec
+    from linerisk.features.labels import build_panel
+    from linerisk.models import registry
+    from linerisk.models.train import TrainParams, model_spec, reference_distributions, split_random, train_model
+    from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
     events = read_events(world / "events.parquet", users).good

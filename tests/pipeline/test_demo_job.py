@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.demo_job import main
+from linerisk.pipeline.demo_job import main
 
 
 def test_demo_runs_every_stage_and_says_where_the_results_are(mlflow_store, tmp_path, capsys):

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from pipeline.cli import main
+from linerisk.pipeline.cli import main
 from tests.pipeline.scoring_world import AS_OF
 
 
 @pytest.fixture(scope="module")
 def states(small_world):
-    from features.labels import line_state
-    from pipeline.io import read_events, read_users
+    from linerisk.features.labels import line_state
+    from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(small_world / "users.parquet")
     return line_state(read_events(small_world / "events.parquet", users).good, AS_OF, users)["state"]
@@ -25,9 +25,9 @@ def explain(world, user, *extra):
 
 def test_json_view_matches_the_batch_score_and_carries_reasons_help_and_the_path_back(store, small_world, states,
                                                                                       capsys):
-    from features.compute import build_features
-    from models import registry
-    from pipeline.io import read_events, read_users
+    from linerisk.features.compute import build_features
+    from linerisk.models import registry
+    from linerisk.pipeline.io import read_events, read_users
 
     user = int(states[states == "active"].index[0])
     assert explain(small_world, user, "--json") == 0
@@ -66,7 +66,7 @@ def test_unknown_user_and_unknown_model_exit_2_with_one_line(store, small_world,
 
 def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_split, trained_model, small_world,
                                                           capsys):
-    from models import registry
+    from linerisk.models import registry
 
     reg = registry.register_model(trained_model, params={}, metrics={}, reference={}, test_frame=synth_split.test)
     capsys.readouterr()

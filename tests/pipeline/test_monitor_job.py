@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import drift
-from pipeline.cli import main
-from pipeline.score_job import drift_path_for
+from linerisk.models import drift
+from linerisk.pipeline.cli import main
+from linerisk.pipeline.score_job import drift_path_for
 from tests.pipeline.scoring_world import AS_OF
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
-from pipeline.score_job import SCORE_COLUMNS, drift_path_for, partial_path_for
+from linerisk.pipeline.cli import main
+from linerisk.pipeline.score_job import SCORE_COLUMNS, drift_path_for, partial_path_for
 from tests.pipeline.scoring_world import AS_OF
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +25,8 @@ def score(world: Path, out: Path, *extra: str, events: Path | None = None) -> in
 
 
 def test_scores_every_active_user_with_the_contract_columns(store, small_world, tmp_path, capsys):
-    from features.labels import line_state
-    from pipeline.io import read_events, read_users
+    from linerisk.features.labels import line_state
+    from linerisk.pipeline.io import read_events, read_users
 
     out = tmp_path / "scores.parquet"
     assert score(small_world, out) == 0
@@ -59,9 +59,9 @@ def test_scores_every_active_user_with_the_contract_columns(store, small_world, 
 
 
 def test_one_user_at_a_time_equals_the_batch_and_chunking_changes_nothing(store, small_world, tmp_path):
-    from features.compute import build_features
-    from models import registry
-    from pipeline.io import read_events, read_users
+    from linerisk.features.compute import build_features
+    from linerisk.models import registry
+    from linerisk.pipeline.io import read_events, read_users
 
     whole, chunked = tmp_path / "whole.parquet", tmp_path / "chunked.csv"
     assert score(small_world, whole) == 0
@@ -84,7 +84,7 @@ def test_one_user_at_a_time_equals_the_batch_and_chunking_changes_nothing(store,
 def test_a_killed_run_leaves_no_output_and_a_rerun_writes_the_same_bytes(store, small_world, tmp_path):
     reference, out = tmp_path / "reference.parquet", tmp_path / "scores.parquet"
     assert score(small_world, reference, "--chunk-users", "500") == 0
-    cmd = [sys.executable, "-m", "pipeline.cli", "score", "--events", str(small_world / "events.parquet"),
+    cmd = [sys.executable, "-m", "linerisk.pipeline.cli", "score", "--events", str(small_world / "events.parquet"),
            "--as-of", AS_OF, "--out", str(out), "--chunk-users", "500", "--pause-after-chunk", "60"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **store}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -162,8 +162,8 @@ def test_quarantine_matches_the_corruption_truth_across_chunks(store, corrupt_wo
 
 def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_split, trained_model, small_world,
                                                           tmp_path, capsys):
-    from models import registry
-    from models.train import reference_distributions
+    from linerisk.models import registry
+    from linerisk.models.train import reference_distributions
     from tests.models.synth import SYNTH_FEATURES
 
     names = [n for n, *_ in SYNTH_FEATURES]

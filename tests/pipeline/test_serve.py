@@ -33,10 +33,10 @@ def _post(url: str, payload: dict) -> dict:
 
 
 def test_served_champion_returns_the_batch_probability_and_reasons(store, small_world, tmp_path):
-    from features.compute import build_features
-    from features.spec import feature_names
-    from models import registry
-    from pipeline.io import read_events, read_users
+    from linerisk.features.compute import build_features
+    from linerisk.features.spec import feature_names
+    from linerisk.models import registry
+    from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(small_world / "users.parquet")
     features = build_features(read_events(small_world / "events.parquet", users).good, AS_OF, users)

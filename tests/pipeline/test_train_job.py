@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.schema import InputError
-from pipeline import registry_job, train_job
+from linerisk.data.schema import InputError
+from linerisk.pipeline import registry_job, train_job
 from tests.models.synth import make_panel
 
 FAST_FLAGS = ["--num-threads", "1", "--log-every", "0", "--min-child-samples", "20", "--n-estimators", "200",
@@ -23,7 +23,7 @@ def external_csv(tmp_path):
 
 def test_train_on_an_external_table_registers_a_challenger_and_writes_the_report(mlflow_store, external_csv,
                                                                                  capsys, tmp_path):
-    from models import registry
+    from linerisk.models import registry
 
     status = train_job.main(["--features", str(external_csv), "--label", "restricted", "--time-col", "snapshot",
                              *FAST_FLAGS])
