@@ -17,13 +17,16 @@ from linerisk.models.scoring import scorer_from_files
 
 
 class LineRiskModel(mlflow.pyfunc.PythonModel):
-    """Feature frame in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out."""
+    """Feature columns in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out.
+
+    The signature names one tensor per feature, so MLflow hands `predict` a mapping of column ->
+    array (a frame without a signature); the Scorer was built once in `load_context`."""
 
     def load_context(self, context) -> None:
         self.scorer = scorer_from_files(dict(context.artifacts))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.scorer.score(pd.DataFrame(model_input))
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        return self.scorer.score(model_input)
 
 
 set_model(LineRiskModel())

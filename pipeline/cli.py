@@ -21,6 +21,7 @@ COMMANDS = {
     "score": "linerisk.pipeline.score_job",
     "monitor": "linerisk.pipeline.monitor_job",
     "explain": "linerisk.pipeline.explain_job",
+    "serve": "linerisk.pipeline.serve_job",
 }
 
 
