@@ -83,11 +83,8 @@ class Layout:
                        for lang in ("en", "zh")} for f in features]
         self.units = [f.get("unit", "") for f in features]
 
-    def missing(self, frame: Any) -> list[str]:
-        return [n for n in self.names if n not in frame]
-
-    def _check(self, frame: Any) -> None:
-        missing = self.missing(frame)
+    def _check(self, frame: pd.DataFrame) -> None:
+        missing = [n for n in self.names if n not in frame.columns]
         if missing:
             raise ValueError(f"input has {len(self.names) - len(missing)} of the model's {len(self.names)} "
                              f"features; missing column(s): {', '.join(missing[:10])}"
@@ -111,18 +108,16 @@ class Layout:
         codes[codes < 0] = np.nan
         return codes
 
-    def matrix(self, frame: Any) -> np.ndarray:
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The model input as one (rows, features) float64 matrix in spec order; categoricals as codes.
 
-        `frame`: a DataFrame or a mapping of column -> values (what MLflow hands a tensor signature).
         A frame of numeric columns is converted in one block; extra columns are ignored."""
         self._check(frame)
-        if isinstance(frame, pd.DataFrame) and not self.categories:
+        if not self.categories:
             sub = frame if list(frame.columns) == self.names else frame[self.names]
             if all(getattr(dt, "kind", "O") in "fiub" for dt in sub.dtypes):
                 return np.ascontiguousarray(sub.to_numpy(dtype=np.float64, na_value=np.nan))
-        n = len(frame) if isinstance(frame, pd.DataFrame) else len(np.atleast_1d(frame[self.names[0]]))
-        out = np.empty((n, len(self.names)), dtype=np.float64)
+        out = np.empty((len(frame), len(self.names)), dtype=np.float64)
         for j, name in enumerate(self.names):
             col = frame[name]
             out[:, j] = self.codes(j, col) if j in self.categories else self.numeric(name, col)
@@ -280,10 +275,10 @@ class Scorer:
         threads = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
         return self.booster.predict(X, raw_score=True, **threads)
 
-    def raw_score(self, frame: Any) -> np.ndarray:
+    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         return self._predict_raw(self.layout.matrix(frame))
 
-    def probability(self, frame: Any) -> np.ndarray:
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
         return apply_calibrator(self.raw_score(frame), self.calibrator)
 
     def shap_values(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -308,21 +303,17 @@ class Scorer:
         out.index = frame.index
         return out
 
-    def score(self, frame: Any, reasons: bool = True) -> pd.DataFrame:
+    def score(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """`user_id`/`as_of` (when in `frame`), probability, band and (if `reasons`) the contract's
-        reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3.
-
-        `frame`: a DataFrame (output indexed like it) or a mapping of column -> values."""
+        reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3."""
         X = self.layout.matrix(frame)
         p = apply_calibrator(self._predict_raw(X), self.calibrator)
-        out: dict[str, Any] = {}
-        if isinstance(frame, pd.DataFrame):
-            out.update({c: frame[c].array for c in ("user_id", "as_of") if c in frame.columns})
+        out: dict[str, Any] = {c: frame[c].array for c in ("user_id", "as_of") if c in frame.columns}
         out["probability"] = p
         out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
         if reasons:
             out.update(reason_arrays(self.shap_values(X), X, self.layout))
-        return pd.DataFrame(out, index=frame.index if isinstance(frame, pd.DataFrame) else None)
+        return pd.DataFrame(out, index=frame.index)
 
 
 def sha256_bytes(data: bytes) -> str:
