@@ -6,6 +6,8 @@ The champion is trained once on the 20,000-user world (default parameters, like 
 in a private store under benchmarks/out/serve_home; request rows are that world's users at its end.
 `linerisk serve` is started on 127.0.0.1 only, sent a bounded number of requests per scenario over
 keep-alive connections (dataframe_split JSON, as a client sends it), and stopped.
+CPU ms per request (server process tree; in process, the calling thread) is printed beside the wall
+times because it does not grow when other work shares the machine.
 Usage: python benchmarks/serve.py [--workers N] [--requests 1000]   (run under flock /tmp/linerisk-heavy.lock)
 """
 from __future__ import annotations
@@ -56,10 +58,8 @@ def payload(frame) -> bytes:
 
 
 def _client(port: int, bodies: list[bytes], latencies: list[float]) -> None:
-    """Send `bodies` one after another over one keep-alive connection; record each latency.
-
-    TCP_NODELAY as requests/urllib3 set it: without it, http.client's request goes out in two
-    segments and Nagle's algorithm holds the second for the server's delayed ACK (~40 ms)."""
+    """Send `bodies` one after another over one keep-alive connection (TCP_NODELAY, as requests and
+    urllib3 set it); record each latency."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.connect()
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -93,8 +93,23 @@ def load(port: int, bodies: list[bytes], clients: int) -> tuple[np.ndarray, floa
     return flat, len(bodies) / elapsed
 
 
-def in_process(model_dir: Path, frame, repeats: int) -> list[list]:
-    """p50 / p99 of MLflow pyfunc `predict` of one row in this process (signature checks included)."""
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (the server and its workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def in_process(model_dir: Path, frame, repeats: int) -> list[tuple]:
+    """Wall and CPU time of MLflow pyfunc `predict` of one row in this process (signature checks included)."""
     import mlflow
 
     model = mlflow.pyfunc.load_model(str(model_dir))
@@ -104,11 +119,12 @@ def in_process(model_dir: Path, frame, repeats: int) -> list[list]:
     for label, data in (("in-process predict, one-row DataFrame", row), ("in-process predict, column mapping", mapping)):
         model.predict(data)
         times = []
+        cpu = time.thread_time()
         for _ in range(repeats):
             start = time.perf_counter()
             model.predict(data)
             times.append(time.perf_counter() - start)
-        rows.append((label, np.asarray(times), None))
+        rows.append((label, np.asarray(times), (time.thread_time() - cpu) / repeats))
     return rows
 
 
@@ -150,8 +166,9 @@ def main() -> None:
         load(port, singles[:50], 2)  # warm every worker (first requests compile nothing, but page in)
         for label, bodies, clients in (("one user", singles, 1), ("100 users per request", hundreds, 1),
                                        ("8 concurrent clients, one user each", singles * 2, 8)):
+            cpu = tree_cpu(server.pid)
             lat, rps = load(port, bodies, clients)
-            results.append((label, lat, rps, len(bodies)))
+            results.append((label, lat, rps, len(bodies), (tree_cpu(server.pid) - cpu) / len(bodies)))
     finally:
         try:
             os.killpg(server.pid, signal.SIGINT)
@@ -171,17 +188,19 @@ def main() -> None:
         return "yes" if good else "NO"
 
     rows = []
-    for label, lat, rps, n in results:
+    for label, lat, rps, n, cpu in results:
         p50, p99 = np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3
-        rows.append([label, f"{n:,}", f"{p50:.1f}", f"{p99:.1f}", f"{rps:,.0f}", ok(label, p50, p99, rps)])
-    for label, times, _ in local:
+        rows.append([label, f"{n:,}", f"{p50:.1f}", f"{p99:.1f}", f"{rps:,.0f}", f"{cpu * 1e3:.2f}",
+                     ok(label, p50, p99, rps)])
+    for label, times, cpu in local:
         p50, p99 = np.percentile(times, 50) * 1e3, np.percentile(times, 99) * 1e3
         rows.append([label, f"{len(times):,}", f"{p50:.2f}", f"{p99:.2f}", f"{1 / np.median(times):,.0f}",
-                     ("yes" if p50 < 3 else "NO") if "DataFrame" in label else ""])
+                     f"{cpu * 1e3:.2f}", ("yes" if p50 < 3 else "NO") if "DataFrame" in label else ""])
     workers = args.workers or len(os.sched_getaffinity(0))
     print(f"\nlinerisk serve ({workers} workers, loopback, with reasons), model {served.name}; {machine()}; "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print(table(["scenario", "requests", "p50 ms", "p99 ms", "requests/s", "goal met"], rows))
+    print(table(["scenario", "requests", "p50 ms", "p99 ms", "requests/s", "CPU ms/request", "goal met"], rows))
+    print("\nCPU ms/request: the server's process tree (all workers) per request; in process, this thread's.")
 
 
 if __name__ == "__main__":

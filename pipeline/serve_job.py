@@ -6,8 +6,8 @@ by default `linerisk-restore@champion` if the registry has it). Each model keeps
 signature, version and aliases, and a client knows a user's line state before it asks.
 
 Each model is copied once from the registry into `$LINERISK_HOME/serving/<name>-v<version>` and
-served by `python -m uvicorn` of this interpreter (no `uvicorn` on PATH needed) with `--workers`
-processes (default: one per core) running pipeline/serving.py's app. Stops both on Ctrl-C.
+served by uvicorn in a child process of this interpreter (no `uvicorn` on PATH needed) with
+`--workers` processes (default: one per core) running pipeline/serving.py's app. Stops both on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -68,9 +68,9 @@ def local_copy(ref: str) -> tuple[str, str, Path]:
 
 
 def server_command(host: str, port: int, workers: int) -> list[str]:
-    """uvicorn of this interpreter running the serving app (no access log: one line per request costs)."""
-    return [sys.executable, "-m", "uvicorn", "--factory", "linerisk.pipeline.serving:create_app",
-            "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log"]
+    """This interpreter running uvicorn over the serving app (pipeline/serving.py `run`)."""
+    return [sys.executable, "-m", "linerisk.pipeline.serving", "--host", host, "--port", str(port),
+            "--workers", str(workers)]
 
 
 def _restore_ref(flag: str) -> str | None:

@@ -248,6 +248,44 @@ def tensor_schema(schema: Any) -> Any:
                    for name, t in zip(schema.input_names(), schema.input_types())])
 
 
+APP = "linerisk.pipeline.serving:create_app"
+
+
+def run(host: str, port: int, workers: int) -> None:
+    """uvicorn serving `create_app` on host:port with `workers` processes (what uvicorn's CLI does,
+    with one fix: its shared socket is rebuilt so Python sees it is TCP; uvicorn creates it with
+    protocol 0, asyncio then leaves Nagle's algorithm on for every connection and a response
+    waits ~40 ms for the client's delayed ACK whenever there is more than one worker)."""
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(APP, factory=True, host=host, port=port, workers=workers, access_log=False)
+    sock = config.bind_socket()
+    sock = socket.socket(fileno=sock.detach())  # family, type and protocol read back from the kernel
+    sock.set_inheritable(True)
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m linerisk.pipeline.serving --host H --port P --workers N` (started by `linerisk serve`)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m linerisk.pipeline.serving")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args(argv)
+    run(args.host, args.port, args.workers)
+
+
 def create_app() -> OneLineErrors:
     """The worker's app (uvicorn `--factory`): load the model at $LINERISK_SERVE_MODEL, wrap MLflow's server."""
     from mlflow.models import ModelSignature
@@ -259,3 +297,7 @@ def create_app() -> OneLineErrors:
     model.metadata.signature = ModelSignature(inputs=tensor_schema(signature.inputs), outputs=signature.outputs,
                                               params=signature.params)
     return OneLineErrors(scoring_server.init(model), check)
+
+
+if __name__ == "__main__":
+    main()

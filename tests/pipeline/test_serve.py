@@ -43,10 +43,10 @@ def assert_same_answer(answer: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 @pytest.fixture(scope="module")
 def served(store_env, small_world, tmp_path_factory):
-    """`.venv/bin/linerisk serve` on the shared store's champion, one worker, a free loopback port."""
+    """`.venv/bin/linerisk serve` on the shared store's champion, two workers (requests land on either), a free loopback port."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
     port = free_port()
-    server = start([str(BIN / "linerisk"), "serve", "--port", str(port), "--workers", "1"], bare_env(store_env), log)
+    server = start([str(BIN / "linerisk"), "serve", "--port", str(port), "--workers", "2"], bare_env(store_env), log)
     try:
         wait_for(port, server, log)
         yield f"http://127.0.0.1:{port}/invocations", log
