@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BAND_EDGES = (0.05, 0.15, 0.35)
 BAND_NAMES = ("low", "medium", "high", "very_high")
 N_REASONS = 3
+STRING = pd.StringDtype()  # the contract's text dtype, built once (resolving the name "string" costs per call)
 # Smallest family SHAP sum (log-odds) that counts as a reason; 0.01 is a 1% change in the odds.
 MIN_CONTRIBUTION = 0.01
 
@@ -232,10 +233,10 @@ def reason_arrays(contrib: np.ndarray, X: pd.DataFrame | np.ndarray, spec: dict[
         fam = np.where(up[:, j], layout.families[idx[:, j]], None)
         code = np.full(n, None, dtype=object)
         code[up[:, j]] = fam[up[:, j]] + ":" + layout.name_array[feature[up[:, j], j]]
-        out[f"reason_{j + 1}_family"] = pd.array(fam, dtype="string")
-        out[f"reason_{j + 1}_code"] = pd.array(code, dtype="string")
-        out[f"reason_{j + 1}_text_en"] = pd.array(en[:, j], dtype="string")
-        out[f"reason_{j + 1}_text_zh"] = pd.array(zh[:, j], dtype="string")
+        out[f"reason_{j + 1}_family"] = pd.array(fam, dtype=STRING)
+        out[f"reason_{j + 1}_code"] = pd.array(code, dtype=STRING)
+        out[f"reason_{j + 1}_text_en"] = pd.array(en[:, j], dtype=STRING)
+        out[f"reason_{j + 1}_text_zh"] = pd.array(zh[:, j], dtype=STRING)
         out[f"reason_{j + 1}_contribution"] = np.where(up[:, j], val[:, j], np.nan)
     return out
 
@@ -310,7 +311,7 @@ class Scorer:
         p = apply_calibrator(self._predict_raw(X), self.calibrator)
         out: dict[str, Any] = {c: frame[c].array for c in ("user_id", "as_of") if c in frame.columns}
         out["probability"] = p
-        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
+        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype=STRING)
         if reasons:
             out.update(reason_arrays(self.shap_values(X), X, self.layout))
         return pd.DataFrame(out, index=frame.index)
