@@ -40,15 +40,22 @@ def _is_text(v: Any) -> bool:
     return v is None or isinstance(v, str)
 
 
+def _is_flag(v: Any) -> bool:
+    return v is None or isinstance(v, bool) or _is_number(v)
+
+
 class RequestCheck:
     """The model's input contract, read once from its signature: every named column must be there,
-    numeric columns take JSON numbers or null, text columns strings or null, all columns as many rows."""
+    numeric columns take JSON numbers or null (boolean ones also true/false), text columns strings
+    or null, all columns as many rows."""
 
     def __init__(self, schema: Any):
         if schema is None or not schema.has_input_names():
             raise ValueError("the model has no named input signature to check requests against")
         self.names = schema.input_names()
-        self.text = {name for name, t in zip(self.names, schema.input_types()) if _is_text_type(t)}
+        types = schema.input_types()
+        self.text = {name for name, t in zip(self.names, types) if _is_text_type(t)}
+        self.flags = {name for name, t in zip(self.names, types) if _type_name(t) in ("boolean", "bool")}
 
     def columns(self, payload: Any) -> dict[str, list]:
         """Column -> values of a decoded JSON body in any of MLflow's four formats."""
@@ -90,10 +97,11 @@ class RequestCheck:
         n = None
         for name in self.names:
             values = columns[name]
-            ok = _is_text if name in self.text else _is_number
+            ok = _is_text if name in self.text else _is_flag if name in self.flags else _is_number
             bad = next((v for v in values if not ok(v)), _OK)
             if bad is not _OK:
-                rule = "a string or null" if name in self.text else "a JSON number or null"
+                rule = ("a string or null" if name in self.text else "true, false, a number or null"
+                        if name in self.flags else "a JSON number or null")
                 raise BadRequest(f"column {name!r}: {json.dumps(bad)[:40]} is not {rule}")
             if n is None:
                 n = len(values)
@@ -156,7 +164,12 @@ def _is_text_type(t: Any) -> bool:
     kind = getattr(t, "kind", None)
     if kind is not None:  # numpy dtype of a TensorSpec
         return kind in "OUS"
-    return str(t) in ("string", "DataType.string")
+    return _type_name(t) == "string"
+
+
+def _type_name(t: Any) -> str:
+    """`double`, `long`, `boolean`, `string`, ... of a ColSpec type (numpy dtypes by their name)."""
+    return str(getattr(t, "name", t))
 
 
 def one_line(body: bytes) -> tuple[str, str]:
