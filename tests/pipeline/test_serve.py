@@ -140,3 +140,32 @@ def test_a_restoration_model_that_is_not_registered_is_one_error_line(store, tmp
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "linerisk-restore" in lines[0] and lines[0].startswith("error: "), done.stderr
+
+
+def test_a_registered_restoration_model_is_served_on_the_next_port(store_env, small_world, tmp_path):
+    """Two models, two ports: with `linerisk-restore@champion` registered (here a copy of the champion,
+    standing in for the restoration model's registration), `linerisk serve` serves it on PORT + 1."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(store_env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), db)
+    env = {**store_env, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "LINERISK_HOME": str(tmp_path)}
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_URI"])
+    copy = client.copy_model_version("models:/linerisk@champion", "linerisk-restore")
+    client.set_registered_model_alias("linerisk-restore", "champion", copy.version)
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = start([str(BIN / "linerisk"), "serve", "--port", str(port), "--workers", "1"], bare_env(env), log)
+    try:
+        wait_for(port, server, log)
+        wait_for(port + 1, server, log)
+        frame = feature_frame(small_world, 3)
+        first = post(f"http://127.0.0.1:{port}/invocations", split_payload(frame))
+        second = post(f"http://127.0.0.1:{port + 1}/invocations", split_payload(frame))
+    finally:
+        stop(server)
+    assert first[0] == second[0] == 200 and first[1] == second[1]
+    assert f"serving linerisk-restore v{copy.version} at http://127.0.0.1:{port + 1}/invocations" in log.read_text()
