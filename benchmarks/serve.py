@@ -115,14 +115,17 @@ def in_process(model_dir: Path, frame, repeats: int) -> list[tuple]:
     model = mlflow.pyfunc.load_model(str(model_dir))
     row = frame.head(1)
     mapping = {c: row[c].to_numpy() for c in row.columns}
+    scorer = model.unwrap_python_model().scorer
     rows = []
-    for label, data in (("in-process predict, one-row DataFrame", row), ("in-process predict, column mapping", mapping)):
-        model.predict(data)
+    for label, predict, data in (("in-process predict, one-row DataFrame", model.predict, row),
+                                 ("in-process predict, column mapping", model.predict, mapping),
+                                 ("in-process Scorer.score, one row (no MLflow)", scorer.score, row)):
+        predict(data)
         times = []
         cpu = time.thread_time()
         for _ in range(repeats):
             start = time.perf_counter()
-            model.predict(data)
+            predict(data)
             times.append(time.perf_counter() - start)
         rows.append((label, np.asarray(times), (time.thread_time() - cpu) / repeats))
     return rows
