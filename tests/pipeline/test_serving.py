@@ -36,3 +36,15 @@ def test_the_served_signature_is_one_float64_tensor_per_column_and_object_for_te
     served = tensor_schema(SCHEMA)
     assert served.input_names() == SCHEMA.input_names()
     assert [t for t in served.input_types()] == [np.dtype(np.float64)] * 3 + [np.dtype(object)]
+
+
+def test_an_error_mlflow_returns_is_cut_to_its_cause_without_the_request_or_stack_trace():
+    from mlflow.exceptions import MlflowException
+
+    from linerisk.pipeline.serving import one_line
+
+    dump = "   a    b\n0  1.0  2.0\n\n[1 rows x 2 columns]"
+    err = MlflowException(f"Failed to predict data '{dump}'. \nError: Incompatible input types for column a.\nmore",
+                          stack_trace="Traceback (most recent call last):\n  File ...")
+    code, message = one_line(err.serialize_as_json().encode())
+    assert message == "Incompatible input types for column a." and code == "INTERNAL_ERROR"
