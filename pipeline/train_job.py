@@ -21,7 +21,8 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
                              plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
                              plot_shap_summary, render_report)
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
-                          reference_distributions, split_out_of_time, split_random, train_baseline, train_model)
+                          reference_distributions, split_out_of_time, split_random, suspicious_columns,
+                          train_baseline, train_model)
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
@@ -91,27 +92,37 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
     return panel, spec, truth
 
 
-def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = ()
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A feature table from Parquet/CSV: every column but label/time/ids is a feature; strings are categorical."""
+def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = (),
+                  id_col: str | None = None, allow: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A feature table from Parquet/CSV: every column but label/time/id/dropped is a feature; strings are
+    categorical. The id column (`id_col`, default `user_id` when present) becomes `user_id`. Columns that
+    identify rows or leak the label stop the run unless listed in `allow`."""
     frame = read_table(path, "features")
-    for col in (label, time_col):
+    for col in (label, time_col, id_col, *drop, *allow):
         if col and col not in frame.columns:
             raise InputError(f"features {path}: no column {col!r} (columns: {', '.join(map(str, frame.columns[:20]))})")
     values = set(pd.unique(frame[label].dropna()))
     if frame[label].isna().any() or not values <= {0, 1, True, False}:
         raise InputError(f"features {path}: label column {label!r} must be 0/1 without nulls (found {sorted(map(str, values))[:5]})")
-    frame = frame.assign(**{label: frame[label].astype(np.int8)}).rename(columns={label: "label"})
+    id_col = id_col or ("user_id" if "user_id" in frame.columns else None)
+    if id_col and id_col != "user_id" and "user_id" in frame.columns:
+        raise InputError(f"features {path}: --id-col {id_col} given but the table also has a user_id column; drop one")
+    frame = frame.drop(columns=list(drop)).assign(**{label: frame[label].astype(np.int8)})
+    frame = frame.rename(columns={label: "label", **({id_col: "user_id"} if id_col else {})})
     if time_col:
         frame = frame.rename(columns={time_col: "as_of"})
         frame["as_of"] = pd.to_datetime(frame["as_of"])
-    excluded = {"label", "as_of", "user_id", *drop}
-    feature_cols = [c for c in frame.columns if c not in excluded]
+    feature_cols = [c for c in frame.columns if c not in {"label", "as_of", "user_id"}]
     bad = [c for c in feature_cols if pd.api.types.is_datetime64_any_dtype(frame[c])]
     if bad:
         raise InputError(f"features {path}: datetime column(s) {', '.join(bad)} cannot be features; pass --drop")
     if not feature_cols:
         raise InputError(f"features {path}: no feature columns besides the label")
+    flagged = {c: why for c, why in suspicious_columns(frame, "label", feature_cols).items() if c not in allow}
+    if flagged:
+        raise InputError(f"features {path}: column(s) that identify rows or leak the label: "
+                         + "; ".join(f"{c} ({why})" for c, why in flagged.items())
+                         + " (pass --drop COL, --id-col COL, or --allow COL to keep one)")
     return frame, model_spec(X=frame[feature_cols])
 
 
@@ -178,7 +189,8 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
         raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
     try:
         split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
-                 if time_split else split_random(panel, "label", params.seed))
+                 if time_split else split_random(panel, "label", params.seed,
+                                                 group="user_id" if "user_id" in panel.columns else None))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     for part, frame in zip(split._fields, split):
@@ -254,6 +266,9 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--label", default=None, help="Label column of the external table (0/1).")
 @click.option("--time-col", default=None, help="Snapshot-time column of the external table (else random split).")
 @click.option("--drop", multiple=True, help="External-table columns that are not features (repeatable).")
+@click.option("--id-col", default=None, help="Id column of the external table, never a feature; a random split "
+              "keeps each id on one side [default: user_id when present].")
+@click.option("--allow", multiple=True, help="Keep a column flagged as identifying rows or leaking the label (repeatable).")
 @click.option("--config", type=click.Path(path_type=Path), help="TOML file with a [train] table.")
 @click.option("--learning-rate", type=float)
 @click.option("--num-leaves", type=int)
@@ -271,10 +286,12 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--name", default="linerisk", show_default=True, help="Registered model name.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
+@click.option("--keep-user-ids", is_flag=True,
+              help="Store raw user ids in the run's test part [default: keyed pseudonyms].")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
-def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, fidelity_dir,
-            **flags) -> TrainResult:
+def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, name, out, no_register,
+            fidelity_dir, keep_user_ids, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -290,7 +307,7 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
         fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
         result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
     else:
-        panel, spec = load_external(features_path, label, time_col, tuple(drop))
+        panel, spec = load_external(features_path, label, time_col, tuple(drop), id_col, tuple(allow))
         result = run_training(panel, spec, params, None, time_split=bool(time_col), source=str(features_path))
     if not no_register:
         from linerisk.models import registry  # imports mlflow: only when registering
@@ -303,7 +320,8 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
             result.model, params={**dataclasses.asdict(params), "source": str(data_dir or features_path),
                                   "calibration_method": result.model.calibrator_["method"]},
             metrics=result.flat_metrics, reference=reference, test_frame=test_frame,
-            report_html=result.report_html, name=name)
+            report_html=result.report_html, name=name, keep_user_ids=keep_user_ids,
+            signature_frame=result.split.train)
         result.run_id, result.name, result.version = reg.run_id, reg.name, reg.version
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
