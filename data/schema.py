@@ -63,10 +63,45 @@ class Validated:
     def n_read(self) -> int:
         return len(self.good) + len(self.quarantined)
 
+    def by_rule(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.quarantined["rule"].value_counts().items()} if len(self.quarantined) else {}
+
+    def account(self, used: int, future: int) -> "RowCount":
+        """The row count of this validation, given what the features consumed and what lay at/after as_of."""
+        return RowCount(self.n_read, used, future, self.by_rule())
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """Where every event row read went: `used` by the features, `future` (at or after as_of, so not used) or
+    quarantined (by rule). `check` fails closed when they do not add up to `read`: a row lost is an error."""
+
+    read: int
+    used: int
+    future: int
+    quarantined: dict[str, int]
+
+    @property
+    def n_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+    def __add__(self, other: "RowCount") -> "RowCount":
+        rules = {k: self.quarantined.get(k, 0) + other.quarantined.get(k, 0) for k in {*self.quarantined, *other.quarantined}}
+        return RowCount(self.read + other.read, self.used + other.used, self.future + other.future, rules)
+
     def summary(self) -> str:
-        by_rule = self.quarantined["rule"].value_counts().to_dict() if len(self.quarantined) else {}
-        detail = "".join(f", {k}={v}" for k, v in sorted(by_rule.items()))
-        return f"rows read {self.n_read:,} = used {len(self.good):,} + quarantined {len(self.quarantined):,}{detail}"
+        detail = "".join(f", {k}={v}" for k, v in sorted(self.quarantined.items()) if v)
+        return (f"rows read {self.read:,} = used {self.used:,} + future {self.future:,} "
+                f"+ quarantined {self.n_quarantined:,}{detail}")
+
+    def check(self) -> "RowCount":
+        lost = self.read - self.used - self.future - self.n_quarantined
+        if lost:
+            raise InputError(f"{self.summary()} does not add up: {lost:,} row(s) unaccounted for")
+        return self
+
+
+NO_ROWS = RowCount(0, 0, 0, {})
 
 
 def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:

@@ -121,10 +121,21 @@ class PreparedEvents:
     signup_us: np.ndarray | None = None  # float64 µs per user (NaN unknown)
     merchant: np.ndarray | None = None   # float32 0/1 per user (NaN unknown)
     until_us: int | None = None          # events at or after this were dropped
+    n_future: int = 0                    # how many: rows at or after until_us
 
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
+
+    def consumed(self, cut: object | None = None) -> tuple[int, int]:
+        """(rows the features can read: in a block and before `cut`, rows at or after `cut` or until_us).
+
+        Rows dropped for any other reason are in neither, so a caller's row count shows them."""
+        if cut is None:
+            return sum(len(b.t) for b in self.blocks.values()), self.n_future
+        cut_us = _us(to_utc_timestamp(cut))
+        used = sum(int(np.count_nonzero(b.t < cut_us)) for b in self.blocks.values())
+        return used, self.n_future + sum(len(b.t) for b in self.blocks.values()) - used
 
     def block(self, event_type: str) -> Block:
         return self.blocks.get(event_type, _EMPTY)
@@ -210,8 +221,9 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
                    until: object | None = None, sort_by_day: bool = False) -> PreparedEvents:
     """Split events into per-type blocks keyed to user rows; `events` is not modified.
 
-    Rows are `users` in their order when given (events of other users are ignored), else the
-    sorted users seen in events before `until`. Events at or after `until` are dropped.
+    Rows are `users` in their order when given (events of other users raise ValueError: validation
+    quarantines them as unknown_user first), else the sorted users seen in events before `until`.
+    Events at or after `until` are dropped (and counted, `n_future`).
     `sort_by_day` orders each type by day once so that later snapshots slice instead of mask.
     """
     require_columns(events, ("user_id", "event_time", "event_type", "amount", "days_past_due", "credit_score"), "events")
@@ -226,6 +238,10 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
         codes_job = pool.submit(_type_codes, events["event_type"])
         pos = _user_positions(user_ids, events["user_id"])
         codes = codes_job.result()
+    if users is not None and (pos < 0).any():
+        stranger = events["user_id"].to_numpy()[np.flatnonzero(pos < 0)[0]]
+        raise ValueError(f"events: {int((pos < 0).sum()):,} row(s) of users missing from the users table "
+                         f"(e.g. {stranger}); validate them first (they are quarantined as unknown_user)")
 
     valid = pos >= 0
     if keep is not None:
@@ -255,7 +271,8 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
             signup[users["signup_date"].isna().to_numpy()] = np.nan
         if "segment" in users:
             merchant = (users["segment"] == "merchant").to_numpy(dtype=np.float32, na_value=np.nan)
-    return PreparedEvents(user_ids, blocks, signup, merchant, None if until is None else _us(to_utc_timestamp(until)))
+    return PreparedEvents(user_ids, blocks, signup, merchant, None if until is None else _us(to_utc_timestamp(until)),
+                          0 if keep is None else int(len(keep) - np.count_nonzero(keep)))
 
 
 Piece = slice | np.ndarray

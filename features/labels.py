@@ -41,8 +41,12 @@ def line_state(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None =
 
 def active_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None) -> pd.DataFrame:
     """Features at as_of of the users whose line is active then (the population scored), events prepared once."""
+    return active_from_prepared(prepare_events(events, users, until=as_of), as_of)
+
+
+def active_from_prepared(prep: PreparedEvents, as_of: object) -> pd.DataFrame:
+    """Features at as_of of the users whose line is active then, from prepared events."""
     ts = to_utc_timestamp(as_of)
-    prep = prepare_events(events, users, until=ts)
     state, _ = _state_arrays(prep, _us(ts))
     return features_from_prepared(prep, ts)[state == 1]
 

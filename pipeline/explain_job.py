@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from linerisk.data.schema import InputError, validate_events
-from linerisk.features.compute import build_features, to_utc_timestamp
+from linerisk.features.compute import build_features, prepare_events, to_utc_timestamp
 from linerisk.features.labels import line_state
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
@@ -162,7 +162,9 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
         raise InputError(f"user {user!r} is not in the users table ({len(users):,} users)")
     # only this user's rows are read and validated (a duplicate id shared with another user goes unseen here)
     validated = validate_events(source.read(ds.field("user_id") == key), users)
-    click.echo(validated.summary(), err=True)
+    count = validated.account(*prepare_events(validated.good, users[users["user_id"] == key], until=ts).consumed())
+    click.echo(count.summary(), err=True)
+    count.check()
     if len(validated.quarantined):
         stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"

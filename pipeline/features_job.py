@@ -13,8 +13,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from linerisk.data.schema import InputError
-from linerisk.features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
-from linerisk.features.labels import default_snapshots, iter_panel
+from linerisk.features.compute import features_from_prepared, prepare_events, to_utc_timestamp
+from linerisk.features.labels import default_snapshots, panel_block
 from linerisk.features.spec import FEATURES, spec_hash
 from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
 
@@ -73,25 +73,30 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
         raise InputError(f"events: {events_path} does not exist")
     users = read_users(users_path or users_path_for(events_path))
     validated = read_events(events_path, users)
-    click.echo(validated.summary(), err=True)
     events = validated.good
     if events.empty:
-        raise InputError(f"events: {events_path} has no usable rows ({validated.summary()})")
+        raise InputError(f"events: {events_path} has no usable rows ({validated.account(0, 0).summary()})")
 
     if snapshots == "auto":
         snapshots = default_snapshots(events, horizon_days=horizon_days)
         if not snapshots:
             raise InputError(f"events: {events_path} spans too little time for a {horizon_days}-day horizon")
     if labels:
-        blocks = tqdm(iter_panel(events, users, snapshots, horizon_days), total=len(snapshots),
-                      desc="panel", unit="snapshot", disable=None)
-        frame = pd.concat(list(blocks))
-    elif len(snapshots) == 1:
-        frame = build_features(events, snapshots[0], users)
-    else:
         prep = prepare_events(events, users, sort_by_day=True)  # prepared once for every snapshot
+        blocks = [panel_block(prep, t, horizon_days)
+                  for t in tqdm(snapshots, desc="panel", unit="snapshot", disable=None)]
+        frame, cut = pd.concat(blocks), max(snapshots) + pd.Timedelta(days=horizon_days)  # labels read the horizon
+    elif len(snapshots) == 1:
+        prep = prepare_events(events, users, until=snapshots[0])
+        frame, cut = features_from_prepared(prep, snapshots[0]), None
+    else:
+        prep = prepare_events(events, users, sort_by_day=True)
         frame = pd.concat([features_from_prepared(prep, t)
                            for t in tqdm(snapshots, desc="features", unit="snapshot", disable=None)])
+        cut = max(snapshots)
+    count = validated.account(*prep.consumed(cut))
+    click.echo(count.summary(), err=True)
+    count.check()
 
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)

@@ -54,7 +54,7 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
     """Defaults, then the `[train]` table of the embedded defaults and of `--config FILE`, then flags (None = not given)."""
     section = load_toml(config).get("train", {})
     try:
-        return build(TrainParams, section, **overrides)
+        return build(TrainParams, section, "train", **overrides)
     except (ValueError, TypeError) as exc:
         raise InputError(f"training parameters: {exc}") from None
 
@@ -64,14 +64,16 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
 def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
     """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels)."""
     from linerisk.features import spec as feature_spec
-    from linerisk.features.labels import default_snapshots, iter_panel
+    from linerisk.features.compute import prepare_events
+    from linerisk.features.labels import default_snapshots, panel_block
     from linerisk.pipeline.io import read_events, read_users
 
     data_dir = Path(data_dir)
     if not feature_spec.FEATURES:
         raise InputError("features.spec.FEATURES is empty: the feature registry is not filled in yet")
     users = read_users(data_dir / "users.parquet")
-    events = read_events(data_dir / "events.parquet", users).good
+    validated = read_events(data_dir / "events.parquet", users)
+    events = validated.good
     truth_path = data_dir / "truth_snapshots.parquet"
     truth = read_table(truth_path, "truth snapshots") if truth_path.exists() else None
     if truth is not None:  # the simulator's snapshot dates, so the oracle joins on every test row it sampled
@@ -80,11 +82,16 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
         snapshots = default_snapshots(events, horizon_days)
     _say(f"building panel: {len(users):,} users, {len(events):,} events, {len(snapshots)} snapshots")
     blocks = []
-    for as_of, block in zip(snapshots, iter_panel(events, users, snapshots, horizon_days=horizon_days)):
+    prep = prepare_events(events, users, sort_by_day=True)  # sorted once, sliced by every snapshot
+    for as_of in snapshots:
+        block = panel_block(prep, as_of, horizon_days)
         blocks.append(block)
         _say(f"  as_of {as_of:%Y-%m-%d}: {len(block):,} active users, {int(block['label'].sum()):,} restricted within {horizon_days} days")
     if not blocks:
         raise InputError(f"{data_dir}: no snapshot dates with a full {horizon_days}-day horizon")
+    count = validated.account(*prep.consumed(max(snapshots) + pd.Timedelta(days=horizon_days)))
+    _say(count.summary())
+    count.check()
     panel = pd.concat(blocks)
     if "user_id" not in panel.columns and "user_id" in (panel.index.names or []):
         panel = panel.reset_index()
