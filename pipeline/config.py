@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
+import zoneinfo
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
+
+import click
 
 from linerisk.data.schema import InputError
 
@@ -30,6 +33,21 @@ def load_toml(path: str | Path | None = None) -> dict[str, Any]:
                 raise InputError(f"config {path}: unknown section [{section}] (known: {', '.join(sorted(config))})")
             config[section].update(values)
     return config
+
+
+def _zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
+    return value
+
+
+# On every command that reads events: the zone of naive times, of --as-of dates and of the day windows.
+timezone_option = click.option(
+    "--timezone", "tz", default="UTC", show_default=True, callback=_zone,
+    help="Zone of naive event times and --as-of dates (as_of is midnight there; windows count its local days); "
+         "times with an offset are converted.")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}

@@ -74,9 +74,9 @@ def read_users(path: str | os.PathLike) -> pd.DataFrame:
     return validate_users(read_table(path, "users"))
 
 
-def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None) -> Validated:
-    """Events validated against the contract: good rows plus quarantined rows with their rule."""
-    return validate_events(EventSource(Path(path)).read(None), users)
+def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None, tz: str = "UTC") -> Validated:
+    """Events validated against the contract (naive times in `tz`): good rows plus quarantined rows with their rule."""
+    return validate_events(EventSource(Path(path)).read(None), users, tz)
 
 
 def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from linerisk.features.compute import prepare_events, to_utc_timestamp
 from linerisk.features.labels import active_from_prepared
 from linerisk.models import drift
 from linerisk.models.scoring import BAND_NAMES, reason_columns
+from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, temp_beside,
                          users_path_for, write_json, write_quarantine)
 
@@ -155,8 +156,9 @@ class _Writer:
 
 def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
-                 pause_after_chunk: float = 0.0) -> ScoreRun:
-    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts."""
+                 pause_after_chunk: float = 0.0, tz: str = "UTC") -> ScoreRun:
+    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts.
+    Naive event times are wall-clock times in `tz`, whose local days the feature windows count."""
     started = time.perf_counter()
     package = load_model_package(model_ref)
     source = EventSource(events_path)
@@ -169,7 +171,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     if special.num_rows:
         ids = special.column("event_id").drop_null().unique()
         exclude = ~ds.field("event_id").isin(ids)
-        checked = validate_events(special.to_pandas(), users)
+        checked = validate_events(special.to_pandas(), users, tz)
         run.quarantined.append(checked.quarantined)
         run.rows += checked.account(0, 0)  # their good rows are counted with the chunk that uses them
         special_good = checked.good
@@ -185,13 +187,13 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
             for lo, hi, where in _user_ranges(users["user_id"], chunk_users):
                 chunk_users_frame = users.iloc[lo:hi]
                 where = exclude if where is None else (where if exclude is None else where & exclude)
-                checked = validate_events(source.read(where), chunk_users_frame)
+                checked = validate_events(source.read(where), chunk_users_frame, tz)
                 run.quarantined.append(checked.quarantined)
                 events = checked.good
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                prep = prepare_events(events, chunk_users_frame, until=as_of)
+                prep = prepare_events(events, chunk_users_frame, until=as_of, tz=tz)
                 run.rows += checked.account(*prep.consumed())  # special rows: read above, used here
                 features = active_from_prepared(prep, as_of).reset_index()
                 del events, prep
@@ -234,7 +236,9 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
               help="Events: Parquet file/dir or CSV (the events contract).")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
               help="Users table (default: users.parquet beside the events).")
-@click.option("--as-of", "as_of", required=True, help="Score time (UTC date or ISO time): events strictly before it.")
+@click.option("--as-of", "as_of", required=True,
+              help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
+@timezone_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Scores file; also writes <stem>.quarantine.parquet and <stem>.drift.json beside it.")
 @click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
@@ -242,16 +246,16 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Output format [default: from --out suffix].")
 @click.option("--pause-after-chunk", type=float, default=0.0, hidden=True,
               help="Sleep this many seconds after each chunk (to test interrupted runs).")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, out: Path, chunk_users: int,
-            fmt: str | None, pause_after_chunk: float) -> ScoreRun:
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, out: Path,
+            chunk_users: int, fmt: str | None, pause_after_chunk: float) -> ScoreRun:
     """Score every user whose personal line is active at --as-of: calibrated probability, band and the
     top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
     try:
-        ts = to_utc_timestamp(as_of)
+        ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
     run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
-                       pause_after_chunk=pause_after_chunk)
+                       pause_after_chunk=pause_after_chunk, tz=tz)
     click.echo(run.summary())
     return run

@@ -23,7 +23,7 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
                           reference_distributions, split_out_of_time, split_random, suspicious_columns,
                           train_baseline, train_model)
-from linerisk.pipeline.config import build, load_toml
+from linerisk.pipeline.config import build, load_toml, timezone_option
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
 SHAP_SAMPLE = 2000
@@ -61,8 +61,10 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
 
 # ---------------------------------------------------------------------------- inputs
 
-def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
-    """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels)."""
+def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC"
+                     ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels);
+    naive times and day windows in `tz`."""
     from linerisk.features import spec as feature_spec
     from linerisk.features.compute import prepare_events
     from linerisk.features.labels import default_snapshots, panel_block
@@ -72,17 +74,17 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
     if not feature_spec.FEATURES:
         raise InputError("features.spec.FEATURES is empty: the feature registry is not filled in yet")
     users = read_users(data_dir / "users.parquet")
-    validated = read_events(data_dir / "events.parquet", users)
+    validated = read_events(data_dir / "events.parquet", users, tz)
     events = validated.good
     truth_path = data_dir / "truth_snapshots.parquet"
     truth = read_table(truth_path, "truth snapshots") if truth_path.exists() else None
     if truth is not None:  # the simulator's snapshot dates, so the oracle joins on every test row it sampled
         snapshots = [pd.Timestamp(t) for t in sorted(pd.to_datetime(truth["as_of"], utc=True).unique())]
     else:
-        snapshots = default_snapshots(events, horizon_days)
+        snapshots = default_snapshots(events, horizon_days, tz=tz)
     _say(f"building panel: {len(users):,} users, {len(events):,} events, {len(snapshots)} snapshots")
     blocks = []
-    prep = prepare_events(events, users, sort_by_day=True)  # sorted once, sliced by every snapshot
+    prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # sorted once, sliced by every snapshot
     for as_of in snapshots:
         block = panel_block(prep, as_of, horizon_days)
         blocks.append(block)
@@ -145,13 +147,13 @@ class FidelityWorld:
     source: str = ""
 
 
-def load_fidelity_world(data_dir: Path, horizon_days: int) -> FidelityWorld:
+def load_fidelity_world(data_dir: Path, horizon_days: int, tz: str = "UTC") -> FidelityWorld:
     """Panel at the world's snapshot dates plus truth_snapshots and truth_restrictions (both required)."""
     data_dir = Path(data_dir)
     for name in ("truth_snapshots.parquet", "truth_restrictions.parquet"):
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
-    panel, _, truth = load_world_panel(data_dir, horizon_days)
+    panel, _, truth = load_world_panel(data_dir, horizon_days, tz)
     return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
                          str(data_dir))
 
@@ -277,6 +279,7 @@ def _print_summary(result: TrainResult) -> None:
               "keeps each id on one side [default: user_id when present].")
 @click.option("--allow", multiple=True, help="Keep a column flagged as identifying rows or leaking the label (repeatable).")
 @click.option("--config", type=click.Path(path_type=Path), help="TOML file with a [train] table.")
+@timezone_option
 @click.option("--learning-rate", type=float)
 @click.option("--num-leaves", type=int)
 @click.option("--max-depth", type=int)
@@ -297,7 +300,7 @@ def _print_summary(result: TrainResult) -> None:
               help="Store raw user ids in the run's test part [default: keyed pseudonyms].")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
-def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, name, out, no_register,
+def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, tz, name, out, no_register,
             fidelity_dir, keep_user_ids, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
@@ -310,8 +313,8 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
     if data_dir:
-        panel, spec, truth = load_world_panel(data_dir, params.horizon_days)
-        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
+        panel, spec, truth = load_world_panel(data_dir, params.horizon_days, tz)
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz) if fidelity_dir else None
         result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
     else:
         panel, spec = load_external(features_path, label, time_col, tuple(drop), id_col, tuple(allow))

@@ -197,3 +197,26 @@ def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_sp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "feature spec" in err[0] and not out.exists()
     assert score(small_world, out, "--model", "linerisk@nope") == 2 and not out.exists()
+
+
+def test_a_naive_beijing_log_scores_like_the_same_wall_clock_in_utc_and_like_the_same_instants_with_offsets(
+        store, small_world, tmp_path):
+    users = pd.read_parquet(small_world / "users.parquet")
+    users = users[users["user_id"] <= 400]
+    users.to_parquet(tmp_path / "users.parquet")
+    utc = _events_subset(small_world, 400)
+    wall = utc["event_time"].dt.tz_localize(None)  # the same wall-clock times, now meant as Beijing time
+    logs = {"utc": utc, "naive": utc.assign(event_time=wall),
+            "offset": utc.assign(event_time=wall.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+08:00"))}
+    scores = {}
+    for name, events in logs.items():
+        events.to_parquet(tmp_path / f"{name}.parquet")
+        zone = [] if name == "utc" else ["--timezone", "Asia/Shanghai"]
+        out = tmp_path / f"scores_{name}.parquet"
+        assert main(["score", "--events", str(tmp_path / f"{name}.parquet"), "--users", str(tmp_path / "users.parquet"),
+                     "--as-of", AS_OF, "--out", str(out), *zone]) == 0
+        scores[name] = pd.read_parquet(out)
+    assert len(scores["utc"]) > 100
+    pd.testing.assert_frame_equal(scores["naive"], scores["offset"])
+    assert (scores["naive"]["as_of"] == pd.Timestamp(AS_OF, tz="Asia/Shanghai")).all()
+    pd.testing.assert_frame_equal(scores["naive"].drop(columns="as_of"), scores["utc"].drop(columns="as_of"))
