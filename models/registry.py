@@ -260,6 +260,12 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         return RegisteredVersion(run.info.run_id, name, version, f"models:/{name}/{version}")
 
 
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Add a text artifact (e.g. the model card, which names the version) to a finished run."""
+    configure()
+    MlflowClient().log_text(run_id, text, artifact_file)
+
+
 # ---------------------------------------------------------------------------- promotion
 
 class RegistryError(RuntimeError):

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from linerisk.data.schema import InputError
-from linerisk.models.evaluate import markdown_table
+from linerisk.models.report import markdown_table
 from linerisk.pipeline.io import read_table
 
 

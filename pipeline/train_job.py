@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from linerisk.data.schema import InputError
-from linerisk.models.evaluate import (evaluate, family_importance, figure_png, lift_table, markdown_table, metric_table,
+from linerisk.models.evaluate import (evaluate, family_importance, figure_png, lift_table, metric_table,
                              plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
-                             plot_shap_summary, render_report)
+                             plot_shap_summary)
+from linerisk.models.report import CARD_FILE, markdown_table, render_report, training_card
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
                           reference_distributions, split_out_of_time, split_random, suspicious_columns,
                           train_baseline, train_model)
@@ -42,6 +43,12 @@ class TrainResult:
     run_id: str | None = None
     name: str | None = None
     version: str | None = None
+    card: dict[str, Any] = dataclasses.field(default_factory=dict)  # report.training_card's fields but the names
+
+    def model_card(self) -> str:
+        """The run's model card (Markdown), naming the registered version once there is one."""
+        return training_card(name=self.name or "linerisk (not registered)", version=self.version, run_id=self.run_id,
+                             **self.card)
 
 
 def _say(msg: str) -> None:
@@ -251,13 +258,21 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
         "SHAP summary": figure_png(plot_shap_summary(contrib, sample)),
         "Importance by family": figure_png(plot_family_importance(importance)),
     }
+    grouped = not time_split and "user_id" in panel.columns
+    split_note = (f"Out of time: train on the earlier snapshots, validate on the next, test on the latest; a part "
+                  f"keeps only rows whose {params.horizon_days}-day label window ends before the next part starts."
+                  if time_split else "Random, stratified 60/20/20" + (" by id: every id on one side only."
+                                                                       if grouped else " by row."))
     details = {"source": source, "spec_hash": spec["spec_hash"], "features": len(names),
                "best_iteration": model.best_iteration_, "calibration": model.calibrator_["method"],
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
-               "split": "out of time" if time_split else "random stratified 60/20/20",
+               "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
     html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
-    return TrainResult(model, split, table, flat, html_text)
+    card = {"source": source, "spec": spec, "parts": split._asdict(), "split": split_note, "metrics": table,
+            "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
+            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
+    return TrainResult(model, split, table, flat, html_text, card=card)
 
 
 def _print_summary(result: TrainResult) -> None:
@@ -267,6 +282,7 @@ def _print_summary(result: TrainResult) -> None:
         click.echo(f"registered model: {result.name} version {result.version} (alias @challenger)")
     if result.report_path:
         click.echo(f"report: {result.report_path}")
+        click.echo(f"model card: {result.report_path.with_name(CARD_FILE)}")
 
 
 @click.command("train")
@@ -333,8 +349,10 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
             report_html=result.report_html, name=name, keep_user_ids=keep_user_ids,
             signature_frame=result.split.train)
         result.run_id, result.name, result.version = reg.run_id, reg.name, reg.version
+        registry.log_text(reg.run_id, result.model_card(), f"report/{CARD_FILE}")
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
+    write_text(result.model_card(), result.report_path.with_name(CARD_FILE))  # the report links to it
     _print_summary(result)
     return result
 

@@ -38,6 +38,15 @@ def test_train_on_an_external_table_registers_a_challenger_and_writes_the_report
     assert info["run_id"] == run_id and info["metrics"]["test_auc"] > 0.7
     assert len(info["params"]["spec_hash"]) == 64
 
+    import mlflow
+    card = mlflow.artifacts.load_text(f"runs:/{run_id}/report/model_card.md")
+    for heading in ("## Intended use", "## Data", "## Split", "## Metrics on the test part", "## Feature families",
+                    "## Limitations"):
+        assert heading in card, heading
+    assert "linerisk v1" in card and "| baseline_logreg |" in card and "as_of 2024-" in card
+    assert card == (report.parent / "model_card.md").read_text()
+    assert '<a href="model_card.md">Model card</a>' in report.read_text()
+
     assert registry_job.main(["promote", "1"]) == 0
     assert "PROMOTED" in capsys.readouterr().out
     assert registry_job.main(["resolve", "linerisk@champion"]) == 0
