@@ -123,6 +123,23 @@ def test_two_runs_with_the_same_out_never_delete_each_others_partial_file(store,
     assert out.read_bytes() == reference.read_bytes() and not partial_paths(out)
 
 
+def test_a_row_the_features_did_not_consume_breaks_the_count_and_stops_the_run(store, small_world, tmp_path,
+                                                                               monkeypatch, capsys):
+    from linerisk.pipeline import score_job
+
+    real = score_job.prepare_events
+
+    def lossy(events, *args, **kwargs):  # a bug that loses two rows on the way into the features
+        return real(events.iloc[2:], *args, **kwargs)
+
+    monkeypatch.setattr(score_job, "prepare_events", lossy)
+    out = tmp_path / "scores.parquet"
+    assert score(small_world, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 row(s) unaccounted for" in err[0], err
+    assert not out.exists() and not partial_paths(out)
+
+
 def _events_subset(world: Path, n_users: int = 60) -> pd.DataFrame:
     events = pd.read_parquet(world / "events.parquet")
     return events[events["user_id"] <= n_users].reset_index(drop=True)
