@@ -141,7 +141,7 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.option("--events", "events_path", type=click.Path(path_type=Path), required=True,
               help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", required=True, help="Snapshot time (date = midnight in --timezone, or ISO time).")
 @timezone_option
 @click.option("--user", "user", required=True, help="The user to explain.")

@@ -49,7 +49,7 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
 @click.command("features")
 @click.option("--events", "events_path", type=click.Path(path_type=Path), help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", multiple=True,
               help="Snapshot time (date = midnight in --timezone, or ISO time); repeat for several, or 'auto' with --labels.")
 @click.option("--labels", is_flag=True, help="Add the 90-day label; keep only users whose line is active.")

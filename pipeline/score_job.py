@@ -235,7 +235,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
               help="Events: Parquet file/dir or CSV (the events contract).")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", required=True,
               help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
 @timezone_option
