@@ -81,9 +81,9 @@ def iter_panel(events: pd.DataFrame, users: pd.DataFrame | None, snapshots: Iter
 
 
 def build_panel(events: pd.DataFrame, users: pd.DataFrame | None, snapshots: Iterable[object],
-                horizon_days: int = 90) -> pd.DataFrame:
+                horizon_days: int = 90, tz: str = "UTC") -> pd.DataFrame:
     """Stacked snapshots: index user_id, spec columns, `as_of`, `label`; (user_id, as_of) is unique."""
-    blocks = list(iter_panel(events, users, snapshots, horizon_days))
+    blocks = list(iter_panel(events, users, snapshots, horizon_days, tz))
     if not blocks:
         raise ValueError("build_panel: no snapshots given")
     return pd.concat(blocks)
