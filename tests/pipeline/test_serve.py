@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -32,11 +33,12 @@ def split_payload(frame: pd.DataFrame) -> dict:
 
 
 def assert_same_answer(answer: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Same columns; numbers equal to 1e-12 (JSON round-trips floats exactly), the rest equal."""
     assert list(answer.columns) == list(expected.columns)
-    np.testing.assert_allclose(answer["probability"], expected["probability"], rtol=1e-12)
-    for col in [c for c in expected.columns if c != "probability"]:
-        if col.endswith("_contribution"):
-            np.testing.assert_allclose(answer[col].astype(float), expected[col], rtol=1e-12, equal_nan=True)
+    for col in expected.columns:
+        if pd.api.types.is_float_dtype(expected[col]):
+            np.testing.assert_allclose(answer[col].astype(float), expected[col].astype(float), rtol=1e-12,
+                                       equal_nan=True, err_msg=col)
         else:
             assert answer[col].fillna("").tolist() == expected[col].fillna("").tolist(), col
 
@@ -49,7 +51,7 @@ def served(store_env, small_world, tmp_path_factory):
     server = start([str(BIN / "linerisk"), "serve", "--port", str(port), "--workers", "2"], bare_env(store_env), log)
     try:
         wait_for(port, server, log)
-        yield f"http://127.0.0.1:{port}/invocations", log
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/invocations", log=log, port=port)
     finally:
         stop(server)
 
@@ -57,7 +59,7 @@ def served(store_env, small_world, tmp_path_factory):
 def test_served_champion_returns_the_batch_probability_and_reasons(store, small_world, served):
     from linerisk.models import registry
 
-    url, _ = served
+    url = served.url
     frame = feature_frame(small_world, 25)
     expected = registry.load_package("linerisk@champion").scorer.score(frame).reset_index(drop=True)
     status, body = post(url, split_payload(frame))
@@ -104,7 +106,7 @@ BAD_KINDS = ["missing column", "text in a numeric column", "boolean in a numeric
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_each_bad_request_gets_one_400_line_and_the_next_request_succeeds(store, small_world, served, kind):
-    url, log = served
+    url = served.url
     frame = feature_frame(small_world, 2)
     body, phrase = _bad_requests(frame)[kind]
     status, answer = post(url, body)
@@ -118,7 +120,7 @@ def test_each_bad_request_gets_one_400_line_and_the_next_request_succeeds(store,
 def test_csv_and_parquet_bodies_get_the_same_answer_and_the_same_checks(store, small_world, served):
     import io
 
-    url, _ = served
+    url = served.url
     frame = feature_frame(small_world, 3)
     status, answer = post(url, split_payload(frame))
     assert status == 200
