@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from linerisk.data.errors import InputError  # noqa: F401 (re-exported: the contract's error)
+
 EVENT_COLUMNS = ("event_id", "user_id", "event_time", "event_type", "amount", "days_past_due", "credit_score")
 USER_COLUMNS = ("user_id", "signup_date", "segment")
 SEGMENTS = ("consumer", "merchant")
@@ -46,10 +48,6 @@ RULES = (
     "unknown_user",
     "duplicate_event_id",  # the second and later rows with an event_id already seen
 )
-
-
-class InputError(ValueError):
-    """Input that cannot be used at all (unreadable file, missing column): stops the run."""
 
 
 @dataclass(frozen=True)

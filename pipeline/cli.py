@@ -1,6 +1,8 @@
 """The `linerisk` command: a click group whose subcommands live in their own job modules.
 
 Bad input never shows a traceback: an `InputError` prints one line and exits with status 2.
+`linerisk --help` imports no job module (each is imported when its subcommand runs), so it
+stays fast: the listing's one-line summaries live here.
 """
 from __future__ import annotations
 
@@ -9,18 +11,18 @@ import sys
 
 import click
 
-from linerisk.data.schema import InputError
+from linerisk.data.errors import InputError
 
-# subcommand name -> module in pipeline/ that defines `command` (a click command).
+# subcommand name -> (module in pipeline/ that defines `command`, a click command; summary in `linerisk --help`).
 COMMANDS = {
-    "simulate": "linerisk.pipeline.simulate_job",
-    "features": "linerisk.pipeline.features_job",
-    "train": "linerisk.pipeline.train_job",
-    "registry": "linerisk.pipeline.registry_job",
-    "demo": "linerisk.pipeline.demo_job",
-    "score": "linerisk.pipeline.score_job",
-    "monitor": "linerisk.pipeline.monitor_job",
-    "explain": "linerisk.pipeline.explain_job",
+    "simulate": ("linerisk.pipeline.simulate_job", "Simulate the behaviour-log world: events, users, truth."),
+    "features": ("linerisk.pipeline.features_job", "Point-in-time features (optionally a labelled panel)."),
+    "train": ("linerisk.pipeline.train_job", "Train, evaluate and register the calibrated model."),
+    "registry": ("linerisk.pipeline.registry_job", "Registered models: list, show, promote, resolve."),
+    "demo": ("linerisk.pipeline.demo_job", "Simulate, train, register, promote, score and explain."),
+    "score": ("linerisk.pipeline.score_job", "Score every active line: probability, band, reasons."),
+    "monitor": ("linerisk.pipeline.monitor_job", "Drift (PSI) of a scored batch vs the training reference."),
+    "explain": ("linerisk.pipeline.explain_job", "One user: risk, reasons, what helps, the path back."),
 }
 
 
@@ -31,7 +33,12 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        return importlib.import_module(COMMANDS[name]).command
+        return importlib.import_module(COMMANDS[name][0]).command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The listing from COMMANDS alone: no job module (and none of its libraries) is imported for it."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def invoke(self, ctx: click.Context):
         try:

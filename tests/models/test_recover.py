@@ -68,7 +68,7 @@ def test_levers_only_lower_risk_and_stay_in_range(model):
     spec = model.spec_
     direction = {f["name"]: f["direction"] for f in spec["features"]}
     names = [f["name"] for f in spec["features"]]
-    for moves in recover.lever_values(recover.LEVERS, features[names], spec):
+    for moves in recover.lever_values(recover.spec_levers(spec), features[names], spec):
         for col, new in moves.items():
             cur = features[names[col]].to_numpy(dtype=float)
             assert direction[names[col]] != 0
