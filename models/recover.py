@@ -304,6 +304,27 @@ def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame
     return out.sort_values(["user_id", "step"], kind="stable").reset_index(drop=True) if len(out) else out
 
 
+@dataclass
+class PathBack:
+    """The way below the threshold for each user: with time alone (`time`) and by acting now (`actions`)."""
+
+    time: TimeProjection
+    actions: ActionPlan
+
+
+def path_back(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user_ids: Any, as_of: object,
+              threshold: float | None = None) -> PathBack:
+    """Time projection and action plan for `user_ids` at `as_of`, from their validated events."""
+    from linerisk.features.compute import to_utc_timestamp
+
+    ts = to_utc_timestamp(as_of)
+    ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")
+    mine = users[users["user_id"].isin(ids)]
+    threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
+    features = build_features(events[events["user_id"].isin(ids)], ts, mine).reindex(ids)
+    return PathBack(project_time(scorer, events, mine, ids, ts, threshold), plan_actions(scorer, features, threshold))
+
+
 def apply_plan(features: pd.DataFrame, codes: list[str], spec: dict[str, Any],
                levers: tuple[Lever, ...] | None = None) -> pd.DataFrame:
     """`features` with the levers named in `codes` applied (in order), computed afresh from the current values."""

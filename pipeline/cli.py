@@ -6,7 +6,9 @@ stays fast: the listing's one-line summaries live here.
 """
 from __future__ import annotations
 
+import datetime as dt
 import importlib
+import logging
 import sys
 
 import click
@@ -48,9 +50,25 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
+class _Progress(logging.Handler):
+    """The library's progress (the `linerisk` logger) on stderr as `[HH:MM:SS] message`, written
+    through click at the time of each message (so a redirected or captured stderr gets it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"[{dt.datetime.fromtimestamp(record.created):%H:%M:%S}] {record.getMessage()}", err=True)
+
+
+def _show_progress() -> None:
+    logger = logging.getLogger("linerisk")
+    if not any(isinstance(h, _Progress) for h in logger.handlers):
+        logger.addHandler(_Progress())
+    logger.setLevel(logging.INFO)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """linerisk: predict personal credit-line restrictions, explain them, show the way back."""
+    _show_progress()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """`linerisk score`: events + as_of -> one row per active user: probability, band, top-3 reasons.
 
-Wiring and I/O only: validation is data.schema, features are features.compute.build_features
-(the training function), scoring and reasons are models.scoring.Scorer, drift is models.drift.
+Reading, writing and printing only: validation is data.schema, the scores of each chunk are
+models.batch.score_users (what `linerisk.score` runs: features of the active lines, the
+model's Scorer), drift counts are models.drift.
 
 Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
 events of one chunk are read at a time (a filtered Parquet scan: with events written in user
@@ -30,14 +31,13 @@ from tqdm import tqdm
 
 from linerisk.data.schema import validate_events
 from linerisk.features.compute import to_utc_timestamp
-from linerisk.features.labels import active_features
 from linerisk.models import drift
-from linerisk.models.scoring import BAND_NAMES, reason_columns
+from linerisk.models.batch import SCORE_COLUMNS, score_users
+from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, users_path_for,
                          write_json, write_quarantine)
 
 DEFAULT_CHUNK_USERS = 100_000
-SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
 
 
 def drift_path_for(out: str | Path) -> Path:
@@ -162,7 +162,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     partial.unlink(missing_ok=True)
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
     writer = _Writer(partial, fmt, schema)
-    scorer, reference = package.scorer, package.reference
+    reference = package.reference
     done = False
     try:
         with tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True) as bar:
@@ -176,12 +176,10 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                features = active_features(events, as_of, chunk_users_frame).reset_index()
+                scores, features = score_users(package, events, chunk_users_frame, as_of)
                 del events
                 if len(features):
-                    scores = scorer.score(features)
-                    scores["model_name"], scores["model_version"] = package.name, package.version
-                    writer.write(scores[SCORE_COLUMNS])
+                    writer.write(scores)
                     for band, n in scores["band"].value_counts().items():
                         run.bands[band] += int(n)
                     run.users_scored += len(scores)
