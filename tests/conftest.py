@@ -116,3 +116,8 @@ def corrupt_world(tmp_path_factory) -> Path:
     """A small world with 1% of its event rows corrupted on purpose."""
     return shared_world(tmp_path_factory, "corrupt", users=1_000, months=6, seed=5, oracle_users=100,
                         corrupt_rate=0.01)
+
+
+# ---------------------------------------------------------------------------- a registry with linerisk@champion
+# On the real feature spec, built once per session (tests/pipeline/scoring_world.py): for the jobs and the API.
+from tests.pipeline.scoring_world import store, store_env  # noqa: E402, F401 (fixtures)

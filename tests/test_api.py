@@ -13,7 +13,7 @@ import pytest
 import linerisk
 from linerisk import InputError
 from linerisk.pipeline.cli import main
-from tests.pipeline.scoring_world import AS_OF, store, store_env  # noqa: F401 (fixtures)
+from tests.pipeline.scoring_world import AS_OF
 
 FAST = dict(num_threads=1, log_every=0, min_child_samples=20, n_estimators=120, early_stopping_rounds=20,
             learning_rate=0.15, max_depth=4)
