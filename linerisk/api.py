@@ -14,6 +14,7 @@ MLflow: a tracking URI the caller set is used as it is; otherwise `$LINERISK_HOM
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
@@ -113,7 +114,7 @@ def build_features(events: pd.DataFrame, users: pd.DataFrame, as_of: object, *,
     return compute(good, ts, users)
 
 
-def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: Iterable[object] | None = None, *,
+def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: object | Iterable[object] | None = None, *,
                 horizon_days: int = 90, truth: pd.DataFrame | None = None, bad_rows: BadRows = "raise"
                 ) -> pd.DataFrame:
     """The labelled training panel: features plus `label` (restricted within `horizon_days`) for the
@@ -127,7 +128,8 @@ def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: Iterable[objec
     if as_of is None:
         snapshots = snapshot_dates(good, truth, horizon_days)
     else:
-        snapshots = [_timestamp(t) for t in ([as_of] if isinstance(as_of, str) else as_of)]
+        one = isinstance(as_of, (str, datetime.date)) or not hasattr(as_of, "__iter__")
+        snapshots = [_timestamp(t) for t in ([as_of] if one else as_of)]
     return world_panel(good, users, snapshots, horizon_days)
 
 

@@ -97,7 +97,7 @@ def test_build_panel_defaults_to_the_simulators_snapshot_dates_given_its_truth(w
     panel = linerisk.build_panel(world.events, world.users, truth=world.truth_snapshots)
     dates = pd.to_datetime(world.truth_snapshots["as_of"], utc=True).unique()
     assert sorted(panel["as_of"].unique()) == sorted(dates)
-    one = linerisk.build_panel(world.events, world.users, "2024-08-01")
+    one = linerisk.build_panel(world.events, world.users, pd.Timestamp("2024-08-01"))
     assert set(one["as_of"]) == {pd.Timestamp("2024-08-01", tz="UTC")}
 
 
