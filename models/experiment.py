@@ -99,6 +99,7 @@ def training_panel(frame: pd.DataFrame, label: str = "label", time_col: str | No
     feature; exactly the registry's columns get the registry's spec (monotone constraints, reasons,
     levers), any other table one from its columns (strings categorical). `label` becomes `label`
     (0/1, no nulls), `time_col` becomes `as_of`."""
+    from linerisk.features.spec import feature_names
     from linerisk.models.train import default_spec
 
     if "user_id" not in frame.columns and "user_id" in (frame.index.names or []):
@@ -120,6 +121,11 @@ def training_panel(frame: pd.DataFrame, label: str = "label", time_col: str | No
         raise InputError(f"{what}: datetime column(s) {', '.join(bad)} cannot be features; leave them out (--drop)")
     if not feature_cols:
         raise InputError(f"{what}: no feature columns besides the label")
+    registry = feature_names()
+    extra = [c for c in feature_cols if c not in set(registry)]
+    if extra and set(registry) <= set(feature_cols):  # the spec's panel plus something: a leak, not a new table
+        raise InputError(f"{what}: column(s) {', '.join(map(str, extra[:5]))} are not in the feature spec; "
+                         "leave them out (--drop / drop=)")
     return frame, default_spec(frame[feature_cols])
 
 

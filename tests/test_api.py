@@ -146,6 +146,8 @@ def test_train_names_an_unknown_parameter_and_a_missing_label(world, result):
         linerisk.train(panel, max_dept=3)
     with pytest.raises(InputError, match="no column 'label'"):
         linerisk.train(panel.drop(columns="label"))
+    with pytest.raises(InputError, match="oracle_prob are not in the feature spec"):
+        linerisk.train(panel.assign(oracle_prob=0.5))
 
 
 def test_register_promote_and_load_model_by_every_reference_form(mlflow_store, result):
