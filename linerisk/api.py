@@ -273,4 +273,6 @@ def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Ite
         unknown = [u for u in ids if not (users["user_id"] == u).any()]
         if unknown:
             raise InputError(f"user_ids: {unknown[:5]!r} not in the users table ({len(users):,} users)")
+    if not len(ids):
+        raise InputError(f"user_ids: no users to plan for (none given, or no active line at {ts:%Y-%m-%d})")
     return path_back(package.scorer, good, users, ids, ts, threshold)

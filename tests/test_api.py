@@ -253,3 +253,5 @@ def test_plan_covers_every_active_line_and_its_actions_get_below_the_threshold_f
         assert scorer.probability(after)[0] < row["threshold"]
     with pytest.raises(InputError, match="user_ids"):
         linerisk.plan(events, users, AS_OF, user_ids=[987654321])
+    with pytest.raises(InputError, match="no users to plan for"):
+        linerisk.plan(events, users, AS_OF, user_ids=[])
