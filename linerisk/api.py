@@ -23,6 +23,7 @@ from linerisk.data.errors import InputError
 if TYPE_CHECKING:  # annotations only: nothing heavy is imported at `import linerisk`
     import pandas as pd
 
+    from linerisk.data.schema import Validated
     from linerisk.data.simulate import World
     from linerisk.models.experiment import FidelityWorld, TrainResult
     from linerisk.models.recover import PathBack
@@ -38,17 +39,24 @@ __all__ = ["InputError", "simulate", "build_features", "build_panel", "train", "
 
 # ---------------------------------------------------------------------------- checks shared by the functions
 
-def _timestamp(value: object, what: str = "as_of") -> pd.Timestamp:
+def _timestamp(value: object, tz: str = "UTC", what: str = "as_of") -> pd.Timestamp:
+    import zoneinfo
+
     from linerisk.features.compute import to_utc_timestamp
 
     try:
-        return to_utc_timestamp(value)
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, TypeError, ValueError):
+        raise InputError(f"tz: unknown time zone {tz!r} (an IANA name such as Asia/Shanghai)") from None
+    try:
+        return to_utc_timestamp(value, tz)
     except (TypeError, ValueError):
         raise InputError(f"{what}: {value!r} is not a time (a UTC date or ISO time)") from None
 
 
-def _validated(events: pd.DataFrame, users: pd.DataFrame, bad_rows: BadRows) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(good events, users), both checked against the events contract.
+def _validated(events: pd.DataFrame, users: pd.DataFrame, bad_rows: BadRows, tz: str = "UTC"
+               ) -> tuple[Validated, pd.DataFrame]:
+    """(validated events, users), both checked against the events contract (naive times in `tz`).
 
     bad_rows="raise": any row breaking a rule raises, naming the rule and column; "drop": such rows
     are left out with a warning that counts them per rule."""
@@ -57,13 +65,13 @@ def _validated(events: pd.DataFrame, users: pd.DataFrame, bad_rows: BadRows) -> 
     if bad_rows not in ("raise", "drop"):
         raise InputError(f"bad_rows: must be 'raise' or 'drop', not {bad_rows!r}")
     users = validate_users(users)
-    checked = validate_events(events, users)
+    checked = validate_events(events, users, tz)
     if len(checked.quarantined):
         message = describe_quarantine(checked.quarantined)
         if bad_rows == "raise":
             raise InputError(f"events: {message}; pass bad_rows='drop' to leave such rows out")
         warnings.warn(f"events: left out {message}", stacklevel=3)
-    return checked.good, users
+    return checked, users
 
 
 def _package(model: str | ModelPackage, check_spec: bool = True) -> ModelPackage:
@@ -103,20 +111,21 @@ def simulate(users: int = 50_000, months: int = 24, seed: int = 0, *, corrupt_ra
     return simulate_world(WorldParams(users=users, months=months, seed=seed, **params), corrupt_rate, jobs)
 
 
-def build_features(events: pd.DataFrame, users: pd.DataFrame, as_of: object, *,
+def build_features(events: pd.DataFrame, users: pd.DataFrame, as_of: object, *, tz: str = "UTC",
                    bad_rows: BadRows = "raise") -> pd.DataFrame:
     """Point-in-time features at `as_of` (events strictly before it): one row per user, indexed by
-    user_id, columns in spec order plus `as_of`; the function training and scoring use."""
+    user_id, columns in spec order plus `as_of`; the function training and scoring use. `tz`: where
+    naive times are wall-clock times and day windows count local days (a date is local midnight)."""
     from linerisk.features.compute import build_features as compute
 
-    ts = _timestamp(as_of)
-    good, users = _validated(events, users, bad_rows)
-    return compute(good, ts, users)
+    ts = _timestamp(as_of, tz)
+    checked, users = _validated(events, users, bad_rows, tz)
+    return compute(checked.good, ts, users, tz)
 
 
 def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: object | Iterable[object] | None = None, *,
-                horizon_days: int = 90, truth: pd.DataFrame | None = None, bad_rows: BadRows = "raise"
-                ) -> pd.DataFrame:
+                horizon_days: int = 90, truth: pd.DataFrame | None = None, tz: str = "UTC",
+                bad_rows: BadRows = "raise") -> pd.DataFrame:
     """The labelled training panel: features plus `label` (restricted within `horizon_days`) for the
     users whose line is active at each snapshot, user_id a column. Snapshots: `as_of`, else the
     simulator's dates in `truth` (truth_snapshots), else every 90 days with a full horizon."""
@@ -124,13 +133,13 @@ def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: object | Itera
 
     if horizon_days < 1:
         raise InputError(f"horizon_days: must be at least 1, not {horizon_days!r}")
-    good, users = _validated(events, users, bad_rows)
+    checked, users = _validated(events, users, bad_rows, tz)
     if as_of is None:
-        snapshots = snapshot_dates(good, truth, horizon_days)
+        snapshots = snapshot_dates(checked.good, truth, horizon_days, tz)
     else:
         one = isinstance(as_of, (str, datetime.date)) or not hasattr(as_of, "__iter__")
-        snapshots = [_timestamp(t) for t in ([as_of] if one else as_of)]
-    return world_panel(good, users, snapshots, horizon_days)
+        snapshots = [_timestamp(t, tz) for t in ([as_of] if one else as_of)]
+    return world_panel(checked.good, users, snapshots, horizon_days, tz=tz, read=checked)
 
 
 # ---------------------------------------------------------------------------- training and the registry
@@ -159,31 +168,37 @@ def _fidelity_world(world: World | FidelityWorld, horizon_days: int) -> Fidelity
 
 def train(panel: pd.DataFrame, *, truth: pd.DataFrame | None = None, fidelity: World | FidelityWorld | None = None,
           params: TrainParams | dict[str, Any] | None = None, label: str = "label", time_col: str | None = "as_of",
-          drop: tuple[str, ...] = (), source: str = "", **overrides: Any) -> TrainResult:
+          drop: tuple[str, ...] = (), id_col: str | None = None, allow: tuple[str, ...] = (), source: str = "",
+          **overrides: Any) -> TrainResult:
     """Train the calibrated LightGBM model and a baseline on `panel`, evaluate on the test part (against
     the oracle when `truth` holds truth_snapshots), measure reason fidelity on `fidelity` (another
-    world), build the report. Out-of-time split on `time_col` (None: random). `overrides`: TrainParams
-    fields; `source` names the data in the report and in errors.
+    world), build the report and model card. Out-of-time split on `time_col` (None: random, each
+    `id_col` on one side); an external table's columns that identify rows or leak the label stop it
+    unless in `allow`. `overrides`: TrainParams fields; `source` names the data in the report and errors.
 
     Returns a TrainResult: `.metrics` (table), `.flat_metrics`, `.model`, `.report_html`, `.split`, `.curves`."""
     from linerisk.models.experiment import run_training, training_panel
 
     p = _params(params, overrides)
-    frame, spec = training_panel(panel, label, time_col, tuple(drop), what=f"panel {source}" if source else "panel")
+    frame, spec = training_panel(panel, label, time_col, tuple(drop), id_col, tuple(allow), what=source or "panel")
     world = None if fidelity is None else _fidelity_world(fidelity, p.horizon_days)
     return run_training(frame, spec, p, truth, time_split=time_col is not None, source=source, fidelity=world)
 
 
-def register(result: TrainResult, name: str = "linerisk") -> RegisteredVersion:
-    """Log the run to MLflow (params, metrics, report, test part, drift reference) and register the
-    model as a new version of `name` with alias @challenger; recorded on `result` too."""
+def register(result: TrainResult, name: str = "linerisk", *, keep_user_ids: bool = False) -> RegisteredVersion:
+    """Log the run to MLflow (params, metrics, report, model card, test part with pseudonymous user ids
+    unless `keep_user_ids`, drift reference) and register the model as a new version of `name` with
+    alias @challenger; recorded on `result` too."""
     from linerisk.models import registry
     from linerisk.models.experiment import run_params, training_reference
+    from linerisk.models.report import CARD_FILE
 
     reg = registry.register_model(result.model, params=run_params(result), metrics=result.flat_metrics,
                                   reference=training_reference(result), test_frame=result.split.test,
-                                  report_html=result.report_html, name=name)
+                                  report_html=result.report_html, name=name, keep_user_ids=keep_user_ids,
+                                  signature_frame=result.split.train)
     result.run_id, result.name, result.version = reg.run_id, reg.name, reg.version
+    registry.log_text(reg.run_id, result.model_card(), f"report/{CARD_FILE}")
     return reg
 
 
@@ -214,16 +229,18 @@ def load_model(ref: str = DEFAULT_MODEL) -> ModelPackage:
 # ---------------------------------------------------------------------------- scoring and explaining
 
 def score(events: pd.DataFrame, users: pd.DataFrame, as_of: object, model: str | ModelPackage = DEFAULT_MODEL, *,
-          restore_model: str | None = None, bad_rows: BadRows = "raise") -> pd.DataFrame:
+          restore_model: str | None = None, tz: str = "UTC", bad_rows: BadRows = "raise") -> pd.DataFrame:
     """The Scores frame: one row per user whose line is active at `as_of`: probability, band, top-3
     reasons (family, code, texts en/zh, SHAP log-odds), model name and version; as `linerisk score` writes."""
     from linerisk.models.batch import score_users
 
     _no_restore(restore_model)
     package = _package(model)
-    ts = _timestamp(as_of)
-    good, users = _validated(events, users, bad_rows)
-    return score_users(package, good, users, ts)[0].reset_index(drop=True)
+    ts = _timestamp(as_of, tz)
+    checked, users = _validated(events, users, bad_rows, tz)
+    scores, _, consumed = score_users(package, checked.good, users, ts, tz)
+    checked.account(*consumed).check()  # every row used, at/after as_of, or left out by rule
+    return scores.reset_index(drop=True)
 
 
 def _user_rows(events: pd.DataFrame, users: pd.DataFrame, user_id: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -236,25 +253,25 @@ def _user_rows(events: pd.DataFrame, users: pd.DataFrame, user_id: Any) -> tuple
 
 def explain(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_id: Any,
             model: str | ModelPackage = DEFAULT_MODEL, *, threshold: float | None = None,
-            restore_model: str | None = None, bad_rows: BadRows = "raise") -> dict[str, Any]:
+            restore_model: str | None = None, tz: str = "UTC", bad_rows: BadRows = "raise") -> dict[str, Any]:
     """One user's probability, band, reasons, what helps and the path back (time alone and a plan of
     actions): the structure `linerisk explain --json` prints."""
     from linerisk.models.view import explain_user
 
     _no_restore(restore_model)
     package = _package(model)
-    ts = _timestamp(as_of)
+    ts = _timestamp(as_of, tz)
     if threshold is not None and not 0 < threshold < 1:
         raise InputError(f"threshold: must be between 0 and 1 (exclusive), not {threshold!r}")
     mine, users = _user_rows(events, users, user_id)
-    good, users = _validated(mine, users, bad_rows)
-    view = explain_user(package.scorer, good, users, user_id, ts, threshold)
+    checked, users = _validated(mine, users, bad_rows, tz)
+    view = explain_user(package.scorer, checked.good, users, user_id, ts, threshold, tz)
     view["model"] = {"name": package.name, "version": package.version}
     return view
 
 
 def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Iterable[Any] | None = None,
-         model: str | ModelPackage = DEFAULT_MODEL, *, threshold: float | None = None,
+         model: str | ModelPackage = DEFAULT_MODEL, *, threshold: float | None = None, tz: str = "UTC",
          bad_rows: BadRows = "raise") -> PathBack:
     """The path back below `threshold` (default: out of the high bands) for `user_ids` (default: every
     active line): `.time` (weekly curve with no new adverse events, first date below) and `.actions`
@@ -263,10 +280,11 @@ def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Ite
     from linerisk.models.recover import path_back
 
     package = _package(model)
-    ts = _timestamp(as_of)
-    good, users = _validated(events, users, bad_rows)
+    ts = _timestamp(as_of, tz)
+    checked, users = _validated(events, users, bad_rows, tz)
+    good = checked.good
     if user_ids is None:
-        state = line_state(good, ts, users)["state"]
+        state = line_state(good, ts, users, tz)["state"]
         ids = state.index[state == "active"].to_numpy()
     else:
         ids = list(user_ids)
@@ -275,4 +293,4 @@ def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Ite
             raise InputError(f"user_ids: {unknown[:5]!r} not in the users table ({len(users):,} users)")
     if not len(ids):
         raise InputError(f"user_ids: no users to plan for (none given, or no active line at {ts:%Y-%m-%d})")
-    return path_back(package.scorer, good, users, ids, ts, threshold)
+    return path_back(package.scorer, good, users, ids, ts, threshold, tz)

@@ -24,16 +24,21 @@ def require_feature_spec(package: Any) -> None:
                          "use a model trained on the current feature spec")
 
 
-def score_users(package: Any, events: pd.DataFrame, users: pd.DataFrame, as_of: pd.Timestamp
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scores in SCORE_COLUMNS, their feature rows) for the users of `users` whose line is active at `as_of`.
+def score_users(package: Any, events: pd.DataFrame, users: pd.DataFrame, as_of: pd.Timestamp, tz: str = "UTC"
+                ) -> tuple[pd.DataFrame, pd.DataFrame, tuple[int, int]]:
+    """(scores in SCORE_COLUMNS, their feature rows, (rows used, rows at/after as_of)) for the users of
+    `users` whose line is active at `as_of`.
 
-    `events` are validated rows (data.schema); the features are returned for drift counts."""
-    from linerisk.features.labels import active_features
+    `events` are validated rows (data.schema; naive times and day windows in `tz`); the features are
+    returned for drift counts, the row counts for the run's accounting (data.schema.RowCount)."""
+    from linerisk.features.compute import prepare_events
+    from linerisk.features.labels import active_from_prepared
 
-    features = active_features(events, as_of, users).reset_index()
+    prep = prepare_events(events, users, until=as_of, tz=tz)
+    features = active_from_prepared(prep, as_of).reset_index()
+    consumed = prep.consumed()
     if not len(features):
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in SCORE_COLUMNS}), features
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in SCORE_COLUMNS}), features, consumed
     scores = package.scorer.score(features)
     scores["model_name"], scores["model_version"] = package.name, package.version
-    return scores[SCORE_COLUMNS], features
+    return scores[SCORE_COLUMNS], features, consumed

@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from linerisk.data.errors import InputError
+from linerisk.data.schema import Validated
 from linerisk.models.evaluate import (evaluate, family_importance, figure_png, lift_table, metric_table,
                                       plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
-                                      plot_shap_summary, render_report)
-from linerisk.models.train import (Split, TrainParams, baseline_proba, oracle_scores,
-                                   reference_distributions, split_out_of_time, split_random, train_baseline,
-                                   train_model)
+                                      plot_shap_summary)
+from linerisk.models.report import render_report, training_card
+from linerisk.models.train import (Split, TrainParams, baseline_proba, oracle_scores, reference_distributions,
+                                   split_out_of_time, split_random, suspicious_columns, train_baseline, train_model)
 
 log = logging.getLogger(__name__)
 SHAP_SAMPLE = 2000
@@ -45,10 +46,16 @@ class TrainResult:
     params: TrainParams = field(default_factory=TrainParams)
     source: str = ""
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (y, p) on test, for plots
+    card: dict[str, Any] = field(default_factory=dict)  # report.training_card's fields but the names
 
     @property
     def spec(self) -> dict[str, Any]:
         return self.model.spec_
+
+    def model_card(self) -> str:
+        """The run's model card (Markdown), naming the registered version once there is one."""
+        return training_card(name=self.name or "linerisk (not registered)", version=self.version, run_id=self.run_id,
+                             **self.card)
 
 
 @dataclass
@@ -63,30 +70,41 @@ class FidelityWorld:
 
 # ---------------------------------------------------------------------------- panels
 
-def snapshot_dates(events: pd.DataFrame, truth: pd.DataFrame | None, horizon_days: int) -> list[pd.Timestamp]:
+def snapshot_dates(events: pd.DataFrame, truth: pd.DataFrame | None, horizon_days: int,
+                   tz: str = "UTC") -> list[pd.Timestamp]:
     """The simulator's snapshot dates when its truth is given (so the oracle joins on every row it
-    sampled), else the default dates with a full horizon inside the log."""
+    sampled), else the default dates with a full horizon inside the log (local midnights of `tz`)."""
     from linerisk.features.labels import default_snapshots
 
     if truth is not None:
         return [pd.Timestamp(t) for t in sorted(pd.to_datetime(truth["as_of"], utc=True).unique())]
-    return default_snapshots(events, horizon_days)
+    return default_snapshots(events, horizon_days, tz=tz)
 
 
-def world_panel(events: pd.DataFrame, users: pd.DataFrame, snapshots: Iterable[object],
-                horizon_days: int, what: str = "events") -> pd.DataFrame:
-    """The labelled panel (user_id a column) at `snapshots`, logging each snapshot's size and positives."""
-    from linerisk.features.labels import iter_panel
+def world_panel(events: pd.DataFrame, users: pd.DataFrame, snapshots: Iterable[object], horizon_days: int,
+                what: str = "events", tz: str = "UTC", read: Validated | None = None) -> pd.DataFrame:
+    """The labelled panel (user_id a column) at `snapshots`, logging each snapshot's size and positives.
+
+    With `read` (the validation the events came from), every row read is accounted for: used up to the
+    last label window, later, or quarantined; a row lost stops the run (data.schema.RowCount)."""
+    from linerisk.features.compute import prepare_events
+    from linerisk.features.labels import panel_block
 
     snapshots = list(snapshots)
     log.info(f"building panel: {len(users):,} users, {len(events):,} events, {len(snapshots)} snapshots")
+    if not snapshots:
+        raise InputError(f"{what}: no snapshot dates with a full {horizon_days}-day horizon")
+    prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # sorted once, sliced by every snapshot
     blocks = []
-    for as_of, block in zip(snapshots, iter_panel(events, users, snapshots, horizon_days=horizon_days)):
+    for as_of in snapshots:
+        block = panel_block(prep, as_of, horizon_days)
         blocks.append(block)
         log.info(f"  as_of {pd.Timestamp(as_of):%Y-%m-%d}: {len(block):,} active users, "
                  f"{int(block['label'].sum()):,} restricted within {horizon_days} days")
-    if not blocks:
-        raise InputError(f"{what}: no snapshot dates with a full {horizon_days}-day horizon")
+    if read is not None:
+        count = read.account(*prep.consumed(max(pd.Timestamp(t) for t in snapshots) + pd.Timedelta(days=horizon_days)))
+        log.info(count.summary())
+        count.check()
     panel = pd.concat(blocks)
     if "user_id" not in panel.columns and "user_id" in (panel.index.names or []):
         panel = panel.reset_index()
@@ -94,31 +112,36 @@ def world_panel(events: pd.DataFrame, users: pd.DataFrame, snapshots: Iterable[o
 
 
 def training_panel(frame: pd.DataFrame, label: str = "label", time_col: str | None = "as_of",
-                   drop: tuple[str, ...] = (), what: str = "panel") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A labelled feature table as a training panel and its spec. Every column but label/time/ids is a
-    feature; exactly the registry's columns get the registry's spec (monotone constraints, reasons,
-    levers), any other table one from its columns (strings categorical). `label` becomes `label`
-    (0/1, no nulls), `time_col` becomes `as_of`."""
+                   drop: tuple[str, ...] = (), id_col: str | None = None, allow: tuple[str, ...] = (),
+                   what: str = "panel") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A labelled feature table as a training panel and its spec. Every column but label/time/id/dropped is
+    a feature; exactly the registry's columns get the registry's spec (monotone constraints, reasons,
+    levers), any other table one from its columns (strings categorical), and there columns that identify
+    rows or leak the label stop the run unless listed in `allow`. `label` becomes `label` (0/1, no
+    nulls), `time_col` becomes `as_of`, the id column (`id_col`, default `user_id`) becomes `user_id`."""
     from linerisk.features.spec import feature_names
     from linerisk.models.train import default_spec
 
     if "user_id" not in frame.columns and "user_id" in (frame.index.names or []):
         frame = frame.reset_index()
-    for col in (label, time_col):
+    for col in (label, time_col, id_col, *drop, *allow):
         if col and col not in frame.columns:
             raise InputError(f"{what}: no column {col!r} (columns: {', '.join(map(str, frame.columns[:20]))})")
     values = set(pd.unique(frame[label].dropna()))
     if frame[label].isna().any() or not values <= {0, 1, True, False}:
         raise InputError(f"{what}: label column {label!r} must be 0/1 without nulls (found {sorted(map(str, values))[:5]})")
-    frame = frame.assign(**{label: frame[label].astype(np.int8)}).rename(columns={label: "label"})
+    id_col = id_col or ("user_id" if "user_id" in frame.columns else None)
+    if id_col and id_col != "user_id" and "user_id" in frame.columns:
+        raise InputError(f"{what}: --id-col {id_col} given but the table also has a user_id column; drop one")
+    frame = frame.drop(columns=list(drop)).assign(**{label: frame[label].astype(np.int8)})
+    frame = frame.rename(columns={label: "label", **({id_col: "user_id"} if id_col else {})})
     if time_col:
         frame = frame.rename(columns={time_col: "as_of"})
         frame["as_of"] = pd.to_datetime(frame["as_of"])
-    excluded = {"label", "as_of", "user_id", *drop}
-    feature_cols = [c for c in frame.columns if c not in excluded]
+    feature_cols = [c for c in frame.columns if c not in {"label", "as_of", "user_id"}]
     bad = [c for c in feature_cols if pd.api.types.is_datetime64_any_dtype(frame[c])]
     if bad:
-        raise InputError(f"{what}: datetime column(s) {', '.join(bad)} cannot be features; leave them out (--drop)")
+        raise InputError(f"{what}: datetime column(s) {', '.join(bad)} cannot be features; pass --drop")
     if not feature_cols:
         raise InputError(f"{what}: no feature columns besides the label")
     registry = feature_names()
@@ -126,7 +149,14 @@ def training_panel(frame: pd.DataFrame, label: str = "label", time_col: str | No
     if extra and set(registry) <= set(feature_cols):  # the spec's panel plus something: a leak, not a new table
         raise InputError(f"{what}: column(s) {', '.join(map(str, extra[:5]))} are not in the feature spec; "
                          "leave them out (--drop / drop=)")
-    return frame, default_spec(frame[feature_cols])
+    spec = default_spec(frame[feature_cols])
+    if feature_cols != registry:  # an external table (default_spec gave it a spec of its own)
+        flagged = {c: why for c, why in suspicious_columns(frame, "label", feature_cols).items() if c not in allow}
+        if flagged:
+            raise InputError(f"{what}: column(s) that identify rows or leak the label: "
+                             + "; ".join(f"{c} ({why})" for c, why in flagged.items())
+                             + " (pass --drop COL, --id-col COL, or --allow COL to keep one)")
+    return frame, spec
 
 
 # ---------------------------------------------------------------------------- the run
@@ -171,7 +201,8 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
         raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
     try:
         split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
-                 if time_split else split_random(panel, "label", params.seed))
+                 if time_split else split_random(panel, "label", params.seed,
+                                                 group="user_id" if "user_id" in panel.columns else None))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     for part, frame in zip(split._fields, split):
@@ -223,13 +254,21 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
         "SHAP summary": figure_png(plot_shap_summary(contrib, sample)),
         "Importance by family": figure_png(plot_family_importance(importance)),
     }
+    grouped = not time_split and "user_id" in panel.columns
+    split_note = (f"Out of time: train on the earlier snapshots, validate on the next, test on the latest; a part "
+                  f"keeps only rows whose {params.horizon_days}-day label window ends before the next part starts."
+                  if time_split else "Random, stratified 60/20/20" + (" by id: every id on one side only."
+                                                                       if grouped else " by row."))
     details = {"source": source, "spec_hash": spec["spec_hash"], "features": len(names),
                "best_iteration": model.best_iteration_, "calibration": model.calibrator_["method"],
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
-               "split": "out of time" if time_split else "random stratified 60/20/20",
+               "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
     html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
-    return TrainResult(model, split, table, flat, html_text, params=params, source=source, curves=curves)
+    card = {"source": source, "spec": spec, "parts": split._asdict(), "split": split_note, "metrics": table,
+            "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
+            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
+    return TrainResult(model, split, table, flat, html_text, params=params, source=source, curves=curves, card=card)
 
 
 def run_params(result: TrainResult) -> dict[str, Any]:

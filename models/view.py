@@ -22,18 +22,19 @@ def _ranked(row: pd.Series, prefix: str) -> list[dict[str, Any]]:
 
 
 def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
-                 threshold: float | None = None) -> dict[str, Any]:
-    """Everything `linerisk explain` shows for one user (validated events), as plain JSON-able data."""
+                 threshold: float | None = None, tz: str = "UTC") -> dict[str, Any]:
+    """Everything `linerisk explain` shows for one user (validated events), as plain JSON-able data
+    (day windows in `tz`)."""
     from linerisk.features.compute import build_features, to_utc_timestamp
     from linerisk.features.labels import line_state
     from linerisk.models.recover import path_back
 
-    ts = to_utc_timestamp(as_of)
+    ts = to_utc_timestamp(as_of, tz)
     mine_users = users[users["user_id"] == user_id]
     mine = events[events["user_id"] == user_id]
-    row = scorer.explain(build_features(mine, ts, mine_users)).scores.iloc[0]
-    state = line_state(mine, ts, mine_users)
-    way = path_back(scorer, mine, mine_users, [user_id], ts, threshold)
+    row = scorer.explain(build_features(mine, ts, mine_users, tz)).scores.iloc[0]
+    state = line_state(mine, ts, mine_users, tz)
+    way = path_back(scorer, mine, mine_users, [user_id], ts, threshold, tz)
     since = state["state_since"].iloc[0]
     recovery = way.time.recovery.iloc[0]
     summary = way.actions.summary.iloc[0]

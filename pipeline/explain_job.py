@@ -19,7 +19,8 @@ import pyarrow.dataset as ds
 
 from linerisk import api
 from linerisk.data.schema import InputError, validate_events
-from linerisk.features.compute import to_utc_timestamp
+from linerisk.features.compute import prepare_events, to_utc_timestamp
+from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -86,17 +87,18 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.option("--events", "events_path", type=click.Path(path_type=Path), required=True,
               help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
-@click.option("--as-of", "as_of", required=True, help="Snapshot time (UTC date or ISO time).")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
+@click.option("--as-of", "as_of", required=True, help="Snapshot time (date = midnight in --timezone, or ISO time).")
+@timezone_option
 @click.option("--user", "user", required=True, help="The user to explain.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Recovery threshold [default: upper edge of the medium band].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, user: str,
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, user: str,
             threshold: float | None, as_json: bool) -> None:
     """Explain one user's restriction risk: probability, band, reasons, what helps, and the path back."""
     try:
-        ts = to_utc_timestamp(as_of)
+        ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     package = load_model_package(model_ref)  # first: a wrong model fails before any data is read
@@ -106,14 +108,17 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
     if not (users["user_id"] == key).any():
         raise InputError(f"user {user!r} is not in the users table ({len(users):,} users)")
     # only this user's rows are read and validated (a duplicate id shared with another user goes unseen here)
-    validated = validate_events(source.read(ds.field("user_id") == key), users)
-    click.echo(validated.summary(), err=True)
+    validated = validate_events(source.read(ds.field("user_id") == key), users, tz)
+    count = validated.account(*prepare_events(validated.good, users[users["user_id"] == key], until=ts,
+                                              tz=tz).consumed())
+    click.echo(count.summary(), err=True)
+    count.check()
     if len(validated.quarantined):
         stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    view = api.explain(validated.good, users, ts, key, package, threshold=threshold)
+    view = api.explain(validated.good, users, ts, key, package, threshold=threshold, tz=tz)
     click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json
                else render(view, f"{package.name} v{package.version}"))
 

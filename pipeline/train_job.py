@@ -15,10 +15,10 @@ import pandas as pd
 
 from linerisk import api
 from linerisk.data.schema import InputError
-from linerisk.models.experiment import FidelityWorld, TrainResult, snapshot_dates, world_panel
-from linerisk.models.evaluate import markdown_table
+from linerisk.models.experiment import FidelityWorld, TrainResult, snapshot_dates, training_panel, world_panel
+from linerisk.models.report import CARD_FILE, markdown_table
 from linerisk.models.train import TrainParams, registry_spec
-from linerisk.pipeline.config import build, load_toml
+from linerisk.pipeline.config import build, load_toml, timezone_option
 from linerisk.pipeline.io import linerisk_home, read_events, read_table, read_users, write_text
 
 
@@ -31,24 +31,33 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
         raise InputError(f"training parameters: {exc}") from None
 
 
-def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
-    """Panel, spec and truth snapshots from a `linerisk simulate` directory."""
+def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC"
+                     ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """Panel, spec and truth snapshots from a `linerisk simulate` directory, every event row accounted for;
+    naive times and day windows in `tz`."""
     data_dir = Path(data_dir)
     users = read_users(data_dir / "users.parquet")
-    events = read_events(data_dir / "events.parquet", users).good
+    validated = read_events(data_dir / "events.parquet", users, tz)
     truth_path = data_dir / "truth_snapshots.parquet"
     truth = read_table(truth_path, "truth snapshots") if truth_path.exists() else None
-    panel = world_panel(events, users, snapshot_dates(events, truth, horizon_days), horizon_days, what=str(data_dir))
+    snapshots = snapshot_dates(validated.good, truth, horizon_days, tz)
+    panel = world_panel(validated.good, users, snapshots, horizon_days, what=str(data_dir), tz=tz, read=validated)
     return panel, registry_spec(), truth
 
 
-def load_fidelity_world(data_dir: Path, horizon_days: int) -> FidelityWorld:
+def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = (),
+                  id_col: str | None = None, allow: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A feature table from Parquet/CSV as a training panel and its spec (see experiment.training_panel)."""
+    return training_panel(read_table(path, "features"), label, time_col, drop, id_col, allow, what=f"features {path}")
+
+
+def load_fidelity_world(data_dir: Path, horizon_days: int, tz: str = "UTC") -> FidelityWorld:
     """Panel at the world's snapshot dates plus truth_snapshots and truth_restrictions (both required)."""
     data_dir = Path(data_dir)
     for name in ("truth_snapshots.parquet", "truth_restrictions.parquet"):
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
-    panel, _, truth = load_world_panel(data_dir, horizon_days)
+    panel, _, truth = load_world_panel(data_dir, horizon_days, tz)
     return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
                          str(data_dir))
 
@@ -60,6 +69,7 @@ def _print_summary(result: TrainResult) -> None:
         click.echo(f"registered model: {result.name} version {result.version} (alias @challenger)")
     if result.report_path:
         click.echo(f"report: {result.report_path}")
+        click.echo(f"model card: {result.report_path.with_name(CARD_FILE)}")
 
 
 @click.command("train")
@@ -68,7 +78,11 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--label", default=None, help="Label column of the external table (0/1).")
 @click.option("--time-col", default=None, help="Snapshot-time column of the external table (else random split).")
 @click.option("--drop", multiple=True, help="External-table columns that are not features (repeatable).")
+@click.option("--id-col", default=None, help="Id column of the external table, never a feature; a random split "
+              "keeps each id on one side [default: user_id when present].")
+@click.option("--allow", multiple=True, help="Keep a column flagged as identifying rows or leaking the label (repeatable).")
 @click.option("--config", type=click.Path(path_type=Path), help="TOML file with a [train] table.")
+@timezone_option
 @click.option("--learning-rate", type=float)
 @click.option("--num-leaves", type=int)
 @click.option("--max-depth", type=int)
@@ -85,10 +99,12 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--name", default="linerisk", show_default=True, help="Registered model name.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
+@click.option("--keep-user-ids", is_flag=True,
+              help="Store raw user ids in the run's test part [default: keyed pseudonyms].")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
-def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, fidelity_dir,
-            **flags) -> TrainResult:
+def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, tz, name, out, no_register,
+            fidelity_dir, keep_user_ids, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -100,19 +116,20 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
     if data_dir:
-        panel, _, truth = load_world_panel(data_dir, params.horizon_days)
-        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
+        panel, _, truth = load_world_panel(data_dir, params.horizon_days, tz)
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz) if fidelity_dir else None
         result = api.train(panel, truth=truth, fidelity=fidelity, params=params, source=str(data_dir))
     else:
         result = api.train(read_table(features_path, "features"), params=params, label=label, time_col=time_col,
-                           drop=tuple(drop), source=str(features_path))
+                           drop=tuple(drop), id_col=id_col, allow=tuple(allow), source=str(features_path))
     if not no_register:
         from linerisk.models import registry  # imports mlflow: only when registering
 
         click.echo(f"[{dt.datetime.now():%H:%M:%S}] logging to MLflow at {registry.tracking_uri()}", err=True)
-        api.register(result, name)
+        api.register(result, name, keep_user_ids=keep_user_ids)
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
+    write_text(result.model_card(), result.report_path.with_name(CARD_FILE))  # the report links to it
     _print_summary(result)
     return result
 

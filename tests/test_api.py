@@ -93,6 +93,17 @@ def test_build_features_and_panel_equal_what_linerisk_features_writes(small_worl
     assert set(panel["label"]) == {0, 1} and not panel.duplicated(["user_id", "as_of"]).any()
 
 
+def test_build_features_in_a_time_zone_equal_linerisk_features_there(small_world, world, tmp_path):
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--events", str(small_world / "events.parquet"), "--as-of", AS_OF,
+                 "--timezone", "Asia/Shanghai", "--out", str(out)]) == 0
+    features = linerisk.build_features(world.events, world.users, AS_OF, tz="Asia/Shanghai")
+    assert (features["as_of"] == pd.Timestamp(AS_OF, tz="Asia/Shanghai")).all()
+    pd.testing.assert_frame_equal(features.reset_index(), pd.read_parquet(out), check_dtype=False)
+    with pytest.raises(InputError, match="tz: unknown time zone 'Mars/Olympus'"):
+        linerisk.build_features(world.events, world.users, AS_OF, tz="Mars/Olympus")
+
+
 def test_build_panel_defaults_to_the_simulators_snapshot_dates_given_its_truth(world):
     panel = linerisk.build_panel(world.events, world.users, truth=world.truth_snapshots)
     dates = pd.to_datetime(world.truth_snapshots["as_of"], utc=True).unique()
