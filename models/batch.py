@@ -9,6 +9,8 @@ from typing import Any
 import pandas as pd
 
 from linerisk.data.errors import InputError
+from linerisk.features.compute import prepare_events
+from linerisk.features.labels import active_from_prepared
 from linerisk.models.scoring import reason_columns
 
 SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
@@ -31,9 +33,6 @@ def score_users(package: Any, events: pd.DataFrame, users: pd.DataFrame, as_of: 
 
     `events` are validated rows (data.schema; naive times and day windows in `tz`); the features are
     returned for drift counts, the row counts for the run's accounting (data.schema.RowCount)."""
-    from linerisk.features.compute import prepare_events
-    from linerisk.features.labels import active_from_prepared
-
     prep = prepare_events(events, users, until=as_of, tz=tz)
     features = active_from_prepared(prep, as_of).reset_index()
     consumed = prep.consumed()
