@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -163,7 +164,8 @@ def _family_sums(contrib: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 def family_contributions(contrib: np.ndarray, spec: dict[str, Any] | Layout) -> pd.DataFrame:
-    """SHAP contributions (log-odds, bias column dropped) summed per spec family."""
+    """Per-feature values (n, features [+ bias]) summed per spec family: SHAP log-odds, or any other
+    per-feature quantity such as split gain. Columns beyond the spec's features (the bias) are dropped."""
     layout = layout_of(spec)
     return pd.DataFrame(_family_sums(np.asarray(contrib), layout), columns=list(layout.families))
 
@@ -253,9 +255,31 @@ def reasons_frame(contrib: np.ndarray, X: pd.DataFrame | np.ndarray, spec: dict[
 SMALL_BATCH = 64
 
 
+def helping_frame(contrib: np.ndarray, X: pd.DataFrame | np.ndarray, spec: dict[str, Any] | Layout,
+                  k: int = N_REASONS) -> pd.DataFrame:
+    """The k families pulling risk down most ("what is helping you"): `help_j_family/code/text_en/text_zh/contribution`.
+
+    The contract's reason columns computed on -SHAP, so code and texts name the feature that lowers risk most."""
+    down = reasons_frame(-contrib, X, spec, k)
+    for j in range(1, k + 1):
+        down[f"reason_{j}_contribution"] = -down[f"reason_{j}_contribution"]
+    return down.rename(columns=lambda c: "help_" + c.removeprefix("reason_"))
+
+
+@dataclass
+class Explanation:
+    """What `Scorer.explain` computed for a frame of feature rows (all indexed like the input)."""
+
+    scores: pd.DataFrame         # probability, raw_score, band, reason_j_*, help_j_*
+    contributions: pd.DataFrame  # per-feature SHAP + bias (log-odds; rows sum to raw_score)
+    by_family: pd.DataFrame      # per-family SHAP
+
+
 class Scorer:
     """A loaded model package: the booster, its calibrator and its spec, ready to score frames.
 
+    `score` and `explain` share one computation: probability and band from the booster, reasons
+    (and what helps) from one SHAP pass, so a batch score and an explanation always agree.
     Everything the package fixes (feature order, categories, families, templates, the SHAP tables)
     is worked out here once, so a one-row request only pays for its own row."""
 
@@ -304,17 +328,36 @@ class Scorer:
         out.index = frame.index
         return out
 
+    def _columns(self, X: np.ndarray, shap: np.ndarray | None, k: int) -> dict[str, Any]:
+        """probability, raw_score, band, then (with `shap`) reason_j_*, for a model-input matrix."""
+        raw = self._predict_raw(X)
+        p = apply_calibrator(raw, self.calibrator)
+        out = {"probability": p, "raw_score": raw, "band": pd.array(assign_bands(p, self.band_edges), dtype=STRING)}
+        if shap is not None:
+            out.update(reason_arrays(shap, X, self.layout, k))
+        return out
+
     def score(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """`user_id`/`as_of` (when in `frame`), probability, band and (if `reasons`) the contract's
         reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3."""
         X = self.layout.matrix(frame)
-        p = apply_calibrator(self._predict_raw(X), self.calibrator)
         out: dict[str, Any] = {c: frame[c].array for c in ("user_id", "as_of") if c in frame.columns}
-        out["probability"] = p
-        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype=STRING)
-        if reasons:
-            out.update(reason_arrays(self.shap_values(X), X, self.layout))
+        out.update(self._columns(X, self.shap_values(X) if reasons else None, N_REASONS))
+        del out["raw_score"]
         return pd.DataFrame(out, index=frame.index)
+
+    def explain(self, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
+        """Probability, raw score, band, the top-k families pushing risk up (reasons) and down (helping),
+        and the per-feature and per-family SHAP behind them, from one SHAP pass."""
+        X = self.layout.matrix(frame)
+        values = self.shap_values(X)
+        helping = helping_frame(values, X, self.layout, k)
+        helping.index = frame.index
+        scores = pd.concat([pd.DataFrame(self._columns(X, values, k), index=frame.index), helping], axis=1)
+        contrib = pd.DataFrame(values, columns=[*self.layout.names, "bias"], index=frame.index)
+        by_family = family_contributions(values, self.layout)
+        by_family.index = frame.index
+        return Explanation(scores, contrib, by_family)
 
 
 def sha256_bytes(data: bytes) -> str:
