@@ -173,11 +173,13 @@ def main() -> None:
             lat, rps = load(port, bodies, clients)
             results.append((label, lat, rps, len(bodies), (tree_cpu(server.pid) - cpu) / len(bodies)))
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGINT)
-            server.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(server.pid, signal.SIGKILL)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGINT)  # linerisk serve stops its servers and their workers
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
         log.close()
     served = sorted((home / "serving").glob("linerisk-v*"), key=lambda p: int(p.name.rsplit("v", 1)[1]))[-1]
     local = in_process(served, frame, 500)
