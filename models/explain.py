@@ -52,20 +52,22 @@ class Explanation:
     """Everything `explain_frame` computed for a frame of feature rows (all indexed like the input)."""
 
     scores: pd.DataFrame         # probability, raw_score, band, reason_j_*, help_j_*
-    contributions: pd.DataFrame  # per-feature SHAP + bias (log-odds; rows sum to raw_score)
-    by_family: pd.DataFrame      # per-family SHAP
+    contributions: pd.DataFrame  # per-feature attribution + `bias` (the reference's score; rows sum to raw_score)
+    by_family: pd.DataFrame      # per-family attribution
 
 
 def explain_frame(scorer: Scorer, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
-    """Probability, band, the top-k families pushing risk up (reasons) and down (helping), from one SHAP pass."""
+    """Probability, band, the top-k families pushing risk up (reasons, `Scorer.attributions`) and down (helping)."""
     X = prepare_features(frame, scorer.spec)
-    values = scorer.shap_values(X)
+    values = scorer.attributions(X)
     contrib = pd.DataFrame(values, columns=[*X.columns, "bias"], index=frame.index)
     raw = values.sum(axis=1)
     p = apply_calibrator(raw, scorer.calibrator)
     scores = pd.DataFrame({"probability": p, "raw_score": raw}, index=frame.index)
     scores["band"] = pd.array(assign_bands(p, scorer.band_edges), dtype="string")
-    scores = pd.concat([scores, reasons_frame(values, X, scorer.spec, k), helping_frame(values, X, scorer.spec, k)],
+    # against the best-achievable self nothing pulls risk down: what helps is measured against the average user
+    down = values if "attribution" not in scorer.spec else scorer.shap_values(X)
+    scores = pd.concat([scores, reasons_frame(values, X, scorer.spec, k), helping_frame(down, X, scorer.spec, k)],
                        axis=1)
     return Explanation(scores, contrib, family_frame(contrib, scorer.spec))
 
@@ -184,11 +186,30 @@ def cause_recall_ceiling(scores: pd.DataFrame, causes: pd.Series, truth_snapshot
     own = hazards[np.arange(len(cause)), [observed.index(c) for c in cause]] > 0
     hit = _in_top(reason_families(scores, k)[rows], cause, k)
     table = _per_family(pd.Series(cause), ceiling, f"cause_ceiling_at_{k}").join(
-        _per_family(pd.Series(cause[own]), hit[own], f"cause_recall_at_{k}_present").drop(
-            columns=f"cause_recall_at_{k}_present_n"))
+        _per_family(pd.Series(cause[own]), hit[own], f"cause_recall_at_{k}_present"))
     overall = {f"cause_ceiling_at_{k}": float(ceiling.mean()) if len(ceiling) else float("nan"),
                f"cause_recall_at_{k}_present": float(hit[own].mean()) if own.any() else float("nan")}
     return overall, table.drop(columns=f"cause_ceiling_at_{k}_n")
+
+
+def zero_hazard_share(scores: pd.DataFrame, causes: pd.Series, truth_snapshots: pd.DataFrame, k: int = 3
+                      ) -> tuple[float, pd.DataFrame]:
+    """Share of the reasons named for rows restricted within the horizon (in the truth snapshots) whose
+    family has no hazard at as_of: a reason must be true of the user. Families without a hazard in the
+    world (activity, tenure) count as zero. Returns (overall, per family: named_n, named_zero_hazard)."""
+    rows, hazards, observed = _hazards_at_as_of(scores, truth_snapshots)
+    restricted = causes.notna().to_numpy()[rows]
+    rows, hazards = rows[restricted], hazards[restricted]
+    fams = reason_families(scores, k)[rows]
+    column = {c: i for i, c in enumerate(observed)}
+    padded = np.column_stack([hazards, np.zeros(len(rows))])  # last column: no hazard in the world
+    index = np.vectorize(lambda f: column.get(f, len(observed)), otypes=[np.int64])(fams) if fams.size else \
+        np.zeros(fams.shape, dtype=np.int64)
+    named = fams != None  # noqa: E711 (object array)
+    zero = named & (np.take_along_axis(padded, index, axis=1) <= 0)
+    table = _per_family(pd.Series(fams[named]), zero[named], "named_zero_hazard").rename(
+        columns={"named_zero_hazard_n": "named_n"})
+    return (float(zero.sum() / named.sum()) if named.any() else float("nan")), table
 
 
 def bl_closure_false_blame(scores: pd.DataFrame, causes: pd.Series, k: int = 3) -> float:
@@ -223,8 +244,9 @@ class Fidelity:
 
 
 # Goals from the issue: overall figures and the per-family floor for cause recall@3.
-GOALS = {"driver_agreement_at_3": (">=", 0.90), "cause_recall_at_3": (">=", 0.75),
-         "bl_closure_false_blame": ("<=", 0.05), "min_cause_recall_at_3_20plus": (">=", 0.60)}
+GOALS = {"driver_agreement_at_3": (">=", 0.95), "cause_recall_at_3": (">=", 0.83),
+         "cause_recall_at_3_present": (">=", 0.95), "min_cause_recall_at_3_present_20plus": (">=", 0.90),
+         "named_zero_hazard_share": ("<=", 0.03), "bl_closure_false_blame": ("<=", 0.05)}
 MIN_CASES = 20
 
 
@@ -236,10 +258,15 @@ def fidelity_metrics(scores: pd.DataFrame, truth_snapshots: pd.DataFrame, truth_
     recall, by_cause = cause_recall_at_k(scores, causes)
     blame = bl_closure_false_blame(scores, causes)
     ceiling, by_ceiling = cause_recall_ceiling(scores, causes, truth_snapshots)
-    table = by_driver.join(by_cause, how="outer").join(by_ceiling, how="left")
+    zero, by_zero = zero_hazard_share(scores, causes, truth_snapshots)
+    table = by_driver.join(by_cause, how="outer").join(by_ceiling, how="left").join(by_zero, how="outer")
     table = table.reindex([c for c in CAUSES if c in table.index] + [c for c in table.index if c not in CAUSES])
     enough = table[(table["cause_n"] >= MIN_CASES) & ~table.index.isin(UNOBSERVED)]
-    overall = {"driver_agreement_at_3": agreement, **recall, **ceiling, "bl_closure_false_blame": blame,
+    present = table[table["cause_recall_at_3_present_n"].fillna(0) >= MIN_CASES]
+    overall = {"driver_agreement_at_3": agreement, **recall, **ceiling,
+               "min_cause_recall_at_3_present_20plus": (float(present["cause_recall_at_3_present"].min())
+                                                        if len(present) else float("nan")),
+               "named_zero_hazard_share": zero, "bl_closure_false_blame": blame,
                "min_cause_recall_at_3_20plus": float(enough["cause_recall_at_3"].min()) if len(enough) else float("nan"),
                "driver_rows": float(by_driver["driver_agreement_at_3_n"].sum()),
                "restricted_rows": float(table["cause_n"].sum())}

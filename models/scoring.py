@@ -5,7 +5,12 @@ features/valuefmt.py and models/treeshap.py, as a minimal `linerisk` package (co
 process without this repository can score. Training (`RestrictionModel`), batch scoring (`linerisk score`), the served model and
 `linerisk explain` all score through `Scorer`, so they give the same probabilities and reasons.
 
-Reasons: the three families whose SHAP sum (log-odds) pushes risk up most. Each has a stable
+Reasons: the three families whose attribution (log-odds) pushes risk up most. A package whose spec
+carries an `attribution` reference explains each user against the best-achievable version of
+themselves (every risk feature moved no further than the reference's value in its less risky
+direction; everything else as it is) with Owen values, families as players: exact, they add up to
+f(x) - f(reference) and a family's total is its Shapley value in the game of families. Older packages
+fall back to path-dependent SHAP (against the average user). Reasons: the three families whose sum pushes risk up most. Each has a stable
 code `<family>:<feature>`, the family's feature with the largest positive SHAP value for that
 user (e.g. `overdue:max_dpd_90d`), and that feature's spec text in English and Chinese filled
 with the user's own value. SHAP comes from the exact TreeSHAP kernel (models/treeshap.py, numba)
@@ -25,7 +30,7 @@ import pandas as pd
 from linerisk.features import valuefmt
 
 try:
-    from linerisk.models.treeshap import explainer_for
+    from linerisk.models.treeshap import explainer_for, to_matrix
 except ImportError:  # no numba here: LightGBM's pred_contrib gives the same values, slower
     explainer_for = None
 
@@ -94,6 +99,26 @@ def family_contributions(contrib: np.ndarray, spec: dict[str, Any]) -> pd.DataFr
     families = [f["family"] for f in spec["features"]]
     values = pd.DataFrame(contrib[:, : len(families)], columns=families)
     return values.T.groupby(level=0, sort=True).sum().T
+
+
+def reference_rows(A: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """The reference row of each row of the model-input matrix `A`: every feature of
+    spec['attribution']['reference'] moved to its reference value where the row is riskier by the
+    feature's direction; missing values and every other feature stay as they are."""
+    R = np.array(A, dtype=np.float64, copy=True)
+    ref = spec.get("attribution", {}).get("reference", {})
+    for j, f in enumerate(spec["features"]):
+        if f["name"] not in ref or f.get("direction", 0) == 0:
+            continue
+        x, b = R[:, j], float(ref[f["name"]])
+        R[:, j] = np.where(np.isnan(x), x, np.minimum(x, b) if f["direction"] > 0 else np.maximum(x, b))
+    return R
+
+
+def family_ids(spec: dict[str, Any]) -> np.ndarray:
+    """Each feature's family as an integer (families sorted by name, as in family_contributions)."""
+    families = [f["family"] for f in spec["features"]]
+    return np.searchsorted(np.asarray(sorted(set(families)), dtype=object), np.asarray(families, dtype=object))
 
 
 def _rank(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -199,9 +224,20 @@ class Scorer:
             return np.asarray(self.booster.predict(X, pred_contrib=True))
         return explainer_for(self.booster).shap_values(X)
 
+    def attributions(self, X: pd.DataFrame) -> np.ndarray:
+        """The reasons' attribution per feature plus a last column (rows add up to the raw score), for a
+        frame already through prepare_features: Owen values against the user's best-achievable self when
+        the spec has an `attribution` reference, else path-dependent SHAP (bias last)."""
+        if "attribution" not in self.spec:
+            return self.shap_values(X)
+        if explainer_for is None:
+            raise RuntimeError("this model's reasons need the numba TreeSHAP kernel (pip install numba)")
+        A = to_matrix(X, self.booster)
+        return explainer_for(self.booster).baseline_values(A, reference_rows(A, self.spec), family_ids(self.spec))
+
     def family_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """SHAP summed per spec family (log-odds; all families, bias dropped), indexed like `frame`."""
-        out = family_contributions(self.shap_values(prepare_features(frame, self.spec)), self.spec)
+        """Attributions summed per spec family (log-odds; all families, last column dropped), indexed like `frame`."""
+        out = family_contributions(self.attributions(prepare_features(frame, self.spec)), self.spec)
         out.index = frame.index
         return out
 
@@ -213,7 +249,7 @@ class Scorer:
         out = pd.DataFrame({"probability": p}, index=frame.index)
         out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
         if reasons:
-            out = pd.concat([out, reasons_frame(self.shap_values(X), X, self.spec)], axis=1)
+            out = pd.concat([out, reasons_frame(self.attributions(X), X, self.spec)], axis=1)
         passthrough = [c for c in ("user_id", "as_of") if c in frame.columns]
         return pd.concat([frame[passthrough], out], axis=1) if passthrough else out
 
