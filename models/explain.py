@@ -1,14 +1,15 @@
-"""Reason codes from SHAP, grouped by behaviour family, and their fidelity against the simulator's truth.
+"""Reason codes from the model's attributions, grouped by behaviour family, and their fidelity against the simulator's truth.
 
-SHAP values come from the exact fast kernel (models/treeshap.py: same values as LightGBM's
-`pred_contrib`, log-odds, bias last), so per row they add up to the booster's raw score.
-Features of one family (spec `family`) are summed so correlated features speak with one voice;
-the families pushing risk up most are the reasons, those pushing it down "what is helping you".
+Attributions come from `Scorer.attributions` (models/scoring.py): Owen values with families as
+players against the user's best-achievable self for a package with a reference, path-dependent
+SHAP otherwise; per row they add up to the booster's raw score. The families pushing risk up most
+are the reasons; what pulls risk down most against the average user (path SHAP) is "what is helping you".
 
 Fidelity compares reason families with the truth files of a world the model never saw:
 driver agreement (the largest hazard component at as_of), cause recall (the cause the
-simulator drew for a restriction within the horizon) and how often `bl_closure` is blamed
-when something else was the cause. Pure functions over DataFrames; no I/O.
+simulator drew for a restriction within the horizon, overall and where its hazard was already
+positive at as_of), how often `bl_closure` is blamed when something else was the cause, and the
+share of named reasons whose family had no hazard at as_of. Pure functions over DataFrames; no I/O.
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ UNOBSERVED = ("latent",)
 TOP_FRACTION = 0.10  # driver agreement: the riskiest tenth of users per snapshot
 
 
-# ---------------------------------------------------------------------------- SHAP and families
+# ---------------------------------------------------------------------------- attributions and families
 
 def family_frame(contrib: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """SHAP summed per spec family (every family a column, `bias` dropped)."""
+    """Attributions summed per spec family (every family a column, `bias` dropped)."""
     out = family_contributions(contrib.to_numpy(), spec)
     out.index = contrib.index
     return out

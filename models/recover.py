@@ -10,8 +10,9 @@ has emptied into "no data"). With the model's monotone constraints and a
 monotone calibrator, the projected probability therefore never rises.
 
 Action: levers over the spec's actionable features (e.g. "stop early repayments for 90 days",
-"pay the personal line down to 50% of its limit"), each a direction-respecting move to a plausible
-value. Every combination of at most one lever per family is scored in one predict call; the plan
+"pay the personal line down to 50% of its limit"), each a behaviour and its direction-respecting
+move to a plausible value; an outcome such as the credit score is never a lever, it moves only as
+the behaviours that drive it do. Every combination of at most one lever per family is scored in one predict call; the plan
 is the smallest set that brings the probability below the threshold (lowest probability among
 equals), ordered greedily by what each step adds. Pure functions over DataFrames.
 """
@@ -144,10 +145,21 @@ def _utilisation(share: float) -> tuple[tuple[str, Any], ...]:
     return (("pl_utilisation", share), ("pl_balance", lambda X: share * X["pl_limit"]))
 
 
-def _score(points: float) -> tuple[tuple[str, Any], ...]:
-    # the 90-day change moves with the latest score; the 365-day minimum is history and stays
-    return (("credit_score_latest", lambda X: X["credit_score_latest"] + points),
-            ("credit_score_change_90d", lambda X: X["credit_score_change_90d"] + points))
+# The credit score is an outcome, not something a user can do: no lever names it. In this world
+# (data/world.py, the monthly score report) the score's target loses 5 points per credit inquiry in
+# the last 30 days and each monthly report moves 75% of the way to it, so stopping applications
+# also lifts the score by about 3.75 points per recent inquiry at the next report; that is projected
+# with the inquiry lever. (Clearing arrears lifts the target by 60 while an instalment is overdue,
+# but no feature shows whether one is overdue now, so that effect is left out.)
+SCORE_POINTS_PER_INQUIRY = 0.75 * 5.0
+
+
+def _no_inquiries(*counts: str) -> tuple[tuple[str, Any], ...]:
+    """Zero the inquiry counts; the score rises by the points the last 30 days' inquiries cost."""
+    def lift(X):
+        return SCORE_POINTS_PER_INQUIRY * X["credit_inquiry_count_30d"]
+    return _zero(*counts) + (("credit_score_latest", lambda X: X["credit_score_latest"] + lift(X)),
+                             ("credit_score_change_90d", lambda X: X["credit_score_change_90d"] + lift(X)))
 
 
 _LATE_90D = ("late_days_sum_90d", "late_repayment_count_90d", "bl_late_repayment_count_90d",
@@ -161,19 +173,20 @@ LEVERS: tuple[Lever, ...] = (
                 "early_repayment_share_90d"), "early_repayment_count_90d"),
     Lever("no_fund_misuse_90d", "fund_misuse", "Use business-loan funds only as agreed for 90 days (now: {value} flags in the last 90 days)",
           "90天内按约定用途使用网商贷资金（近90天违规{value}次）", _zero("fund_misuse_count_90d"), "fund_misuse_count_90d"),
-    Lever("no_credit_applications_30d", "multi_borrowing", "Make no new credit applications for 30 days (now: {value} in the last 30 days)",
-          "30天内不再申请其他贷款（近30天征信查询{value}次）", _zero("credit_inquiry_count_30d"), "credit_inquiry_count_30d"),
-    Lever("no_credit_applications_90d", "multi_borrowing", "Make no new credit applications for 90 days (now: {value} in the last 90 days)",
-          "90天内不再申请其他贷款（近90天征信查询{value}次）", _zero("credit_inquiry_count_30d", "credit_inquiry_count_90d"),
-          "credit_inquiry_count_90d"),
+    Lever("no_credit_applications_30d", "multi_borrowing",
+          "Make no new credit applications for 30 days (now: {value} in the last 30 days); the credit score then "
+          "recovers about 4 points per recent inquiry at its next monthly report",
+          "30天内不再申请其他贷款（近30天征信查询{value}次）；下次月度更新时每次查询约可回升4分信用分",
+          _no_inquiries("credit_inquiry_count_30d"), "credit_inquiry_count_30d"),
+    Lever("no_credit_applications_90d", "multi_borrowing",
+          "Make no new credit applications for 90 days (now: {value} in the last 90 days); the credit score then "
+          "recovers about 4 points per inquiry of the last 30 days at its next monthly report",
+          "90天内不再申请其他贷款（近90天征信查询{value}次）；下次月度更新时近30天每次查询约可回升4分信用分",
+          _no_inquiries("credit_inquiry_count_30d", "credit_inquiry_count_90d"), "credit_inquiry_count_90d"),
     Lever("utilisation_to_50", "utilisation", "Pay the personal line down to 50% of its limit (now: {value} in use)",
           "将借呗使用额度降至50%以下（目前已使用{value}）", _utilisation(0.5), "pl_utilisation"),
     Lever("utilisation_to_30", "utilisation", "Pay the personal line down to 30% of its limit (now: {value} in use)",
           "将借呗使用额度降至30%以下（目前已使用{value}）", _utilisation(0.3), "pl_utilisation"),
-    Lever("credit_score_up_30", "credit_score", "Raise the credit score by 30 points (now: {value})",
-          "将信用分提高30分（目前{value}）", _score(30.0), "credit_score_latest"),
-    Lever("credit_score_up_60", "credit_score", "Raise the credit score by 60 points (now: {value})",
-          "将信用分提高60分（目前{value}）", _score(60.0), "credit_score_latest"),
 )
 
 # plausible ranges by unit (values outside are clipped)

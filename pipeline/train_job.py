@@ -143,7 +143,11 @@ FIDELITY_NOTE = ("Reason families of the model on a world simulated with another
                  "the top-3 reasons. cause_recall_at_k: restricted within the horizon, the drawn cause among the "
                  "top-k reasons (latent apart, left out of the overall). cause_ceiling_at_3: what naming the 3 "
                  "largest true hazards at as_of would reach (causes arising after as_of are out of reach); "
-                 "cause_recall_at_3_present: recall where the cause's hazard was already positive at as_of.")
+                 "cause_recall_at_3_present: recall where the cause's hazard was already positive at as_of "
+                 "(min_..._20plus: the lowest per family with 20+ such cases). named_zero_hazard_share: of the "
+                 "reasons named for restricted rows, the share whose family had no hazard at as_of (activity and "
+                 "tenure have none in the world). bl_closure_false_blame: restricted for another cause, yet "
+                 "bl_closure among the reasons.")
 
 
 def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str
