@@ -12,7 +12,8 @@ Usage::
 Candidates: path-dependent TreeSHAP (LightGBM's pred_contrib, against the average user);
 baseline Shapley and Owen values (families as players) against the user's best-achievable self
 with the best value seen in training; the same Owen values against the package's reference
-(the lowest-risk tenth's upper-normal values: what the model uses); interventional TreeSHAP
+(the lowest-risk tenth's upper-normal values: what the model uses) and against a more lenient
+one (risk-raising features at the population's 80th percentile); interventional TreeSHAP
 against the `--background` lowest-risk training rows (the mean of baseline Shapley values).
 """
 from __future__ import annotations
@@ -63,6 +64,13 @@ def candidates(scorer, X: pd.DataFrame, train_X: pd.DataFrame, background: int) 
     if "attribution" in scorer.spec:
         timed("Owen (families) vs low-risk reference [chosen]",
               lambda: ts.baseline_values(A, scoring.reference_rows(A, scorer.spec), groups))
+        # a more lenient reference for risk-raising features: the population's 80th percentile
+        lenient = dict(scorer.spec["attribution"]["reference"])
+        lenient.update({f["name"]: float(np.nanquantile(T[:, j], 0.8)) for j, f in enumerate(scorer.spec["features"])
+                        if direction[j] > 0 and not np.isnan(T[:, j]).all()})
+        lenient_spec = {**scorer.spec, "attribution": {"reference": lenient}}
+        timed("Owen (families) vs population q80 (risk-raising features)",
+              lambda: ts.baseline_values(A, scoring.reference_rows(A, lenient_spec), groups))
     if background:
         low = np.argsort(scorer.booster.predict(T, raw_score=True), kind="stable")[:background]
 

@@ -488,11 +488,31 @@ def _binom_weights(m: int) -> np.ndarray:
     return W
 
 
+@njit(cache=True)
+def _local_groups(leaf_k, leaf_path_start, group_of_path):
+    """Per path entry its group numbered 0.. within its leaf (order of first appearance), and each
+    leaf's number of groups, so the kernel counts per leaf in a few registers."""
+    local = np.empty_like(group_of_path)
+    ng = np.zeros(leaf_k.shape[0], dtype=np.int64)
+    for li in range(leaf_k.shape[0]):
+        ps, k = leaf_path_start[li], leaf_k[li]
+        for j in range(k):
+            local[ps + j] = -1
+            for i in range(j):
+                if group_of_path[ps + i] == group_of_path[ps + j]:
+                    local[ps + j] = local[ps + i]
+                    break
+            if local[ps + j] < 0:
+                local[ps + j] = ng[li]
+                ng[li] += 1
+    return local, ng
+
+
 @njit(parallel=True, cache=True)
 def _explain_baseline(X, R, n_trees, tree_int_start, tree_leaf_start, int_self, int_left, int_right,
                       int_bit, int_feature, int_threshold, int_nan_left, int_zero_left, int_kind,
                       int_cat_start, int_cat_len, cat_words, leaf_node, leaf_value, leaf_k,
-                      leaf_path_start, path_feature, path_group, n_groups, W, max_nodes, out):
+                      leaf_path_start, path_feature, path_group, leaf_ng, W, max_nodes, out):
     """Baseline Shapley (Owen values when features are grouped) of f(x_S, r_not S), rows of X against
     the same rows of R, bias = f(r). A leaf is reached by the hybrid row iff every path feature that
     only x satisfies (set A) is taken from x and every one only r satisfies (set B) from r; the game
@@ -514,8 +534,8 @@ def _explain_baseline(X, R, n_trees, tree_int_start, tree_leaf_start, int_self, 
         bias = np.zeros(_ROW_BLOCK)
         px = np.empty((max_nodes, _ROW_BLOCK), dtype=np.int64)
         pr = np.empty((max_nodes, _ROW_BLOCK), dtype=np.int64)
-        cnt_a = np.zeros(n_groups + 1, dtype=np.int64)
-        cnt_b = np.zeros(n_groups + 1, dtype=np.int64)
+        cnt_a = np.zeros(W.shape[0], dtype=np.int64)
+        cnt_b = np.zeros(W.shape[0], dtype=np.int64)
         for t in range(n_trees):
             i0, i1 = tree_int_start[t], tree_int_start[t + 1]
             if i0 == i1:
@@ -551,9 +571,9 @@ def _explain_baseline(X, R, n_trees, tree_int_start, tree_leaf_start, int_self, 
                     b_set = br & ~bx
                     if (a_set | b_set) == 0:
                         continue
-                    # per-group counts of A and B features on the path
-                    for j in range(k):
-                        g = path_group[ps + j]
+                    # per-group counts of A and B features on the path (groups numbered per leaf)
+                    ng = leaf_ng[li]
+                    for g in range(ng):
                         cnt_a[g] = 0
                         cnt_b[g] = 0
                     for j in range(k):
@@ -563,24 +583,18 @@ def _explain_baseline(X, R, n_trees, tree_int_start, tree_leaf_start, int_self, 
                     na = 0
                     nbg = 0
                     nmix = 0
-                    for j in range(k):
-                        g = path_group[ps + j]
-                        if cnt_a[g] < 0:
-                            continue  # group already counted
-                        ca, cb = cnt_a[g], cnt_b[g]
-                        if ca > 0 and cb > 0:
-                            nmix += 1
-                        elif ca > 0:
-                            na += 1
-                        elif cb > 0:
+                    for g in range(ng):
+                        if cnt_a[g] > 0:
+                            if cnt_b[g] > 0:
+                                nmix += 1
+                            else:
+                                na += 1
+                        elif cnt_b[g] > 0:
                             nbg += 1
-                        cnt_a[g] = -1 - ca  # mark counted, keep the count recoverable
-                    for j in range(k):
-                        g = path_group[ps + j]
-                        if cnt_a[g] < 0:
-                            cnt_a[g] = -1 - cnt_a[g]
                     if nmix > 1:
-                        continue
+                        continue  # two groups each need and forbid at once: never reached
+                    # a group's weight among the others: after the pure-A groups, before the pure-B ones
+                    w_a, w_b, w_mix = W[na, nbg], W[nbg, na], W[na + 1, nbg]
                     for j in range(k):
                         is_a = (a_set >> j) & 1
                         is_b = (b_set >> j) & 1
@@ -588,16 +602,12 @@ def _explain_baseline(X, R, n_trees, tree_int_start, tree_leaf_start, int_self, 
                             continue
                         g = path_group[ps + j]
                         ca, cb = cnt_a[g], cnt_b[g]
-                        mixed = ca > 0 and cb > 0
-                        if nmix == 1 and not mixed:
+                        if ca > 0 and cb > 0:
+                            wg = w_mix
+                        elif nmix == 1:
                             continue  # another group needs and forbids at once: never reached
-                        # the group's weight among the other groups, then the feature's within it
-                        if mixed:
-                            wg = W[na + 1, nbg]
-                        elif ca > 0:
-                            wg = W[na, nbg]
                         else:
-                            wg = W[nbg, na]
+                            wg = w_a if ca > 0 else w_b
                         if is_a:
                             acc[path_feature[ps + j], r] += v * wg * W[ca, cb]
                         else:
@@ -641,6 +651,7 @@ class TreeShap:
             return self
         self._fitted_trees = n_trees
         self.forest, self.fallback_reason = None, None
+        self._groups_key = None
         try:
             dump = self.booster.dump_model(num_iteration=-1)
             self.forest = _parse(dump, self.booster.num_feature())
@@ -724,12 +735,17 @@ class TreeShap:
         out = np.empty((data.shape[0], fo.n_features + 1), dtype=np.float64)
         if data.shape[0] == 0:
             return out
+        key = group.tobytes()
+        if getattr(self, "_groups_key", None) != key:  # per-leaf group numbering, once per grouping
+            self._groups_key = key
+            self._local_groups = _local_groups(fo.leaf_k, fo.leaf_path_start, group[fo.path_feature])
+        local, n_local = self._local_groups
         _explain_baseline(data, ref, n_trees, fo.tree_int_start, fo.tree_leaf_start, fo.int_self,
                           fo.int_left, fo.int_right, fo.int_bit, fo.int_feature, fo.int_threshold,
                           fo.int_nan_left, fo.int_zero_left, fo.int_kind, fo.int_cat_start,
                           fo.int_cat_len, fo.cat_words, fo.leaf_node, fo.leaf_value, fo.leaf_k,
-                          fo.leaf_path_start, fo.path_feature, group[fo.path_feature],
-                          int(group.max()) + 1, _binom_weights(max(fo.max_k, 1)), fo.max_nodes, out)
+                          fo.leaf_path_start, fo.path_feature, local, n_local,
+                          _binom_weights(max(fo.max_k, 1)), fo.max_nodes, out)
         return out
 
 
