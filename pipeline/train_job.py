@@ -273,7 +273,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
                "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
     html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
-    card = {"source": source, "spec": spec, "parts": split._asdict(), "split": split_note, "metrics": table,
+    card = {"source": source, "spec": model.spec_, "parts": split._asdict(), "split": split_note, "metrics": table,
             "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
             "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
     return TrainResult(model, split, table, flat, html_text, card=card)
