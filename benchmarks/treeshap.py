@@ -1,10 +1,12 @@
 """Benchmark: exact SHAP via models.treeshap vs LightGBM pred_contrib, shap.TreeExplainer, predict.
 
 Prints the machine and one markdown table (rows/second, 2 threads each, max |diff| to
-pred_contrib). Usage::
+pred_contrib). The reasons' attribution (Owen values against a reference, models.treeshap
+baseline_values) is timed including building the reference rows; its check is how far its rows
+are from adding up to the raw score. Usage::
 
     python benchmarks/treeshap.py [--rows 100000] [--slow-rows 5000]
-                                  [--model model.txt --features features.parquet]
+                                  [--model model.txt --features features.parquet [--spec spec.json]]
 
 The slow explainers (pred_contrib, shap) run on the first ``--slow-rows`` rows; differences are
 measured on those rows. numba compile time is excluded from timings and reported separately.
@@ -50,7 +52,19 @@ def rows_per_second(fn: Callable[[], object], n_rows: int, repeat: int = 1) -> f
     return n_rows / best
 
 
-def bench(name: str, booster: lgb.Booster, X: np.ndarray, rows: int, slow_rows: int) -> list[str]:
+def reference_and_groups(X: np.ndarray, spec: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The reasons' reference rows and feature groups: from a package's spec (its attribution reference and
+    families), else a stand-in (every feature moved down to its median, groups of 6 features)."""
+    from linerisk.models import scoring
+
+    if spec is not None:
+        return scoring.reference_rows(X, spec), scoring.family_ids(spec)
+    R = np.where(np.isnan(X), X, np.minimum(X, np.nanmedian(X, axis=0)))
+    return R, np.arange(X.shape[1]) // 6
+
+
+def bench(name: str, booster: lgb.Booster, X: np.ndarray, rows: int, slow_rows: int,
+          spec: dict | None = None) -> list[str]:
     """Time all methods on one model/data pair; returns markdown table rows."""
     from linerisk.models import treeshap
 
@@ -77,8 +91,14 @@ def bench(name: str, booster: lgb.Booster, X: np.ndarray, rows: int, slow_rows: 
     sv = np.asarray(explainer.shap_values(Xs[:1000]))
     shap_diff = float(np.abs(sv - ref[:1000, :-1]).max())
 
+    R, groups = reference_and_groups(X, spec)
+    ts2.baseline_values(X[:10], R[:10], groups)  # JIT warm-up
+    owen = ts2.baseline_values(X, R, groups)
+    owen_sum = float(np.abs(owen.sum(axis=1) - booster.predict(X, raw_score=True, num_threads=THREADS)).max())
     res = {
         "treeshap (this)": (rows_per_second(lambda: ts2.shap_values(X), len(X), 3), diff),
+        "owen vs reference (reasons; diff = sum to raw score)": (rows_per_second(
+            lambda: ts2.baseline_values(X, reference_and_groups(X, spec)[0], groups), len(X), 3), owen_sum),
         "lightgbm pred_contrib": (rows_per_second(
             lambda: booster.predict(Xs, pred_contrib=True, num_threads=THREADS), len(Xs)), 0.0),
         "shap.TreeExplainer": (rows_per_second(lambda: explainer.shap_values(Xs), len(Xs)), shap_diff),
@@ -102,6 +122,7 @@ def main() -> None:
     ap.add_argument("--slow-rows", type=int, default=5_000)
     ap.add_argument("--model", help="LightGBM text model file")
     ap.add_argument("--features", help="parquet of features for --model")
+    ap.add_argument("--spec", help="the package's spec.json (attribution reference and families) for --model")
     args = ap.parse_args()
     numba.set_num_threads(THREADS)
     warnings.filterwarnings("ignore", message=".*TreeExplainer shap values output has changed.*")
@@ -125,7 +146,11 @@ def main() -> None:
         from lightgbm.basic import _data_from_pandas
 
         Xu = _data_from_pandas(feats, "auto", "auto", user_booster.pandas_categorical)[0]
-        for line in bench(os.path.basename(args.model), user_booster, Xu, args.rows, args.slow_rows):
+        import json
+
+        spec = json.loads(open(args.spec, encoding="utf-8").read()) if args.spec else None
+        Xu = np.ascontiguousarray(Xu[:args.rows], dtype=np.float64)
+        for line in bench(os.path.basename(args.model), user_booster, Xu, args.rows, args.slow_rows, spec):
             print(line, flush=True)
 
 

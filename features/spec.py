@@ -37,9 +37,11 @@ AGGREGATIONS = ("count", "sum", "share", "flag", "max_dpd", "sum_dpd_capped", "l
 class Lever:
     """How one recovery action moves this feature; features naming the same `action` move together.
 
-    The feature moves `to` a value (a share of feature `of`'s value when `of` is given: the balance
-    to 50% of the limit) or `by` an amount, never past its risk direction (models/recover.py). One
-    feature per action carries the action's texts; `{value}` shows that feature's current value."""
+    The feature moves `to` a value or `by` an amount (with `of`, per unit of feature `of`'s value: the
+    balance to 50% of the limit, the score by 3.75 points per recent inquiry), never past its risk
+    direction (models/recover.py). One feature per action carries the action's texts; `{value}`
+    shows that feature's current value. An action moves one family's behaviour; a feature of
+    another family moves only `by` ... `of` a behaviour (a consequence, like the score)."""
 
     action: str              # stable code, e.g. "no_early_repayment_90d"
     to: float | None = None
@@ -52,8 +54,6 @@ class Lever:
         where = f"feature {feature.name}: lever {self.action}"
         if (self.to is None) == (self.by is None):
             raise ValueError(f"{where}: give exactly one of to or by")
-        if self.of is not None and self.to is None:
-            raise ValueError(f"{where}: of needs to (a share of another feature)")
         if not (feature.actionable and feature.direction != 0):
             raise ValueError(f"{where}: only an actionable feature with a risk direction can be moved")
         if bool(self.text_en) != bool(self.text_zh):
@@ -97,6 +97,15 @@ class Feature:
             lever.check(self)
 
 
+# The credit score is an outcome, not something a user can do: no lever of its own. In this world
+# (data/world.py, the monthly score report) its target loses 5 points per credit inquiry of the last
+# 30 days and each monthly report moves 75% of the way there, so making no applications also lifts
+# the score by about 3.75 points per recent inquiry at the next report, projected with the inquiry
+# levers. (Clearing arrears lifts the target by 60 while an instalment is overdue, but no feature
+# shows whether one is overdue now, so that effect is left out.)
+SCORE_POINTS_PER_INQUIRY = 0.75 * 5.0
+_SCORE_AFTER_NO_INQUIRIES = tuple(Lever(action, by=SCORE_POINTS_PER_INQUIRY, of="credit_inquiry_count_30d")
+                                  for action in ("no_credit_applications_30d", "no_credit_applications_90d"))
 # Levers shared by several features of one action (the action's texts sit on one feature).
 _REPAY = Lever("repay_on_time_90d", to=0.0)
 _NO_EARLY = Lever("no_early_repayment_90d", to=0.0)
@@ -202,16 +211,12 @@ FEATURES: tuple[Feature, ...] = (
     # --- credit score
     Feature("credit_score_latest", "credit_score", None, "last", -1, True,
             "credit score is {value}", "信用分为{value}", source="credit_score", unit="score",
-            none_en="no credit score on record", none_zh="无信用分记录",
-            levers=(Lever("credit_score_up_30", by=30.0, text_en="Raise the credit score by 30 points (now: {value})",
-                           text_zh="将信用分提高30分（目前{value}）"),
-                    Lever("credit_score_up_60", by=60.0, text_en="Raise the credit score by 60 points (now: {value})",
-                          text_zh="将信用分提高60分（目前{value}）"))),
+            none_en="no credit score on record", none_zh="无信用分记录", levers=_SCORE_AFTER_NO_INQUIRIES),
     Feature("credit_score_change_90d", "credit_score", 90, "change", -1, True,
             "credit score changed by {value} points in the last 90 days", "近90天信用分变化{value}分",
             source="credit_score", unit="points",
             none_en="no credit-score change on record in the last 90 days", none_zh="近90天无信用分变化记录",
-            levers=(Lever("credit_score_up_30", by=30.0), Lever("credit_score_up_60", by=60.0))),
+            levers=_SCORE_AFTER_NO_INQUIRIES),
     Feature("credit_score_min_365d", "credit_score", 365, "min", -1, True,
             "credit score was as low as {value} in the last 365 days", "近365天信用分最低{value}",
             source="credit_score", unit="score",
@@ -220,14 +225,18 @@ FEATURES: tuple[Feature, ...] = (
     Feature("credit_inquiry_count_30d", "multi_borrowing", 30, "count", 1, True,
             "{value} credit inquiries in the last 30 days", "近30天征信查询{value}次", source="credit_inquiry",
             levers=(Lever("no_credit_applications_30d", to=0.0,
-                           text_en="Make no new credit applications for 30 days (now: {value} in the last 30 days)",
-                           text_zh="30天内不再申请其他贷款（近30天征信查询{value}次）"),
+                           text_en="Make no new credit applications for 30 days (now: {value} in the last 30 days); "
+                                   "the credit score then recovers about 4 points per recent inquiry at its next "
+                                   "monthly report",
+                           text_zh="30天内不再申请其他贷款（近30天征信查询{value}次）；下次月度更新时每次查询约可回升4分信用分"),
                     Lever("no_credit_applications_90d", to=0.0))),
     Feature("credit_inquiry_count_90d", "multi_borrowing", 90, "count", 1, True,
             "{value} credit inquiries in the last 90 days", "近90天征信查询{value}次", source="credit_inquiry",
             levers=(Lever("no_credit_applications_90d", to=0.0,
-                           text_en="Make no new credit applications for 90 days (now: {value} in the last 90 days)",
-                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）"),)),
+                           text_en="Make no new credit applications for 90 days (now: {value} in the last 90 days); "
+                                   "the credit score then recovers about 4 points per inquiry of the last 30 days "
+                                   "at its next monthly report",
+                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）；下次月度更新时近30天每次查询约可回升4分信用分"),)),
     Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
     # --- utilisation of the personal line
@@ -319,13 +328,15 @@ if len(_BY_NAME) != len(FEATURES):
 
 
 def check_levers(features: tuple[Feature, ...]) -> None:
-    """Each recovery action: one family, exactly one feature carrying its texts, `of` naming a feature."""
+    """Each recovery action: one family (features of others only as consequences, `by` ... `of`),
+    exactly one feature carrying its texts, `of` naming a feature."""
     names = {f.name for f in features}
     family: dict[str, set[str]] = {}
     texts: dict[str, int] = {}
     for f in features:
         for lever in f.levers:
-            family.setdefault(lever.action, set()).add(f.family)
+            if not (lever.by is not None and lever.of is not None):
+                family.setdefault(lever.action, set()).add(f.family)
             texts[lever.action] = texts.get(lever.action, 0) + bool(lever.text_en)
             if lever.of is not None and lever.of not in names:
                 raise ValueError(f"feature {f.name}: lever {lever.action} refers to unknown feature {lever.of!r}")

@@ -166,7 +166,11 @@ FIDELITY_NOTE = ("Reason families of the model on a world simulated with another
                  "the top-3 reasons. cause_recall_at_k: restricted within the horizon, the drawn cause among the "
                  "top-k reasons (latent apart, left out of the overall). cause_ceiling_at_3: what naming the 3 "
                  "largest true hazards at as_of would reach (causes arising after as_of are out of reach); "
-                 "cause_recall_at_3_present: recall where the cause's hazard was already positive at as_of.")
+                 "cause_recall_at_3_present: recall where the cause's hazard was already positive at as_of "
+                 "(min_..._20plus: the lowest per family with 20+ such cases). named_zero_hazard_share: of the "
+                 "reasons named for restricted rows, the share whose family had no hazard at as_of (activity and "
+                 "tenure have none in the world). bl_closure_false_blame: restricted for another cause, yet "
+                 "bl_closure among the reasons.")
 
 
 def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str
@@ -265,7 +269,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
                "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
     html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
-    card = {"source": source, "spec": spec, "parts": split._asdict(), "split": split_note, "metrics": table,
+    card = {"source": source, "spec": model.spec_, "parts": split._asdict(), "split": split_note, "metrics": table,
             "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
             "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
     return TrainResult(model, split, table, flat, html_text, params=params, source=source, curves=curves, card=card)

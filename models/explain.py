@@ -1,14 +1,15 @@
-"""Reason codes from SHAP, grouped by behaviour family, and their fidelity against the simulator's truth.
+"""Reason codes from the model's attributions, grouped by behaviour family, and their fidelity against the simulator's truth.
 
-SHAP values come from the exact fast kernel (models/treeshap.py: same values as LightGBM's
-`pred_contrib`, log-odds, bias last), so per row they add up to the booster's raw score.
-Features of one family (spec `family`) are summed so correlated features speak with one voice;
-the families pushing risk up most are the reasons, those pushing it down "what is helping you".
+Attributions come from `Scorer.attributions` (models/scoring.py): Owen values with families as
+players against the user's best-achievable self for a package with a reference, path-dependent
+SHAP otherwise; per row they add up to the booster's raw score. The families pushing risk up most
+are the reasons; what pulls risk down most against the average user (path SHAP) is "what is helping you".
 
 Fidelity compares reason families with the truth files of a world the model never saw:
 driver agreement (the largest hazard component at as_of), cause recall (the cause the
-simulator drew for a restriction within the horizon) and how often `bl_closure` is blamed
-when something else was the cause. Pure functions over DataFrames; no I/O.
+simulator drew for a restriction within the horizon, overall and where its hazard was already
+positive at as_of), how often `bl_closure` is blamed when something else was the cause, and the
+share of named reasons whose family had no hazard at as_of. Pure functions over DataFrames; no I/O.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ UNOBSERVED = ("latent",)
 TOP_FRACTION = 0.10  # driver agreement: the riskiest tenth of users per snapshot
 
 
-# ---------------------------------------------------------------------------- SHAP and families
+# ---------------------------------------------------------------------------- attributions and families
 
 def explain_frame(scorer: Scorer, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
-    """Probability, band, the top-k families pushing risk up (reasons) and down (helping): `Scorer.explain`."""
+    """Probability, band, the top-k families pushing risk up (reasons, attributions) and down (helping): `Scorer.explain`."""
     return scorer.explain(frame, k)
 
 
@@ -147,11 +148,30 @@ def cause_recall_ceiling(scores: pd.DataFrame, causes: pd.Series, truth_snapshot
     own = hazards[np.arange(len(cause)), [observed.index(c) for c in cause]] > 0
     hit = _in_top(reason_families(scores, k)[rows], cause, k)
     table = _per_family(pd.Series(cause), ceiling, f"cause_ceiling_at_{k}").join(
-        _per_family(pd.Series(cause[own]), hit[own], f"cause_recall_at_{k}_present").drop(
-            columns=f"cause_recall_at_{k}_present_n"))
+        _per_family(pd.Series(cause[own]), hit[own], f"cause_recall_at_{k}_present"))
     overall = {f"cause_ceiling_at_{k}": float(ceiling.mean()) if len(ceiling) else float("nan"),
                f"cause_recall_at_{k}_present": float(hit[own].mean()) if own.any() else float("nan")}
     return overall, table.drop(columns=f"cause_ceiling_at_{k}_n")
+
+
+def zero_hazard_share(scores: pd.DataFrame, causes: pd.Series, truth_snapshots: pd.DataFrame, k: int = 3
+                      ) -> tuple[float, pd.DataFrame]:
+    """Share of the reasons named for rows restricted within the horizon (in the truth snapshots) whose
+    family has no hazard at as_of: a reason must be true of the user. Families without a hazard in the
+    world (activity, tenure) count as zero. Returns (overall, per family: named_n, named_zero_hazard)."""
+    rows, hazards, observed = _hazards_at_as_of(scores, truth_snapshots)
+    restricted = causes.notna().to_numpy()[rows]
+    rows, hazards = rows[restricted], hazards[restricted]
+    fams = reason_families(scores, k)[rows]
+    column = {c: i for i, c in enumerate(observed)}
+    padded = np.column_stack([hazards, np.zeros(len(rows))])  # last column: no hazard in the world
+    index = np.vectorize(lambda f: column.get(f, len(observed)), otypes=[np.int64])(fams) if fams.size else \
+        np.zeros(fams.shape, dtype=np.int64)
+    named = fams != None  # noqa: E711 (object array)
+    zero = named & (np.take_along_axis(padded, index, axis=1) <= 0)
+    table = _per_family(pd.Series(fams[named]), zero[named], "named_zero_hazard").rename(
+        columns={"named_zero_hazard_n": "named_n"})
+    return (float(zero.sum() / named.sum()) if named.any() else float("nan")), table
 
 
 def bl_closure_false_blame(scores: pd.DataFrame, causes: pd.Series, k: int = 3) -> float:
@@ -186,8 +206,9 @@ class Fidelity:
 
 
 # Goals from the issue: overall figures and the per-family floor for cause recall@3.
-GOALS = {"driver_agreement_at_3": (">=", 0.90), "cause_recall_at_3": (">=", 0.75),
-         "bl_closure_false_blame": ("<=", 0.05), "min_cause_recall_at_3_20plus": (">=", 0.60)}
+GOALS = {"driver_agreement_at_3": (">=", 0.95), "cause_recall_at_3": (">=", 0.83),
+         "cause_recall_at_3_present": (">=", 0.95), "min_cause_recall_at_3_present_20plus": (">=", 0.90),
+         "named_zero_hazard_share": ("<=", 0.03), "bl_closure_false_blame": ("<=", 0.05)}
 MIN_CASES = 20
 
 
@@ -199,10 +220,15 @@ def fidelity_metrics(scores: pd.DataFrame, truth_snapshots: pd.DataFrame, truth_
     recall, by_cause = cause_recall_at_k(scores, causes)
     blame = bl_closure_false_blame(scores, causes)
     ceiling, by_ceiling = cause_recall_ceiling(scores, causes, truth_snapshots)
-    table = by_driver.join(by_cause, how="outer").join(by_ceiling, how="left")
+    zero, by_zero = zero_hazard_share(scores, causes, truth_snapshots)
+    table = by_driver.join(by_cause, how="outer").join(by_ceiling, how="left").join(by_zero, how="outer")
     table = table.reindex([c for c in CAUSES if c in table.index] + [c for c in table.index if c not in CAUSES])
     enough = table[(table["cause_n"] >= MIN_CASES) & ~table.index.isin(UNOBSERVED)]
-    overall = {"driver_agreement_at_3": agreement, **recall, **ceiling, "bl_closure_false_blame": blame,
+    present = table[table["cause_recall_at_3_present_n"].fillna(0) >= MIN_CASES]
+    overall = {"driver_agreement_at_3": agreement, **recall, **ceiling,
+               "min_cause_recall_at_3_present_20plus": (float(present["cause_recall_at_3_present"].min())
+                                                        if len(present) else float("nan")),
+               "named_zero_hazard_share": zero, "bl_closure_false_blame": blame,
                "min_cause_recall_at_3_20plus": float(enough["cause_recall_at_3"].min()) if len(enough) else float("nan"),
                "driver_rows": float(by_driver["driver_agreement_at_3_n"].sum()),
                "restricted_rows": float(table["cause_n"].sum())}

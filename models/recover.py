@@ -11,7 +11,8 @@ monotone calibrator, the projected probability therefore never rises.
 
 Action: the levers the model's spec declares on its actionable features (features/spec.py
 `levers`, e.g. "stop early repayments for 90 days", "pay the personal line down to 50% of its
-limit"), each a direction-respecting move to a plausible value. Every combination of at most one lever per family is scored in one predict call; the plan
+limit"), each a behaviour and its direction-respecting move to a plausible value; an outcome such
+as the credit score is never a lever, it moves only as the behaviours that drive it do. Every combination of at most one lever per family is scored in one predict call; the plan
 is the smallest set that brings the probability below the threshold (lowest probability among
 equals), ordered greedily by what each step adds. Pure functions over DataFrames.
 """
@@ -145,8 +146,9 @@ def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
         for lv in f.get("levers") or ():
             entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None})
             entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
-            if lv.get("text_en"):
+            if lv.get("text_en"):  # the feature with the texts is the behaviour: its family is the lever's
                 entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"])
+                entry["family"] = f["family"]
     return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2])
                  for code, e in actions.items() if e["texts"] is not None)
 
@@ -169,7 +171,8 @@ def lever_values(levers: tuple[Lever, ...], X: pd.DataFrame, spec: dict[str, Any
             if entry is None or not entry.get("actionable", False) or entry.get("direction", 0) == 0:
                 continue
             cur = X[name].to_numpy(dtype=np.float64)
-            target = cur + by if by is not None else (to * X[of].to_numpy(dtype=np.float64) if of is not None else to)
+            per = X[of].to_numpy(dtype=np.float64) if of is not None else 1.0  # `of`: per unit of that feature
+            target = cur + by * np.nan_to_num(per) if by is not None else to * per
             new = np.broadcast_to(np.asarray(target, dtype=np.float64), cur.shape)
             lo, hi = _RANGES.get(entry.get("unit", ""), (-np.inf, np.inf))
             new = np.clip(new, lo, hi)

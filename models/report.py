@@ -127,7 +127,10 @@ def training_card(*, name: str, version: str | None, run_id: str | None, source:
     limitations = [
         f"Probabilities are calibrated ({calibration}) on the validation part; when the base rate moves they "
         "drift. Watch `linerisk monitor` and retrain.",
-        "Reasons are exact SHAP contributions of this model: associations it learnt, not causes.",
+        ("Reasons are exact Owen values of this model against the user's best-achievable self (families as "
+         "players): associations it learnt, not causes; it also reads behaviour below the platform's rules as risk."
+         if "attribution" in spec else
+         "Reasons are exact SHAP contributions of this model: associations it learnt, not causes."),
         "Rows quarantined at input (see each run's summary) are not scored.",
         "The test part is one period (or one random fifth); performance elsewhere can differ.",
     ]

@@ -5,7 +5,12 @@ features/valuefmt.py and models/treeshap.py, as a minimal `linerisk` package (co
 process without this repository can score. Training (`RestrictionModel`), batch scoring (`linerisk score`), the served model and
 `linerisk explain` all score through `Scorer`, so they give the same probabilities and reasons.
 
-Reasons: the three families whose SHAP sum (log-odds) pushes risk up most. Each has a stable
+Reasons: the three families whose attribution (log-odds) pushes risk up most. A package whose spec
+carries an `attribution` reference explains each user against the best-achievable version of
+themselves (every risk feature moved no further than the reference's value in its less risky
+direction; everything else as it is) with Owen values, families as players: exact, they add up to
+f(x) - f(reference) and a family's total is its Shapley value in the game of families. Older packages
+fall back to path-dependent SHAP (against the average user). Reasons: the three families whose sum pushes risk up most. Each has a stable
 code `<family>:<feature>`, the family's feature with the largest positive SHAP value for that
 user (e.g. `overdue:max_dpd_90d`), and that feature's spec text in English and Chinese filled
 with the user's own value. SHAP comes from the exact TreeSHAP kernel (models/treeshap.py, numba)
@@ -170,6 +175,26 @@ def family_contributions(contrib: np.ndarray, spec: dict[str, Any] | Layout) -> 
     return pd.DataFrame(_family_sums(np.asarray(contrib), layout), columns=list(layout.families))
 
 
+def reference_rows(A: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """The reference row of each row of the model-input matrix `A`: every feature of
+    spec['attribution']['reference'] moved to its reference value where the row is riskier by the
+    feature's direction; missing values and every other feature stay as they are."""
+    R = np.array(A, dtype=np.float64, copy=True)
+    ref = spec.get("attribution", {}).get("reference", {})
+    for j, f in enumerate(spec["features"]):
+        if f["name"] not in ref or f.get("direction", 0) == 0:
+            continue
+        x, b = R[:, j], float(ref[f["name"]])
+        R[:, j] = np.where(np.isnan(x), x, np.minimum(x, b) if f["direction"] > 0 else np.maximum(x, b))
+    return R
+
+
+def family_ids(spec: dict[str, Any]) -> np.ndarray:
+    """Each feature's family as an integer (families sorted by name, as in family_contributions)."""
+    families = [f["family"] for f in spec["features"]]
+    return np.searchsorted(np.asarray(sorted(set(families)), dtype=object), np.asarray(families, dtype=object))
+
+
 def _rank(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, the columns of the k largest values: (column index, value, value > 0), each (n, k).
 
@@ -271,15 +296,15 @@ class Explanation:
     """What `Scorer.explain` computed for a frame of feature rows (all indexed like the input)."""
 
     scores: pd.DataFrame         # probability, raw_score, band, reason_j_*, help_j_*
-    contributions: pd.DataFrame  # per-feature SHAP + bias (log-odds; rows sum to raw_score)
-    by_family: pd.DataFrame      # per-family SHAP
+    contributions: pd.DataFrame  # per-feature attribution + `bias` (the reference's score; rows sum to raw_score)
+    by_family: pd.DataFrame      # per-family attribution
 
 
 class Scorer:
     """A loaded model package: the booster, its calibrator and its spec, ready to score frames.
 
     `score` and `explain` share one computation: probability and band from the booster, reasons
-    (and what helps) from one SHAP pass, so a batch score and an explanation always agree.
+    (and what helps) from one attribution pass, so a batch score and an explanation always agree.
     Everything the package fixes (feature order, categories, families, templates, the SHAP tables)
     is worked out here once, so a one-row request only pays for its own row."""
 
@@ -293,6 +318,7 @@ class Scorer:
             raise ValueError(f"booster has {self.booster.num_feature()} features that do not match "
                              f"the spec's {len(expected)} (first: {self.booster.feature_name()[:3]} vs {expected[:3]})")
         self.band_edges = tuple(spec.get("band_edges", DEFAULT_BAND_EDGES))
+        self._family_ids = family_ids(spec)
         if explainer_for is not None:
             explainer_for(self.booster)  # parse the trees and build the SHAP tables now, not on the first request
 
@@ -306,6 +332,17 @@ class Scorer:
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         return apply_calibrator(self.raw_score(frame), self.calibrator)
 
+    def _kernel(self, rows: int, run):
+        """Run a TreeSHAP kernel call; small batches on this thread only (numba's setting is per thread)."""
+        if rows <= SMALL_BATCH:
+            threads = numba.get_num_threads()
+            numba.set_num_threads(1)
+            try:
+                return run(explainer_for(self.booster))
+            finally:
+                numba.set_num_threads(threads)
+        return run(explainer_for(self.booster))
+
     def shap_values(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Exact SHAP (log-odds) per feature plus the bias column, for a model-input frame or matrix."""
         if explainer_for is None:
@@ -313,45 +350,51 @@ class Scorer:
                 logger.warning("scoring: numba TreeSHAP unavailable; using LightGBM pred_contrib (same values, slower)")
                 Scorer._warned = True
             return np.asarray(self.booster.predict(X, pred_contrib=True))
-        if len(X) > SMALL_BATCH:
-            return explainer_for(self.booster).shap_values(X)
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)  # this thread only (numba's setting is per thread)
-        try:
-            return explainer_for(self.booster).shap_values(X)
-        finally:
-            numba.set_num_threads(threads)
+        return self._kernel(len(X), lambda e: e.shap_values(X))
+
+    def attributions(self, X: np.ndarray) -> np.ndarray:
+        """The reasons' attribution per feature plus a last column (rows add up to the raw score), for a
+        model-input matrix: Owen values against the user's best-achievable self when the spec has an
+        `attribution` reference, else path-dependent SHAP (bias last)."""
+        if "attribution" not in self.spec:
+            return self.shap_values(X)
+        if explainer_for is None:
+            raise RuntimeError("this model's reasons need the numba TreeSHAP kernel (pip install numba)")
+        A = np.ascontiguousarray(X, dtype=np.float64)
+        return self._kernel(len(A), lambda e: e.baseline_values(A, reference_rows(A, self.spec), self._family_ids))
 
     def family_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """SHAP summed per spec family (log-odds; all families, bias dropped), indexed like `frame`."""
-        out = family_contributions(self.shap_values(self.layout.matrix(frame)), self.layout)
+        """Attributions summed per spec family (log-odds; all families, last column dropped), indexed like `frame`."""
+        out = family_contributions(self.attributions(self.layout.matrix(frame)), self.layout)
         out.index = frame.index
         return out
 
-    def _columns(self, X: np.ndarray, shap: np.ndarray | None, k: int) -> dict[str, Any]:
-        """probability, raw_score, band, then (with `shap`) reason_j_*, for a model-input matrix."""
+    def _columns(self, X: np.ndarray, up: np.ndarray | None, k: int) -> dict[str, Any]:
+        """probability, raw_score, band, then (with `up`, the attributions) reason_j_*, for a model-input matrix."""
         raw = self._predict_raw(X)
         p = apply_calibrator(raw, self.calibrator)
         out = {"probability": p, "raw_score": raw, "band": pd.array(assign_bands(p, self.band_edges), dtype=STRING)}
-        if shap is not None:
-            out.update(reason_arrays(shap, X, self.layout, k))
+        if up is not None:
+            out.update(reason_arrays(up, X, self.layout, k))
         return out
 
     def score(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """`user_id`/`as_of` (when in `frame`), probability, band and (if `reasons`) the contract's
-        reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3."""
+        reason columns: family, code, texts (en, zh) and attribution for k = 1..3."""
         X = self.layout.matrix(frame)
         out: dict[str, Any] = {c: frame[c].array for c in ("user_id", "as_of") if c in frame.columns}
-        out.update(self._columns(X, self.shap_values(X) if reasons else None, N_REASONS))
+        out.update(self._columns(X, self.attributions(X) if reasons else None, N_REASONS))
         del out["raw_score"]
         return pd.DataFrame(out, index=frame.index)
 
     def explain(self, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
-        """Probability, raw score, band, the top-k families pushing risk up (reasons) and down (helping),
-        and the per-feature and per-family SHAP behind them, from one SHAP pass."""
+        """Probability, raw score, band, the top-k families pushing risk up (reasons, `attributions`) and
+        down (helping: against one's best-achievable self nothing pulls down, so against the average
+        user, path SHAP), and the per-feature and per-family attributions behind the reasons."""
         X = self.layout.matrix(frame)
-        values = self.shap_values(X)
-        helping = helping_frame(values, X, self.layout, k)
+        values = self.attributions(X)
+        down = values if "attribution" not in self.spec else self.shap_values(X)
+        helping = helping_frame(down, X, self.layout, k)
         helping.index = frame.index
         scores = pd.concat([pd.DataFrame(self._columns(X, values, k), index=frame.index), helping], axis=1)
         contrib = pd.DataFrame(values, columns=[*self.layout.names, "bias"], index=frame.index)

@@ -58,12 +58,21 @@ class TrainParams:
     horizon_days: int = 90
     log_every: int = 100
     baseline_C: float = 1.0
+    # Reasons compare a user with their best-achievable self: each risk feature moved no further than
+    # what the lowest-risk share of training rows shows at this quantile (the risk-raising side of
+    # counts and shares at the 75th percentile, the high end of scores and days-since at the 90th).
+    reference_low_risk_share: float = 0.10
+    reference_quantile_up: float = 0.75
+    reference_quantile_down: float = 0.90
 
     def __post_init__(self) -> None:
         if self.calibration not in ("auto", "isotonic", "sigmoid"):
             raise ValueError(f"calibration must be auto, isotonic or sigmoid, not {self.calibration!r}")
         if not 1 <= self.max_depth <= 16:
             raise ValueError(f"max_depth must be in 1..16 (TreeSHAP cost grows with depth), not {self.max_depth}")
+        for name in ("reference_low_risk_share", "reference_quantile_up", "reference_quantile_down"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], not {getattr(self, name)}")
         for name in ("valid_snapshots", "test_snapshots", "n_estimators", "early_stopping_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -307,7 +316,10 @@ class RestrictionModel:
         self.n_features_in_ = len(self.feature_names_in_)
         self.scorer_ = Scorer(self.booster_text_, {"method": "none"}, spec)
         self.calibrator_ = fit_calibrator(self.scorer_.raw_score(X_valid), np.asarray(y_valid), params.calibration)
-        self.scorer_ = Scorer(self.booster_text_, self.calibrator_, spec)
+        reference = attribution_reference(Xt, self.scorer_.raw_score(X_train), spec, params)
+        if reference:  # a spec without directional features keeps path-dependent SHAP
+            self.spec_ = {**spec, "attribution": {"method": "owen_families_vs_reference", "reference": reference}}
+        self.scorer_ = Scorer(self.booster_text_, self.calibrator_, self.spec_)
         return self
 
     def _check_fitted(self) -> None:
@@ -354,6 +366,28 @@ class RestrictionModel:
         """Total split gain per feature."""
         self._check_fitted()
         return pd.Series(self.scorer_.booster.feature_importance("gain"), index=self.feature_names_in_)
+
+
+def attribution_reference(X: pd.DataFrame, raw: np.ndarray, spec: dict[str, Any], params: TrainParams
+                          ) -> dict[str, float]:
+    """The reasons' reference profile: per directional feature, the value the lowest-risk
+    `reference_low_risk_share` of the rows `X` (model input) stay at or better than with probability
+    `reference_quantile_up` (risk-raising features) or that they reach with probability
+    1 - `reference_quantile_down` (risk-lowering ones); where they never have a value, the best one seen."""
+    low = raw <= np.quantile(raw, params.reference_low_risk_share)
+    out = {}
+    for f in spec["features"]:
+        direction = f.get("direction", 0)
+        if direction == 0 or isinstance(X[f["name"]].dtype, pd.CategoricalDtype):
+            continue
+        column = X[f["name"]].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = column[low & ~np.isnan(column)]
+        if len(values):
+            q = params.reference_quantile_up if direction > 0 else params.reference_quantile_down
+            out[f["name"]] = float(np.quantile(values, q))
+        elif (~np.isnan(column)).any():  # the low-risk rows never have it: the best value seen
+            out[f["name"]] = float(np.nanmin(column) if direction > 0 else np.nanmax(column))
+    return out
 
 
 def train_model(X_train: pd.DataFrame, y_train, X_valid: pd.DataFrame, y_valid,

@@ -473,6 +473,151 @@ def _explain(X, n_trees, tree_int_start, tree_leaf_start, int_self, int_left, in
             out[r0 + r, n_feat] = bias
 
 
+@njit(cache=True)
+def _binom_weights(m: int) -> np.ndarray:
+    """W[a, b] = (a - 1)! b! / (a + b)! for a >= 1: the Shapley weight of a player that must join after
+    a - 1 others and before b others among a + b players (W[0, b] unused)."""
+    W = np.zeros((m + 2, m + 2))
+    for a in range(1, m + 2):
+        for b in range(m + 2 - a):
+            w = 1.0
+            # (a-1)! b! / (a+b)! = 1 / (a * C(a+b, b)) computed as a product
+            for t in range(1, b + 1):
+                w *= t / (a + t - 1.0 + 1.0)
+            W[a, b] = w / a
+    return W
+
+
+@njit(cache=True)
+def _local_groups(leaf_k, leaf_path_start, group_of_path):
+    """Per path entry its group numbered 0.. within its leaf (order of first appearance), and each
+    leaf's number of groups, so the kernel counts per leaf in a few registers."""
+    local = np.empty_like(group_of_path)
+    ng = np.zeros(leaf_k.shape[0], dtype=np.int64)
+    for li in range(leaf_k.shape[0]):
+        ps, k = leaf_path_start[li], leaf_k[li]
+        for j in range(k):
+            local[ps + j] = -1
+            for i in range(j):
+                if group_of_path[ps + i] == group_of_path[ps + j]:
+                    local[ps + j] = local[ps + i]
+                    break
+            if local[ps + j] < 0:
+                local[ps + j] = ng[li]
+                ng[li] += 1
+    return local, ng
+
+
+@njit(parallel=True, cache=True)
+def _explain_baseline(X, R, n_trees, tree_int_start, tree_leaf_start, int_self, int_left, int_right,
+                      int_bit, int_feature, int_threshold, int_nan_left, int_zero_left, int_kind,
+                      int_cat_start, int_cat_len, cat_words, leaf_node, leaf_value, leaf_k,
+                      leaf_path_start, path_feature, path_group, leaf_ng, W, max_nodes, out):
+    """Baseline Shapley (Owen values when features are grouped) of f(x_S, r_not S), rows of X against
+    the same rows of R, bias = f(r). A leaf is reached by the hybrid row iff every path feature that
+    only x satisfies (set A) is taken from x and every one only r satisfies (set B) from r; the game
+    v(S) = value * [A in S, B out of S] has closed-form values, see `baseline_values`."""
+    n, n_feat = X.shape
+    n_blocks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for blk in prange(n_blocks):
+        r0 = blk * _ROW_BLOCK
+        nb = min(n, r0 + _ROW_BLOCK) - r0
+        xt = np.empty((n_feat, _ROW_BLOCK))
+        rt = np.empty((n_feat, _ROW_BLOCK))
+        for r in range(nb):
+            for f in range(n_feat):
+                x = X[r0 + r, f]
+                xt[f, r] = 0.0 if abs(x) <= _K_ZERO else x
+                x = R[r0 + r, f]
+                rt[f, r] = 0.0 if abs(x) <= _K_ZERO else x
+        acc = np.zeros((n_feat, _ROW_BLOCK))
+        bias = np.zeros(_ROW_BLOCK)
+        px = np.empty((max_nodes, _ROW_BLOCK), dtype=np.int64)
+        pr = np.empty((max_nodes, _ROW_BLOCK), dtype=np.int64)
+        cnt_a = np.zeros(W.shape[0], dtype=np.int64)
+        cnt_b = np.zeros(W.shape[0], dtype=np.int64)
+        for t in range(n_trees):
+            i0, i1 = tree_int_start[t], tree_int_start[t + 1]
+            if i0 == i1:
+                li = tree_leaf_start[t]
+                for r in range(nb):
+                    bias[r] += leaf_value[li]
+                continue
+            px[0, :nb] = -1
+            pr[0, :nb] = -1
+            for i in range(i0, i1):
+                _split_patterns(xt[int_feature[i]], nb, int_threshold[i], int_nan_left[i],
+                                int_zero_left[i], int_kind[i], cat_words, int_cat_start[i],
+                                int_cat_len[i], px[int_self[i]], px[int_left[i]],
+                                px[int_right[i]], int_bit[i])
+                _split_patterns(rt[int_feature[i]], nb, int_threshold[i], int_nan_left[i],
+                                int_zero_left[i], int_kind[i], cat_words, int_cat_start[i],
+                                int_cat_len[i], pr[int_self[i]], pr[int_left[i]],
+                                pr[int_right[i]], int_bit[i])
+            for li in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
+                k = leaf_k[li]
+                ps = leaf_path_start[li]
+                mask = (1 << k) - 1
+                v = leaf_value[li]
+                node = leaf_node[li]
+                for r in range(nb):
+                    bx = px[node, r] & mask
+                    br = pr[node, r] & mask
+                    if (bx | br) != mask:
+                        continue  # a path feature neither row satisfies: no hybrid reaches the leaf
+                    if br == mask:
+                        bias[r] += v  # r reaches the leaf: part of f(r)
+                    a_set = bx & ~br
+                    b_set = br & ~bx
+                    if (a_set | b_set) == 0:
+                        continue
+                    # per-group counts of A and B features on the path (groups numbered per leaf)
+                    ng = leaf_ng[li]
+                    for g in range(ng):
+                        cnt_a[g] = 0
+                        cnt_b[g] = 0
+                    for j in range(k):
+                        g = path_group[ps + j]
+                        cnt_a[g] += (a_set >> j) & 1
+                        cnt_b[g] += (b_set >> j) & 1
+                    na = 0
+                    nbg = 0
+                    nmix = 0
+                    for g in range(ng):
+                        if cnt_a[g] > 0:
+                            if cnt_b[g] > 0:
+                                nmix += 1
+                            else:
+                                na += 1
+                        elif cnt_b[g] > 0:
+                            nbg += 1
+                    if nmix > 1:
+                        continue  # two groups each need and forbid at once: never reached
+                    # a group's weight among the others: after the pure-A groups, before the pure-B ones
+                    w_a, w_b, w_mix = W[na, nbg], W[nbg, na], W[na + 1, nbg]
+                    for j in range(k):
+                        is_a = (a_set >> j) & 1
+                        is_b = (b_set >> j) & 1
+                        if is_a == 0 and is_b == 0:
+                            continue
+                        g = path_group[ps + j]
+                        ca, cb = cnt_a[g], cnt_b[g]
+                        if ca > 0 and cb > 0:
+                            wg = w_mix
+                        elif nmix == 1:
+                            continue  # another group needs and forbids at once: never reached
+                        else:
+                            wg = w_a if ca > 0 else w_b
+                        if is_a:
+                            acc[path_feature[ps + j], r] += v * wg * W[ca, cb]
+                        else:
+                            acc[path_feature[ps + j], r] -= v * wg * W[cb, ca]
+        for r in range(nb):
+            for f in range(n_feat):
+                out[r0 + r, f] = acc[f, r]
+            out[r0 + r, n_feat] = bias[r]
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
@@ -506,6 +651,7 @@ class TreeShap:
             return self
         self._fitted_trees = n_trees
         self.forest, self.fallback_reason = None, None
+        self._groups_key = None
         try:
             dump = self.booster.dump_model(num_iteration=-1)
             self.forest = _parse(dump, self.booster.num_feature())
@@ -547,7 +693,7 @@ class TreeShap:
                 logger.warning("treeshap: sparse input delegated to LightGBM pred_contrib")
                 self._warned_sparse = True
             return self.booster.predict(X, num_iteration=num_iteration, pred_contrib=True)
-        data = _to_matrix(X, self.booster)
+        data = to_matrix(X, self.booster)
         fo = self.forest
         if data.shape[1] != fo.n_features:
             raise ValueError(f"X has {data.shape[1]} features, model expects {fo.n_features}")
@@ -566,6 +712,43 @@ class TreeShap:
         return out
 
 
+    def baseline_values(self, X: Any, R: Any, groups: Any = None, num_iteration: int | None = None
+                        ) -> np.ndarray:
+        """Exact baseline Shapley values of each row of X against the same row of R (n_features + 1).
+
+        The game is v(S) = f(x_S, r_rest) on the raw score, so a row's values add up to
+        f(x) - f(r) and the last column is f(r). With `groups` (one integer id per feature) they are
+        Owen values: groups play a Shapley game among themselves and features within their group,
+        so a group's values add up to its Shapley value in the game of groups."""
+        self.fit()
+        if self.forest is None:
+            raise UnsupportedModel(f"baseline values need the numba kernel ({self.fallback_reason})")
+        data, ref = to_matrix(X, self.booster), to_matrix(R, self.booster)
+        fo = self.forest
+        if data.shape != ref.shape or data.shape[1] != fo.n_features:
+            raise ValueError(f"X {data.shape} and R {ref.shape} must both have {fo.n_features} columns "
+                             "and the same rows")
+        group = np.arange(fo.n_features) if groups is None else np.asarray(groups, dtype=np.int64)
+        if group.shape != (fo.n_features,) or (group < 0).any():
+            raise ValueError("groups: one non-negative integer per feature")
+        n_trees = _trees_to_use(self.booster, num_iteration, len(fo.tree_expected))
+        out = np.empty((data.shape[0], fo.n_features + 1), dtype=np.float64)
+        if data.shape[0] == 0:
+            return out
+        key = group.tobytes()
+        if getattr(self, "_groups_key", None) != key:  # per-leaf group numbering, once per grouping
+            self._groups_key = key
+            self._local_groups = _local_groups(fo.leaf_k, fo.leaf_path_start, group[fo.path_feature])
+        local, n_local = self._local_groups
+        _explain_baseline(data, ref, n_trees, fo.tree_int_start, fo.tree_leaf_start, fo.int_self,
+                          fo.int_left, fo.int_right, fo.int_bit, fo.int_feature, fo.int_threshold,
+                          fo.int_nan_left, fo.int_zero_left, fo.int_kind, fo.int_cat_start,
+                          fo.int_cat_len, fo.cat_words, fo.leaf_node, fo.leaf_value, fo.leaf_k,
+                          fo.leaf_path_start, fo.path_feature, local, n_local,
+                          _binom_weights(max(fo.max_k, 1)), fo.max_nodes, out)
+        return out
+
+
 def _trees_to_use(booster: Any, num_iteration: int | None, n_total: int) -> int:
     """Number of leading trees, mirroring Booster.predict's num_iteration/best_iteration rule."""
     if num_iteration is None:
@@ -575,7 +758,7 @@ def _trees_to_use(booster: Any, num_iteration: int | None, n_total: int) -> int:
     return min(n_total, num_iteration)  # one tree per iteration (single-output models only)
 
 
-def _to_matrix(X: Any, booster: Any) -> np.ndarray:
+def to_matrix(X: Any, booster: Any) -> np.ndarray:
     """C-contiguous float64 matrix, converting pandas exactly like Booster.predict does."""
     try:
         import pandas as pd

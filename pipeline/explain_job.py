@@ -51,12 +51,12 @@ def render(view: dict[str, Any], model: str = "") -> str:
                  + ("  -> recovery view below" if view["line_state"] == "restricted" else ""))
     lines.append(f"probability of a restriction within 90 days: {pct(view['probability'])}  band: {view['band']}")
     lines.append("")
-    lines.append("Why (families pushing risk up; SHAP, log-odds):")
+    lines.append("Why (families pushing risk up against your best-achievable self; log-odds):")
     for r in view["reasons"] or [{"rank": "-", "family": "none", "code": "", "text_en": "no family raises the risk",
                                   "text_zh": "无", "contribution": 0.0}]:
         lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
         lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
-    lines.append("What is helping you:")
+    lines.append("What is helping you (against the average user):")
     for r in view["helping"] or [{"rank": "-", "family": "none", "text_en": "-", "text_zh": "-", "contribution": 0.0}]:
         lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']} / {r['text_zh']}")
     rec, plan = view["recovery"], view["plan"]

@@ -108,3 +108,22 @@ def test_fidelity_metrics_flatten_to_mlflow_names_and_judge_goals():
     assert flat["fidelity_cause_ceiling_at_3"] == 1.0
     assert fid.goals["driver_agreement_at_3"].endswith("met") and fid.goals["bl_closure_false_blame"].endswith("met")
     assert list(fid.overall_table().columns) == ["value", "goal"]
+
+
+def test_named_reasons_without_a_true_hazard_are_counted_on_restricted_rows_only():
+    scores = _scores([(1, "2025-01-01", 0.5, ["overdue", "utilisation", "activity"]),  # 2 of 3 have no hazard
+                      (2, "2025-01-01", 0.4, ["multi_borrowing"]),                      # true of the user
+                      (3, "2025-01-01", 0.3, ["utilisation"])])                          # not restricted
+    truth = _truth([(1, "2025-01-01", {"overdue": 0.01}), (2, "2025-01-01", {"multi_borrowing": 0.002}),
+                    (3, "2025-01-01", {})])
+    restrictions = pd.DataFrame({"user_id": [1, 2], "event_time": pd.to_datetime(["2025-01-15"] * 2, utc=True),
+                                 "cause": ["overdue", "multi_borrowing"]})
+    causes = explain.restriction_causes(scores, restrictions)
+    share, table = explain.zero_hazard_share(scores, causes, truth)
+    assert share == pytest.approx(2 / 4)
+    assert table.loc["utilisation", "named_n"] == 1 and table.loc["utilisation", "named_zero_hazard"] == 1.0
+    assert table.loc["overdue", "named_zero_hazard"] == 0.0 and table.loc["activity", "named_zero_hazard"] == 1.0
+    fid = explain.fidelity_metrics(scores, truth, restrictions)
+    assert fid.overall["named_zero_hazard_share"] == pytest.approx(0.5)
+    assert fid.goals["named_zero_hazard_share"].endswith("MISSED")
+    assert fid.overall["cause_recall_at_3_present"] == 1.0

@@ -74,8 +74,36 @@ def test_levers_only_lower_risk_and_stay_in_range(model):
             assert direction[names[col]] != 0
             ok = np.isnan(cur) | (direction[names[col]] * (new - cur) <= 1e-9)
             assert ok.all(), names[col]
-    after = recover.apply_plan(features, ["utilisation_to_30", "credit_score_up_60"], spec)
+    after = recover.apply_plan(features, ["utilisation_to_30", "no_credit_applications_30d"], spec)
     assert (after["pl_utilisation"].fillna(0) <= 0.3 + 1e-6).all() and (after["credit_score_latest"] <= 950).all()
+
+
+OUTCOMES = ("credit_score",)  # families that record what happened to the user, not what the user does
+
+
+def test_plans_contain_no_outcome_only_lever():
+    from linerisk.features import spec as feature_spec
+
+    from linerisk.models.train import registry_spec
+
+    for lever in recover.spec_levers(registry_spec()):
+        families = {feature_spec.get(name).family for name, *_ in lever.moves}
+        assert lever.family not in OUTCOMES and families - set(OUTCOMES), lever.code
+        assert "credit score by" not in lever.text_en.lower()
+
+
+def test_stopping_inquiries_lifts_the_score_by_what_the_inquiries_cost(model):
+    from linerisk.features import spec as feature_spec
+
+    events, users = _two_users()
+    features = build_features(events, AS_OF, users)
+    inquiries = features["credit_inquiry_count_30d"].to_numpy(dtype=float)
+    assert (inquiries > 0).any()
+    after = recover.apply_plan(features, ["no_credit_applications_30d"], model.spec_)
+    lift = after["credit_score_latest"].to_numpy(dtype=float) - features["credit_score_latest"].to_numpy(dtype=float)
+    np.testing.assert_allclose(lift, np.minimum(feature_spec.SCORE_POINTS_PER_INQUIRY * inquiries,
+                                                950 - features["credit_score_latest"].to_numpy(dtype=float)))
+    assert (after["credit_inquiry_count_30d"] == 0).all()
 
 
 def test_a_user_already_below_the_threshold_has_nothing_to_do(model):

@@ -73,13 +73,37 @@ def test_the_spec_formatter_and_the_scorer_agree(small_world):
         assert zh[0, 0] == feature_spec.reason_text(f, np.float32(value), "zh")
 
 
-def test_kernel_and_pred_contrib_give_the_same_scores(scorer, frame, monkeypatch):
-    X = prepare_features(frame, scorer.spec)
-    np.testing.assert_allclose(scorer.shap_values(X), scorer.booster.predict(X, pred_contrib=True), atol=1e-9)
-    fast = scorer.score(frame)
+def test_kernel_and_pred_contrib_give_the_same_scores_for_a_path_shap_package(scorer, frame, monkeypatch):
+    path = Scorer(scorer.booster.model_to_string(), scorer.calibrator,
+                  {k: v for k, v in scorer.spec.items() if k != "attribution"})
+    X = prepare_features(frame, path.spec)
+    np.testing.assert_allclose(path.shap_values(X), path.booster.predict(X, pred_contrib=True), atol=1e-9)
+    fast = path.score(frame)
     monkeypatch.setattr(scoring, "explainer_for", None)
-    slow = scorer.score(frame)
+    slow = path.score(frame)
     pd.testing.assert_frame_equal(fast, slow, check_exact=False, atol=1e-9, rtol=0)
+
+
+def test_a_reference_package_without_the_kernel_refuses_to_give_reasons(scorer, frame, monkeypatch):
+    assert "attribution" in scorer.spec
+    monkeypatch.setattr(scoring, "explainer_for", None)
+    with pytest.raises(RuntimeError, match="numba"):
+        scorer.score(frame)
+    assert len(scorer.score(frame, reasons=False)) == len(frame)
+
+
+def test_reasons_compare_the_user_with_the_best_achievable_self(scorer, frame):
+    """Owen values against the reference: rows add up to f(x) - f(r), the last column is f(r),
+    and a user already at or better than the reference everywhere has nothing to explain."""
+    X = prepare_features(frame, scorer.spec)
+    values = scorer.attributions(X)
+    A = X.to_numpy(dtype=np.float64)
+    R = scoring.reference_rows(A, scorer.spec)
+    np.testing.assert_allclose(values[:, -1], scorer.booster.predict(R, raw_score=True), atol=1e-9)
+    np.testing.assert_allclose(values.sum(axis=1), scorer.raw_score(frame), atol=1e-9)
+    assert (values[:, :-1] >= -1e-12).all()  # monotone model, every move lowers risk: nothing pulls down
+    clean = pd.DataFrame(R, columns=X.columns)
+    assert np.abs(scorer.attributions(clean)[:, :-1]).max() == 0.0
 
 
 def test_one_row_at_a_time_equals_the_batch(scorer, frame):
@@ -88,9 +112,9 @@ def test_one_row_at_a_time_equals_the_batch(scorer, frame):
     pd.testing.assert_frame_equal(singles, batch)
 
 
-def test_shap_families_add_up_to_the_raw_score(scorer, frame):
+def test_family_attributions_add_up_to_the_raw_score(scorer, frame):
     X = prepare_features(frame, scorer.spec)
-    bias = scorer.shap_values(X)[:, -1]
+    bias = scorer.attributions(X)[:, -1]
     total = scorer.family_contributions(frame).sum(axis=1).to_numpy() + bias
     np.testing.assert_allclose(total, scorer.raw_score(frame), atol=1e-9)
 

@@ -10,7 +10,7 @@ from linerisk.models.evaluate import expected_calibration_error
 from linerisk.models.train import (RestrictionModel, TrainParams, baseline_proba, fit_calibrator, model_spec,
                           monotone_constraints, params_from_dict, reference_distributions, split_out_of_time,
                           split_random, train_baseline, train_model)
-from linerisk.models.scoring import apply_calibrator
+from linerisk.models.scoring import apply_calibrator, prepare_features
 from tests.conftest import FAST
 from tests.models.synth import SYNTH_FEATURES, make_panel, synth_spec
 
@@ -203,3 +203,30 @@ def test_json_calibrator_reproduces_sklearns_calibrated_probabilities(method):
     expected = np.clip(sk.predict_proba(raw.reshape(-1, 1))[:, 1], 1e-4, 1 - 1e-4) if method == "isotonic" \
         else sk.predict_proba(raw.reshape(-1, 1))[:, 1]
     np.testing.assert_allclose(apply_calibrator(raw, fit_calibrator(raw, y, method)), expected, atol=1e-12)
+
+
+def test_the_reasons_reference_is_what_the_lowest_risk_tenth_stays_within(synth_split, trained_model):
+    names = [f["name"] for f in trained_model.spec_["features"]]
+    X = synth_split.train[names]
+    raw = trained_model.raw_score(X)
+    params = TrainParams()
+    low = X[raw <= np.quantile(raw, params.reference_low_risk_share)]
+    reference = trained_model.spec_["attribution"]["reference"]
+    for f in trained_model.spec_["features"]:
+        if f["direction"] == 0:
+            assert f["name"] not in reference  # unconstrained features are never moved
+            continue
+        q = params.reference_quantile_up if f["direction"] > 0 else params.reference_quantile_down
+        assert reference[f["name"]] == pytest.approx(float(np.nanquantile(low[f["name"]].to_numpy(float), q)))
+
+
+def test_a_spec_without_risk_directions_keeps_path_shap(synth_split):
+    names = [n for n, *_ in SYNTH_FEATURES]
+    s = synth_split
+    spec = model_spec(X=s.train[names])  # external table: every feature unconstrained
+    model = RestrictionModel(TrainParams(**FAST), spec).fit(s.train[names], s.train["label"], s.valid[names],
+                                                            s.valid["label"])
+    assert "attribution" not in model.spec_
+    X = s.test[names].head(50)
+    np.testing.assert_allclose(model.scorer_.attributions(prepare_features(X, spec)),
+                               model.booster_.predict(prepare_features(X, spec), pred_contrib=True), atol=1e-9)

@@ -213,3 +213,68 @@ def test_rejects_wrong_number_of_features():
     booster = _train(X, y)
     with pytest.raises(ValueError, match="features"):
         treeshap.shap_values(booster, X[:, :-1])
+
+
+# ---------------------------------------------------------------------------- baseline / Owen values
+
+def _brute_owen(booster, x, r, groups):
+    """Owen values of v(S) = f(x_S, r_rest) by enumerating every coalition (singleton groups: Shapley)."""
+    from itertools import combinations
+    from math import factorial
+
+    p = len(x)
+    masks = np.array(np.meshgrid(*[[0, 1]] * p, indexing="ij")).reshape(p, -1).T.astype(bool)
+    value = dict(zip(map(tuple, masks), booster.predict(np.where(masks, x, r), raw_score=True)))
+    v = lambda S: value[tuple(i in S for i in range(p))]  # noqa: E731
+    labels = sorted(set(groups))
+    members = {g: [i for i in range(p) if groups[i] == g] for g in labels}
+    phi = np.zeros(p)
+    for g in labels:
+        others = [h for h in labels if h != g]
+        for size in range(len(others) + 1):
+            for outer in combinations(others, size):
+                w_outer = factorial(size) * factorial(len(labels) - size - 1) / factorial(len(labels))
+                base = {i for h in outer for i in members[h]}
+                for i in members[g]:
+                    rest = [j for j in members[g] if j != i]
+                    for t in range(len(rest) + 1):
+                        for inner in combinations(rest, t):
+                            w = w_outer * factorial(t) * factorial(len(rest) - t) / factorial(len(rest) + 1)
+                            S = base | set(inner)
+                            phi[i] += w * (v(S | {i}) - v(S))
+    return phi, v(set())
+
+
+@pytest.mark.parametrize("groups", [[0, 1, 2, 3, 4, 5], [0, 0, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0], [2, 0, 2, 0, 1, 1]])
+def test_baseline_values_match_brute_force_shapley_and_owen(groups):
+    X, y = _data(n=600, seed=7)
+    booster = _train(X, y, rounds=12, num_leaves=31, max_depth=6)
+    R = X[np.random.default_rng(1).permutation(len(X))]
+    got = treeshap.TreeShap(booster).baseline_values(X[:25], R[:25], np.asarray(groups))
+    for i in range(25):
+        phi, base = _brute_owen(booster, X[i], R[i], groups)
+        np.testing.assert_allclose(got[i, :-1], phi, rtol=0, atol=TOL)
+        assert got[i, -1] == pytest.approx(base, abs=TOL)
+
+
+def test_baseline_values_add_up_to_the_difference_to_the_reference_on_repeated_splits():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1000, 3))
+    X[rng.random(X.shape) < 0.05] = np.nan
+    y = (np.sin(3 * np.nan_to_num(X[:, 0])) + np.nan_to_num(X[:, 1]) ** 2 > 0.7).astype(int)
+    booster = _train(X, y, rounds=10, num_leaves=63, max_depth=12, min_data_in_leaf=2)
+    R = X[::-1].copy()
+    got = treeshap.TreeShap(booster).baseline_values(X, R, np.array([0, 0, 1]))
+    np.testing.assert_allclose(got[:, -1], booster.predict(R, raw_score=True), atol=1e-9)
+    np.testing.assert_allclose(got.sum(axis=1), booster.predict(X, raw_score=True), atol=1e-9)
+    for i in range(0, 1000, 97):
+        phi, _ = _brute_owen(booster, X[i], R[i], [0, 0, 1])
+        np.testing.assert_allclose(got[i, :-1], phi, atol=TOL)
+
+
+def test_baseline_values_of_a_row_against_itself_are_zero():
+    X, y = _data(seed=8)
+    booster = _train(X, y)
+    got = treeshap.TreeShap(booster).baseline_values(X, X)
+    assert np.abs(got[:, :-1]).max() == 0.0
+    np.testing.assert_allclose(got[:, -1], booster.predict(X, raw_score=True), atol=1e-9)
