@@ -119,3 +119,17 @@ def corrupt_world(tmp_path_factory) -> Path:
     """A small world with 1% of its event rows corrupted on purpose."""
     return shared_world(tmp_path_factory, "corrupt", users=1_000, months=6, seed=5, oracle_users=100,
                         corrupt_rate=0.01)
+
+
+# ---------------------------------------------------------------------------- a Dask cluster (issue 14)
+# One LocalCluster (2 worker processes, 1 thread each) per session; the tests that use it share an
+# xdist group, so a parallel run still starts only one.
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A `distributed.Client` on a LocalCluster of 2 single-threaded worker processes."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client

@@ -1,0 +1,95 @@
+"""The pipeline on a Dask cluster gives what one process gives (issue 14): a LocalCluster of 2 workers."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from linerisk.pipeline.cluster import DaskRunner, parse_local
+from linerisk.pipeline.score_job import drift_path_for, score_events
+from linerisk.features.compute import to_utc_timestamp
+from linerisk.pipeline.io import quarantine_path_for
+
+pytestmark = pytest.mark.xdist_group("dask")  # one LocalCluster per run, however many xdist workers
+
+AS_OF = to_utc_timestamp("2024-06-01")
+
+
+def _duplicated_across_partitions(world: Path, path: Path) -> Path:
+    """The corrupt world's events plus an event id of the first user copied onto the last user's rows:
+    a duplicate only a global check can see."""
+    events = pd.read_parquet(world / "events.parquet")
+    ids = pd.read_parquet(world / "users.parquet")["user_id"]
+    first = events.index[events["user_id"] == ids.min()][:2]
+    last = events.index[events["user_id"] == ids.max()][-2:]
+    events.loc[last, "event_id"] = events.loc[first, "event_id"].to_numpy()
+    events.to_parquet(path, row_group_size=3_000)  # several row groups: several hashing pieces
+    return path
+
+
+def _score(events: Path, world: Path, out: Path, runner=None, **kw):
+    return score_events(events, world / "users.parquet", AS_OF, "linerisk@champion", out, chunk_users=150,
+                        progress=False, runner=runner, **kw)
+
+
+def test_cluster_scores_quarantine_and_drift_equal_one_process(store, corrupt_world, dask_client, tmp_path):
+    events = _duplicated_across_partitions(corrupt_world, tmp_path / "events.parquet")
+    one = _score(events, corrupt_world, tmp_path / "one.parquet")
+    many = _score(events, corrupt_world, tmp_path / "many.parquet", DaskRunner(dask_client))
+    parts = sorted(p.name for p in (tmp_path / "many.parquet").iterdir())
+    assert many.partitions == one.partitions > 2 and parts == [f"part-{i:05d}.parquet" for i in range(many.partitions)]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "many.parquet"), pd.read_parquet(tmp_path / "one.parquet"))
+    q_one, q_many = (pd.read_parquet(quarantine_path_for(tmp_path / n)) for n in ("one.parquet", "many.parquet"))
+    pd.testing.assert_frame_equal(q_many, q_one)
+    last_user = pd.read_parquet(corrupt_world / "users.parquet")["user_id"].max()
+    assert (q_one.loc[q_one["rule"] == "duplicate_event_id", "user_id"] == last_user).sum() == 2
+    drift = [json.loads(drift_path_for(tmp_path / n).read_text()) for n in ("one.parquet", "many.parquet")]
+    assert drift[0] == drift[1]
+    assert (many.rows_read, many.rows_used, many.rows_quarantined, many.users_scored, many.bands, many.score_psi) == \
+        (one.rows_read, one.rows_used, one.rows_quarantined, one.users_scored, one.bands, one.score_psi)
+    assert many.rows_read == len(pd.read_parquet(events, columns=["event_id"]))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_single_file_on_the_cluster_is_byte_identical_to_one_process(store, small_world, dask_client, tmp_path):
+    events = small_world / "events.parquet"
+    _score(events, small_world, tmp_path / "one.parquet")
+    _score(events, small_world, tmp_path / "many.parquet", DaskRunner(dask_client), single_file=True)
+    assert (tmp_path / "many.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
+    _score(events, small_world, tmp_path / "one.csv", fmt="csv")
+    _score(events, small_world, tmp_path / "many.csv", DaskRunner(dask_client), fmt="csv", single_file=True)
+    assert (tmp_path / "many.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+
+
+def test_a_worker_killed_mid_run_still_gives_the_whole_identical_output(store, small_world, dask_client, tmp_path):
+    events = small_world / "events.parquet"
+    _score(events, small_world, tmp_path / "one.parquet")
+    killed: list[str] = []
+
+    def kill_a_busy_worker() -> None:
+        while not killed:
+            busy = [w for w, tasks in dask_client.processing().items() if tasks]
+            if busy:
+                killed.append(busy[0])
+                dask_client.restart_workers([busy[0]])  # its nanny brings up a fresh, empty process
+            threading.Event().wait(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer.start()
+    run = _score(events, small_world, tmp_path / "many.parquet", DaskRunner(dask_client), pause_after_chunk=0.4)
+    killer.join(timeout=30)
+    assert killed and run.partitions > 4
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "many.parquet"), pd.read_parquet(tmp_path / "one.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["one.parquet", "one.quarantine.parquet", "one.drift.json", "many.parquet", "many.quarantine.parquet",
+         "many.drift.json"])
+    assert not [p for p in (tmp_path / "many.parquet").iterdir() if not p.name.startswith("part-")]
+
+
+@pytest.mark.parametrize("address, workers", [("local", None), ("local:3", 3), ("tcp://10.0.0.1:8786", None)])
+def test_local_addresses_name_a_number_of_workers(address, workers):
+    got = parse_local(address)
+    assert got == workers if address != "local" else got >= 1
