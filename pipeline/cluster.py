@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from linerisk.data.schema import InputError
 
@@ -178,6 +180,24 @@ class Staging:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def concat_parts(parts: list[Path], out: Path, fmt: str, schema: pa.Schema) -> None:
+    """Part files, in order, into one file written atomically: Parquet row groups, or CSV lines under one header."""
+    from linerisk.pipeline.io import atomic_path  # io imports this module
+
+    with atomic_path(out) as tmp:
+        if fmt == "parquet":
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for part in parts:
+                    writer.write_table(pq.read_table(part, schema=schema))
+            return
+        with open(tmp, "wb") as dest:
+            for i, part in enumerate(parts):
+                with open(part, "rb") as src:
+                    if i:
+                        src.readline()  # each part repeats the header
+                    shutil.copyfileobj(src, dest)
 
 
 @contextlib.contextmanager

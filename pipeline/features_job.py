@@ -1,22 +1,29 @@
 """`linerisk features`: validated events -> point-in-time features (optionally a labelled panel).
 
 All I/O lives here; the computation is features.compute / features.labels. Bad rows go to
-`<out stem>.quarantine.parquet` with their rule; unusable input exits 2 with one line.
+`<out stem>.quarantine.parquet` with their rule; unusable input exits 2 with one line. With
+`--scheduler` each partition of users is validated and featurised on a Dask worker by the same
+`features_frame`, into a dataset of part files (rows as in one process, partition by partition).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from linerisk.data.schema import InputError
 from linerisk.features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
 from linerisk.features.labels import default_snapshots, iter_panel
 from linerisk.features.spec import FEATURES, spec_hash
-from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
+from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
+from linerisk.pipeline.io import (EventSource, quarantine_path_for, read_events, read_users, users_path_for,
+                                  write_quarantine, write_table)
+from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
 def describe_spec(as_json: bool = False) -> str:
@@ -56,8 +63,14 @@ def _parse_as_of(values: tuple[str, ...]) -> list[pd.Timestamp] | str:
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output Parquet (or .csv) file.")
 @click.option("--describe", is_flag=True, help="Print the feature spec and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --describe: print JSON.")
+@click.option("--chunk-users", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="With --scheduler: users per partition.")
+@click.option("--single-file", is_flag=True,
+              help="With --scheduler: one --out file instead of a dataset directory of part files.")
+@scheduler_option
 def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool,
-            horizon_days: int, out: Path | None, describe: bool, as_json: bool) -> None:
+            horizon_days: int, out: Path | None, describe: bool, as_json: bool, chunk_users: int,
+            single_file: bool, scheduler: str | None) -> None:
     """Build point-in-time features (events strictly before --as-of), optionally with labels."""
     if describe:
         click.echo(describe_spec(as_json))
@@ -72,6 +85,14 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
     if not events_path.exists():
         raise InputError(f"events: {events_path} does not exist")
     users = read_users(users_path or users_path_for(events_path))
+    if scheduler:
+        if snapshots == "auto":
+            raise click.UsageError("--as-of auto reads the whole log at once; give the dates with --scheduler")
+        with runner_for(scheduler) as runner:
+            built = features_distributed(events_path, users, snapshots, labels, horizon_days, out, runner,
+                                         chunk_users, single_file)
+        click.echo(built.summary(labels), err=True)
+        return
     validated = read_events(events_path, users)
     click.echo(validated.summary(), err=True)
     events = validated.good
@@ -82,21 +103,84 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
         snapshots = default_snapshots(events, horizon_days=horizon_days)
         if not snapshots:
             raise InputError(f"events: {events_path} spans too little time for a {horizon_days}-day horizon")
-    if labels:
-        blocks = tqdm(iter_panel(events, users, snapshots, horizon_days), total=len(snapshots),
-                      desc="panel", unit="snapshot", disable=None)
-        frame = pd.concat(list(blocks))
-    elif len(snapshots) == 1:
-        frame = build_features(events, snapshots[0], users)
-    else:
-        prep = prepare_events(events, users, sort_by_day=True)  # prepared once for every snapshot
-        frame = pd.concat([features_from_prepared(prep, t)
-                           for t in tqdm(snapshots, desc="features", unit="snapshot", disable=None)])
-
+    frame = features_frame(events, users, snapshots, labels, horizon_days, progress=True)
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)
     write_quarantine(validated.quarantined, quarantine)
-    what = f"{len(frame):,} rows x {len(FEATURES)} features"
+    built = Built(out, len(frame), int(frame["label"].sum()) if labels else 0, len(validated.quarantined))
+    click.echo(built.summary(labels), err=True)
+
+
+def features_frame(events: pd.DataFrame, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
+                   horizon_days: int, progress: bool = False) -> pd.DataFrame:
+    """Features of `users` at each snapshot (stacked), or the labelled panel of their active lines."""
     if labels:
-        what += f", positive rate {frame['label'].mean():.1%}"
-    click.echo(f"wrote {out} ({what}); quarantine {quarantine} ({len(validated.quarantined):,} rows)", err=True)
+        blocks = tqdm(iter_panel(events, users, snapshots, horizon_days), total=len(snapshots),
+                      desc="panel", unit="snapshot", disable=None if progress else True)
+        return pd.concat(list(blocks))
+    if len(snapshots) == 1:
+        return build_features(events, snapshots[0], users)
+    prep = prepare_events(events, users, sort_by_day=True)  # prepared once for every snapshot
+    return pd.concat([features_from_prepared(prep, t) for t in tqdm(snapshots, desc="features", unit="snapshot",
+                                                                     disable=None if progress else True)])
+
+
+@dataclass
+class Built:
+    """What a features run wrote: rows, positives (with labels) and quarantined rows."""
+
+    out: Path
+    rows: int = 0
+    positives: int = 0
+    quarantined: int = 0
+    rows_read: int = 0
+
+    def summary(self, labels: bool) -> str:
+        what = f"{self.rows:,} rows x {len(FEATURES)} features"
+        if labels:
+            what += f", positive rate {self.positives / max(self.rows, 1):.1%}"
+        return f"wrote {self.out} ({what}); quarantine {quarantine_path_for(self.out)} ({self.quarantined:,} rows)"
+
+
+def features_part_file(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], labels: bool,
+                       horizon_days: int, staging: Path) -> tuple[Built, pd.DataFrame]:
+    """One partition's features (the same `features_frame`) written atomically as its part file (on a worker)."""
+    events, checked = read_partition(part, source)
+    frame = features_frame(events, part.users, snapshots, labels, horizon_days)
+    write_table(frame.reset_index(), staging / part_name(part.index, ".parquet"))
+    built = Built(staging, len(frame), int(frame["label"].sum()) if labels else 0, len(checked.quarantined),
+                  checked.n_read)
+    return built, checked.quarantined
+
+
+def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
+                         horizon_days: int, out: Path, runner: Runner, chunk_users: int = 100_000,
+                         single_file: bool = False) -> Built:
+    """Features per partition of users on the runner's workers: a dataset of part files at `out`
+    (one file with `single_file`), the quarantine of every partition merged beside it."""
+    source = EventSource(events_path)
+    users = users.sort_values("user_id", kind="stable", ignore_index=True)
+    candidates = global_candidates(source, users, runner)
+    built = Built(out)
+    quarantined = []
+    if candidates.checked is not None:
+        built.rows_read, built.quarantined = candidates.checked.n_read, len(candidates.checked.quarantined)
+        quarantined.append(candidates.checked.quarantined)
+    parts = list(partitions(users, chunk_users, candidates))
+    with staged(out) as staging:
+        for part, q in runner.map(features_part_file, parts, source, snapshots, labels, horizon_days, staging.path):
+            built.rows += part.rows
+            built.positives += part.positives
+            built.quarantined += part.quarantined
+            built.rows_read += part.rows_read
+            quarantined.append(q)
+        if built.rows_read == built.quarantined:
+            raise InputError(f"events: {events_path} has no usable rows (all {built.rows_read:,} quarantined)")
+        write_quarantine(pd.concat(quarantined, ignore_index=True), quarantine_path_for(out))
+        names = [part_name(p.index, ".parquet") for p in parts]
+        if single_file:
+            schema = pq.read_schema(staging.path / names[0])
+            concat_parts([staging.path / n for n in names], out, "parquet", schema)
+        else:
+            staging.commit(names)
+    return built

@@ -3,38 +3,35 @@
 Wiring and I/O only: validation is data.schema, features are features.compute.build_features
 (the training function), scoring and reasons are models.scoring.Scorer, drift is models.drift.
 
-Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
-events of one chunk are read at a time (a filtered Parquet scan: with events written in user
-order, as `linerisk simulate` does, row-group statistics make that one pass over the file).
-Event ids that may repeat across chunks are found first by a hash over the event_id column and
-validated together, so duplicate detection is global. Output goes to `.<name>.partial` beside
-`--out` and is renamed into place at the end: a killed run leaves no output file, and a re-run
-overwrites the partial file and writes the same bytes as an uninterrupted run.
+Bounded memory: users are taken in partitions of `--chunk-users` (pipeline.partitions: one
+filtered scan each, duplicate event ids checked globally first) and `score_partition` runs
+validate -> features -> score on one at a time. In one process the partitions are appended to
+`.<name>.partial` beside `--out`, renamed into place at the end: a killed run leaves no output
+file, and a re-run writes the same bytes as an uninterrupted run. With `--scheduler` the same
+function runs per partition on Dask workers, each writing a part file (pipeline.cluster).
 """
 from __future__ import annotations
 
-import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import validate_events
+from linerisk.data.schema import Validated
 from linerisk.features.compute import to_utc_timestamp
 from linerisk.features.labels import active_features
 from linerisk.models import drift
 from linerisk.models.scoring import BAND_NAMES, reason_columns
-from linerisk.pipeline.cluster import Runner, part_name, runner_for, scheduler_option, staged
+from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
+from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, quarantine_path_for, read_users,
                                   users_path_for, write_json, write_quarantine)
 
@@ -54,42 +51,7 @@ def partial_path_for(out: str | Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
-# ---------------------------------------------------------------------------- reading events by user range
-
-def _user_ranges(user_ids: pd.Series, chunk_users: int) -> Iterator[tuple[int, int, ds.Expression | None]]:
-    """(start, stop, filter) per chunk of the sorted users; the filters cover every possible user_id
-    (below the first, above the last, null) exactly once, so every event row is read once."""
-    n = len(user_ids)
-    k = max(1, math.ceil(n / chunk_users))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    col = ds.field("user_id")
-    ids = user_ids.to_numpy(dtype=object)  # Python scalars for Arrow expressions
-    for i in range(k):
-        lo, hi = bounds[i], bounds[i + 1]
-        last, prev = ids[hi - 1], ids[lo - 1]
-        if k == 1:
-            where = None
-        elif i == 0:
-            where = (col <= last) | col.is_null()
-        elif i == k - 1:
-            where = col > prev
-        else:
-            where = (col > prev) & (col <= last)
-        yield lo, hi, where
-
-
 # ---------------------------------------------------------------------------- one partition
-
-@dataclass(frozen=True)
-class Partition:
-    """A range of the sorted users, the event filter that covers exactly them, and the good rows of
-    the globally validated duplicate candidates that belong to them (None when there are none)."""
-
-    index: int
-    users: pd.DataFrame
-    where: ds.Expression | None
-    extra: pd.DataFrame | None = None
-
 
 @dataclass
 class PartScores:
@@ -103,27 +65,11 @@ class PartScores:
     counts: dict[str, Any] | None = None
 
 
-def partitions(users: pd.DataFrame, chunk_users: int, exclude: ds.Expression | None = None,
-               special_good: pd.DataFrame | None = None) -> Iterator[Partition]:
-    """The sorted `users` in ranges of about `chunk_users`; events of ids decided globally are excluded
-    from every filter and handed to their user's partition instead."""
-    for i, (lo, hi, where) in enumerate(_user_ranges(users["user_id"], chunk_users)):
-        part_users = users.iloc[lo:hi]
-        where = exclude if where is None else (where if exclude is None else where & exclude)
-        extra = None
-        if special_good is not None:
-            extra = special_good[special_good["user_id"].isin(part_users["user_id"])]
-        yield Partition(i, part_users, where, extra)
-
-
 def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package,
                     pause: float = 0.0) -> PartScores:
     """Validate -> features -> score one partition: the one function both the single-process and the
     cluster path run, so their rows are the same."""
-    checked = validate_events(source.read(part.where), part.users)
-    events = checked.good
-    if part.extra is not None and len(part.extra):
-        events = pd.concat([events, part.extra], ignore_index=True)
+    events, checked = read_partition(part, source)
     features = active_features(events, as_of, part.users).reset_index()
     del events
     result = PartScores(None, checked.n_read, checked.quarantined)
@@ -175,6 +121,11 @@ class ScoreRun:
     def rows_quarantined(self) -> int:
         return sum(len(q) for q in self.quarantined)
 
+    def add_candidates(self, checked: Validated) -> None:
+        """Count the globally validated duplicate candidates (read once, before any partition)."""
+        self.rows_read += checked.n_read
+        self.quarantined.append(checked.quarantined)
+
     def add(self, part: PartScores) -> None:
         """Fold one partition's counts in (drift counts are sums, so the merged PSI is the global one)."""
         self.partitions += 1
@@ -225,36 +176,6 @@ class _Writer:
             self.csv.close()
 
 
-def concat_parts(parts: list[Path], out: Path, fmt: str, schema: pa.Schema) -> None:
-    """Part files, in order, into one file written atomically: Parquet row groups, or CSV lines under one header."""
-    with atomic_path(out) as tmp:
-        if fmt == "parquet":
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for part in parts:
-                    writer.write_table(pq.read_table(part, schema=schema))
-            return
-        with open(tmp, "wb") as dest:
-            for i, part in enumerate(parts):
-                with open(part, "rb") as src:
-                    if i:
-                        src.readline()  # each part repeats the header
-                    shutil.copyfileobj(src, dest)
-
-
-def _global_candidates(source: EventSource, users: pd.DataFrame, run: ScoreRun, runner: Runner
-                       ) -> tuple[ds.Expression | None, pd.DataFrame | None]:
-    """Rows whose event_id may repeat anywhere in the file, validated together (duplicates are global):
-    the filter that excludes them from the partitions, and their good rows."""
-    special = source.duplicate_candidates(runner)
-    if not special.num_rows:
-        return None, None
-    ids = special.column("event_id").drop_null().unique()
-    checked = validate_events(special.to_pandas(), users)
-    run.add(PartScores(None, checked.n_read, checked.quarantined))
-    run.partitions -= 1  # not a partition of users
-    return ~ds.field("event_id").isin(ids), checked.good
-
-
 def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
     """Accounting, the merged quarantine, the drift counts and the global score PSI (before the output is renamed in)."""
     run.rows_used = run.rows_read - run.rows_quarantined
@@ -283,8 +204,10 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     run = ScoreRun(out)
-    exclude, special_good = _global_candidates(source, users, run, runner)
-    parts = partitions(users, chunk_users, exclude, special_good)
+    candidates = global_candidates(source, users, runner)
+    if candidates.checked is not None:
+        run.add_candidates(candidates.checked)
+    parts = partitions(users, chunk_users, candidates)
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
     bar = tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True)
     with bar:

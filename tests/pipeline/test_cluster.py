@@ -93,3 +93,26 @@ def test_a_worker_killed_mid_run_still_gives_the_whole_identical_output(store, s
 def test_local_addresses_name_a_number_of_workers(address, workers):
     got = parse_local(address)
     assert got == workers if address != "local" else got >= 1
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_cluster_features_and_quarantine_equal_one_process(corrupt_world, dask_client, tmp_path, labels):
+    from linerisk.pipeline.cli import main
+
+    events = _duplicated_across_partitions(corrupt_world, tmp_path / "events.parquet")
+    common = ["features", "--events", str(events), "--users", str(corrupt_world / "users.parquet"),
+              "--as-of", "2024-03-01", "--as-of", "2024-04-01", *(["--labels", "--horizon-days", "30"] if labels else [])]
+    assert main([*common, "--out", str(tmp_path / "one.parquet")]) == 0
+    assert main([*common, "--out", str(tmp_path / "many.parquet"), "--chunk-users", "300",
+                 "--scheduler", dask_client.scheduler.address]) == 0
+    assert len(list((tmp_path / "many.parquet").glob("part-*.parquet"))) == 4
+
+    def rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        return frame.sort_values(keys, kind="stable", ignore_index=True)
+
+    one, many = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "many.parquet")
+    assert len(one) > 1000 and (not labels or 0 < one["label"].sum())
+    pd.testing.assert_frame_equal(rows(many, ["user_id", "as_of"]), rows(one, ["user_id", "as_of"]))
+    q_one, q_many = (pd.read_parquet(quarantine_path_for(tmp_path / n)) for n in ("one.parquet", "many.parquet"))
+    assert len(q_one) > 0
+    pd.testing.assert_frame_equal(rows(q_many, ["event_id", "rule"]), rows(q_one, ["event_id", "rule"]))
