@@ -161,14 +161,14 @@ class Staging:
         return cls(target, path)
 
     def commit(self, names: Sequence[str]) -> Path:
-        """Keep exactly `names` (each must exist; leftovers of killed attempts go), then replace the target."""
+        """Keep exactly the files `names` (relative paths; each must exist; leftovers of killed attempts
+        go), then replace the target with the directory."""
         missing = [n for n in names if not (self.path / n).is_file()]
         if missing:
             raise RuntimeError(f"{self.target}: {len(missing)} part file(s) missing after the run, e.g. {missing[0]}")
-        keep = set(names)
-        for extra in self.path.iterdir():
-            if extra.name not in keep:
-                shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+        keep = {Path(n) for n in names}
+        for extra in [f for f in self.path.rglob("*") if f.is_file() and f.relative_to(self.path) not in keep]:
+            extra.unlink()
         if self.target.exists():
             old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:12]}"
             self.target.rename(old)

@@ -116,3 +116,22 @@ def test_cluster_features_and_quarantine_equal_one_process(corrupt_world, dask_c
     q_one, q_many = (pd.read_parquet(quarantine_path_for(tmp_path / n)) for n in ("one.parquet", "many.parquet"))
     assert len(q_one) > 0
     pd.testing.assert_frame_equal(rows(q_many, ["event_id", "rule"]), rows(q_one, ["event_id", "rule"]))
+
+
+def test_cluster_simulates_the_same_world_as_one_process(dask_client, tmp_path, monkeypatch):
+    import linerisk.data.simulate as sim
+    from linerisk.data.simulate import WorldParams
+    from linerisk.pipeline.simulate_job import FILES, write_world
+
+    monkeypatch.setattr(sim, "CHUNK_USERS", 150)  # chunks are cut where the run is driven, so 3 blocks here
+    p = WorldParams(users=400, months=6, seed=9, oracle_users=40)
+    one = write_world(p, tmp_path / "one", corrupt_rate=0.01, jobs=1, progress=False)
+    many = write_world(p, tmp_path / "many", corrupt_rate=0.01, progress=False, runner=DaskRunner(dask_client))
+    for name in (*FILES, "truth_corruption"):
+        whole = pd.read_parquet(tmp_path / "one" / f"{name}.parquet")
+        if name != "truth_corruption":
+            assert len(list((tmp_path / "many" / f"{name}.parquet").glob("part-*.parquet"))) == 3
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "many" / f"{name}.parquet"), whole, check_dtype=True)
+    assert many["rows"] == one["rows"] and many["restrictions_by_cause"] == one["restrictions_by_cause"]
+    assert one["rows"]["truth_corruption"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "one"]
