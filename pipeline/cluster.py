@@ -128,7 +128,7 @@ def runner_for(address: str | None) -> Iterator[Runner]:
 
     workers = parse_local(address)
     if workers is not None:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             yield DaskRunner(client)
         return

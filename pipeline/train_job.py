@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -22,6 +22,7 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
                              plot_shap_summary, render_report)
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
                           reference_distributions, split_out_of_time, split_random, train_baseline, train_model)
+from linerisk.pipeline.cluster import runner_for, scheduler_option
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
@@ -168,25 +169,31 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
     return results, curves
 
 
-def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams, truth: pd.DataFrame | None = None,
-                 time_split: bool = True, source: str = "", fidelity: FidelityWorld | None = None) -> TrainResult:
+def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: TrainParams, truth: pd.DataFrame | None = None,
+                 time_split: bool = True, source: str = "", fidelity: FidelityWorld | None = None,
+                 split: Split | None = None, fit: Callable[[Split], Any] | None = None) -> TrainResult:
     """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), measure reason
-    fidelity on `fidelity` (another world) when given, build the report."""
+    fidelity on `fidelity` (another world) when given, build the report.
+
+    A cluster run passes its `split` (train: a sample, for the baseline and the report) and `fit`,
+    which grows the model on the workers' whole training part."""
     names = [f["name"] for f in spec["features"]]
-    missing = [c for c in (*names, "label") if c not in panel.columns]
-    if missing:
-        raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
-    try:
-        split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
-                 if time_split else split_random(panel, "label", params.seed))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    if split is None:
+        missing = [c for c in (*names, "label") if c not in panel.columns]
+        if missing:
+            raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
+        try:
+            split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
+                     if time_split else split_random(panel, "label", params.seed))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     for part, frame in zip(split._fields, split):
         _say(f"{part}: {len(frame):,} rows, {int(frame['label'].sum()):,} positives"
              + (f", as_of {frame['as_of'].min():%Y-%m-%d}..{frame['as_of'].max():%Y-%m-%d}" if "as_of" in frame else ""))
     _say(f"training LightGBM (max_depth={params.max_depth}, lr={params.learning_rate}, up to {params.n_estimators} rounds)")
     t0 = time.perf_counter()
-    model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)
+    model = (fit(split) if fit is not None else
+             train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec))
     fit_seconds = time.perf_counter() - t0
     _say(f"best iteration {model.best_iteration_}, calibration {model.calibrator_['method']}, {fit_seconds:.1f}s")
 
@@ -273,8 +280,14 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
+@click.option("--chunk-users", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="With --scheduler: users per partition of the panel.")
+@click.option("--sample-rows", default=200_000, show_default=True, type=click.IntRange(min=1),
+              help="With --scheduler: training rows sampled to choose the boosting rounds (early stopping) "
+                   "and to fit the baseline.")
+@scheduler_option
 def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, fidelity_dir,
-            **flags) -> TrainResult:
+            chunk_users, sample_rows, scheduler, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -285,10 +298,19 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
     matplotlib.use("Agg")  # the report is drawn off-screen, also where a display exists
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
+    if scheduler and not data_dir:
+        raise click.UsageError("--scheduler trains on a `linerisk simulate` directory (--data)")
     if data_dir:
-        panel, spec, truth = load_world_panel(data_dir, params.horizon_days)
         fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
-        result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
+        if scheduler:
+            from linerisk.pipeline.train_cluster import train_on_cluster
+
+            with runner_for(scheduler) as runner:
+                result, spec = train_on_cluster(data_dir, params, runner, chunk_users, sample_rows, fidelity,
+                                                run_training)
+        else:
+            panel, spec, truth = load_world_panel(data_dir, params.horizon_days)
+            result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
     else:
         panel, spec = load_external(features_path, label, time_col, tuple(drop))
         result = run_training(panel, spec, params, None, time_split=bool(time_col), source=str(features_path))

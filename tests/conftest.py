@@ -122,14 +122,15 @@ def corrupt_world(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------- a Dask cluster (issue 14)
-# One LocalCluster (2 worker processes, 1 thread each) per session; the tests that use it share an
-# xdist group, so a parallel run still starts only one.
+# One LocalCluster (2 worker processes, 1 thread each) per session (per xdist worker process), started
+# on first use and shared by every test that takes `dask_client`.
 
 @pytest.fixture(scope="session")
 def dask_client():
     """A `distributed.Client` on a LocalCluster of 2 single-threaded worker processes."""
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         yield client
+
