@@ -161,3 +161,25 @@ def test_a_model_trained_on_the_cluster_scores_like_a_local_one_and_is_registere
     auc_cluster = roc_auc_score(test["label"], package.scorer.probability(test))
     assert auc_local > 0.7 and abs(auc_cluster - auc_local) < 0.005
     assert package.spec_hash == spec["spec_hash"]
+
+
+def test_an_interrupted_staged_run_keeps_the_old_output_and_a_commit_keeps_exactly_the_parts(tmp_path):
+    from linerisk.pipeline.cluster import staged
+
+    target = tmp_path / "scores.parquet"
+    target.mkdir()
+    (target / "part-00000.parquet").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged(target) as staging:
+            (staging.path / "part-00000.parquet").write_text("new")
+            raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
+    assert (target / "part-00000.parquet").read_text() == "old"
+    with staged(target) as staging:
+        (staging.path / "part-00000.parquet").write_text("new")
+        (staging.path / ".part-00001.parquet.x1y2.tmp").write_text("half")  # a killed attempt's temporary file
+        with pytest.raises(RuntimeError, match="missing"):
+            staging.commit(["part-00000.parquet", "part-00001.parquet"])
+        staging.commit(["part-00000.parquet"])
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
+    assert [(p.name, p.read_text()) for p in target.iterdir()] == [("part-00000.parquet", "new")]
