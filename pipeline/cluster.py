@@ -182,7 +182,7 @@ class Staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def concat_parts(parts: list[Path], out: Path, fmt: str, schema: pa.Schema) -> None:
+def concat_parts(parts: list[Path], out: Path, fmt: str, schema: pa.Schema | None) -> None:
     """Part files, in order, into one file written atomically: Parquet row groups, or CSV lines under one header."""
     from linerisk.pipeline.io import atomic_path  # io imports this module
 

@@ -143,11 +143,11 @@ class Built:
 
 
 def features_part_file(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], labels: bool,
-                       horizon_days: int, staging: Path) -> tuple[Built, pd.DataFrame]:
+                       horizon_days: int, staging: Path, fmt: str = "parquet") -> tuple[Built, pd.DataFrame]:
     """One partition's features (the same `features_frame`) written atomically as its part file (on a worker)."""
     events, checked = read_partition(part, source)
     frame = features_frame(events, part.users, snapshots, labels, horizon_days)
-    write_table(frame.reset_index(), staging / part_name(part.index, ".parquet"))
+    write_table(frame.reset_index(), staging / part_name(part.index, f".{fmt}"), fmt)
     built = Built(staging, len(frame), int(frame["label"].sum()) if labels else 0, len(checked.quarantined),
                   checked.n_read)
     return built, checked.quarantined
@@ -167,8 +167,10 @@ def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list
         built.rows_read, built.quarantined = candidates.checked.n_read, len(candidates.checked.quarantined)
         quarantined.append(candidates.checked.quarantined)
     parts = list(partitions(users, chunk_users, candidates))
+    fmt = "csv" if Path(out).suffix == ".csv" else "parquet"
     with staged(out) as staging:
-        for part, q in runner.map(features_part_file, parts, source, snapshots, labels, horizon_days, staging.path):
+        for part, q in runner.map(features_part_file, parts, source, snapshots, labels, horizon_days, staging.path,
+                                  fmt):
             built.rows += part.rows
             built.positives += part.positives
             built.quarantined += part.quarantined
@@ -177,10 +179,10 @@ def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list
         if built.rows_read == built.quarantined:
             raise InputError(f"events: {events_path} has no usable rows (all {built.rows_read:,} quarantined)")
         write_quarantine(pd.concat(quarantined, ignore_index=True), quarantine_path_for(out))
-        names = [part_name(p.index, ".parquet") for p in parts]
+        names = [part_name(p.index, f".{fmt}") for p in parts]
         if single_file:
-            schema = pq.read_schema(staging.path / names[0])
-            concat_parts([staging.path / n for n in names], out, "parquet", schema)
+            schema = pq.read_schema(staging.path / names[0]) if fmt == "parquet" else None
+            concat_parts([staging.path / n for n in names], out, fmt, schema)
         else:
             staging.commit(names)
     return built
