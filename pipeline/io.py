@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from linerisk.data.schema import EVENT_COLUMNS, InputError, Validated, require_columns, validate_events, validate_users
+from linerisk.data.schema import (EVENT_COLUMNS, InputError, Validated, id_hashes, repeated_hashes, require_columns,
+                                  validate_events, validate_users)
 from linerisk.pipeline.cluster import Runner
 
 
@@ -83,17 +84,15 @@ def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None) -> V
 
 
 def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit hash, is-present) per event id, by pandas' vectorised SipHash.
+    """(64-bit hash, is-present) per event id.
 
     Collisions only make extra duplicate candidates, which are then compared exactly."""
-    values = arr.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(values, categorize=False), ~np.asarray(arr.is_null(), dtype=bool)
+    return id_hashes(arr.to_numpy(zero_copy_only=False)), ~np.asarray(arr.is_null(), dtype=bool)
 
 
-def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
-    """The non-zero hashes occurring more than once across `hashes` (sorted, unique)."""
-    ordered = np.sort(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
-    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+def _repeated_present(hashes: list[np.ndarray]) -> np.ndarray:
+    """Repeated hashes, without 0 (what a null id is given: nulls break another rule first)."""
+    repeated = repeated_hashes(hashes)
     return repeated[repeated != 0]
 
 
@@ -184,7 +183,7 @@ class EventSource:
         pieces = self.pieces() if runner.distributed else [None]
         buckets = 4 * runner.workers if runner.distributed else 1
         found = runner.map_buckets(functools.partial(_bucketed_id_hashes, source=self, buckets=buckets),
-                                   pieces, repeated_hashes, buckets)
+                                   pieces, _repeated_present, buckets)
         repeated = runner.share(np.unique(np.concatenate(found)))
         return pa.concat_tables(runner.map(_rows_with_hashes, pieces, self, repeated))
 
