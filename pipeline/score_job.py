@@ -272,7 +272,8 @@ def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, run
               help="Users table (default: users.parquet beside the events).")
 @click.option("--as-of", "as_of", required=True, help="Score time (UTC date or ISO time): events strictly before it.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Scores file; also writes <stem>.quarantine.parquet and <stem>.drift.json beside it.")
+              help="Scores file (with --scheduler: a dataset directory of part files); also writes "
+                   "<stem>.quarantine.parquet and <stem>.drift.json beside it.")
 @click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
               help="Users per chunk (bounds memory; the same value gives the same bytes).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Output format [default: from --out suffix].")
