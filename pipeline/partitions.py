@@ -67,13 +67,14 @@ class Candidates:
         return None if self.checked is None else self.checked.good
 
 
-def global_candidates(source: EventSource, users: pd.DataFrame, runner: Runner | None = None) -> Candidates:
+def global_candidates(source: EventSource, users: pd.DataFrame, runner: Runner | None = None,
+                      tz: str = "UTC") -> Candidates:
     """Rows whose event_id may repeat anywhere in the file, validated together (duplicates are global)."""
     special = source.duplicate_candidates(runner)
     if not special.num_rows:
         return Candidates(None, None)
     ids = special.column("event_id").drop_null().unique()
-    return Candidates(validate_events(special.to_pandas(), users), ~ds.field("event_id").isin(ids))
+    return Candidates(validate_events(special.to_pandas(), users, tz), ~ds.field("event_id").isin(ids))
 
 
 def partitions(users: pd.DataFrame, chunk_users: int, candidates: Candidates | None = None) -> Iterator[Partition]:
@@ -88,10 +89,10 @@ def partitions(users: pd.DataFrame, chunk_users: int, candidates: Candidates | N
         yield Partition(i, part_users, where, extra)
 
 
-def read_partition(part: Partition, source: EventSource) -> tuple[pd.DataFrame, Validated]:
+def read_partition(part: Partition, source: EventSource, tz: str = "UTC") -> tuple[pd.DataFrame, Validated]:
     """The partition's usable events (its own good rows plus its share of the candidates) and its
     validation (which counts only the rows it read itself)."""
-    checked = validate_events(source.read(part.where), part.users)
+    checked = validate_events(source.read(part.where), part.users, tz)
     events = checked.good
     if part.extra is not None and len(part.extra):
         events = pd.concat([events, part.extra], ignore_index=True)

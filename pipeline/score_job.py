@@ -6,12 +6,15 @@ Wiring and I/O only: validation is data.schema, features are features.compute.bu
 Bounded memory: users are taken in partitions of `--chunk-users` (pipeline.partitions: one
 filtered scan each, duplicate event ids checked globally first) and `score_partition` runs
 validate -> features -> score on one at a time. In one process the partitions are appended to
-`.<name>.partial` beside `--out`, renamed into place at the end: a killed run leaves no output
-file, and a re-run writes the same bytes as an uninterrupted run. With `--scheduler` the same
-function runs per partition on Dask workers, each writing a part file (pipeline.cluster).
+`.<name>.<pid>-<random>.partial` beside `--out`, renamed into place at the end: a killed run
+leaves no output file, a re-run removes the partial files of runs no longer alive and writes the
+same bytes as an uninterrupted run, and two runs with the same `--out` never touch each other's
+partial file. With `--scheduler` the same function runs per partition on Dask workers, each
+writing a part file (pipeline.cluster).
 """
 from __future__ import annotations
 
+import glob
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,15 +28,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import Validated
-from linerisk.features.compute import to_utc_timestamp
-from linerisk.features.labels import active_features
+from linerisk.data.schema import NO_ROWS, RowCount, Validated
+from linerisk.features.compute import prepare_events, to_utc_timestamp
+from linerisk.features.labels import active_from_prepared
 from linerisk.models import drift
 from linerisk.models.scoring import BAND_NAMES, reason_columns
 from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
-from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
+from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, quarantine_path_for, read_users,
-                                  users_path_for, write_json, write_quarantine)
+                                  temp_beside, users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 DEFAULT_CHUNK_USERS = 100_000
 SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
@@ -45,10 +49,31 @@ def drift_path_for(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.drift.json")
 
 
-def partial_path_for(out: str | Path) -> Path:
-    """The in-progress file: `.<name>.partial` beside the output (overwritten by the next run)."""
+def partial_paths(out: str | Path) -> list[Path]:
+    """The in-progress files of runs writing `out`: `.<name>.<pid>-<random>.partial` beside it."""
     out = Path(out)
-    return out.with_name(f".{out.name}.partial")
+    return sorted(out.parent.glob(f".{glob.escape(out.name)}.*.partial"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def claim_partial(out: str | Path) -> Path:
+    """A new partial file for this run; first removes those whose run (by pid in the name) is gone."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in partial_paths(out):
+        pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return temp_beside(out, f".{out.name}.{os.getpid()}-", ".partial")
 
 
 # ---------------------------------------------------------------------------- one partition
@@ -58,21 +83,23 @@ class PartScores:
     """What scoring one partition gives: its scores (None once written to a part file) and counts."""
 
     scores: pd.DataFrame | None
-    rows_read: int
+    rows: RowCount
     quarantined: pd.DataFrame
     users_scored: int = 0
     bands: dict[str, int] = field(default_factory=dict)
     counts: dict[str, Any] | None = None
 
 
-def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package,
+def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package, tz: str = "UTC",
                     pause: float = 0.0) -> PartScores:
     """Validate -> features -> score one partition: the one function both the single-process and the
     cluster path run, so their rows are the same."""
-    events, checked = read_partition(part, source)
-    features = active_features(events, as_of, part.users).reset_index()
-    del events
-    result = PartScores(None, checked.n_read, checked.quarantined)
+    events, checked = read_partition(part, source, tz)
+    prep = prepare_events(events, part.users, until=as_of, tz=tz)
+    rows = checked.account(*prep.consumed())  # the candidates' rows: read globally, used here
+    features = active_from_prepared(prep, as_of).reset_index()
+    del events, prep
+    result = PartScores(None, rows, checked.quarantined)
     if len(features):
         scores = package.scorer.score(features)
         scores["model_name"], scores["model_version"] = package.name, package.version
@@ -86,9 +113,9 @@ def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, p
 
 
 def score_part_file(part: Partition, source: EventSource, as_of: pd.Timestamp, package, staging: Path,
-                    fmt: str, schema: pa.Schema, pause: float = 0.0) -> PartScores:
+                    fmt: str, schema: pa.Schema, tz: str = "UTC", pause: float = 0.0) -> PartScores:
     """`score_partition`, then its scores written atomically as the partition's part file (on a worker)."""
-    result = score_partition(part, source, as_of, package, pause)
+    result = score_partition(part, source, as_of, package, tz, pause)
     frame = result.scores if result.scores is not None else pd.DataFrame(columns=SCORE_COLUMNS)
     with atomic_path(staging / part_name(part.index, f".{fmt}")) as tmp:
         writer = _Writer(tmp, fmt, schema)
@@ -108,8 +135,7 @@ class ScoreRun:
 
     out: Path
     users_scored: int = 0
-    rows_read: int = 0
-    rows_used: int = 0
+    rows: RowCount = NO_ROWS
     quarantined: list[pd.DataFrame] = field(default_factory=list)
     bands: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BAND_NAMES, 0))
     counts: dict[str, Any] | None = None
@@ -117,19 +143,16 @@ class ScoreRun:
     seconds: float = 0.0
     partitions: int = 0
 
-    @property
-    def rows_quarantined(self) -> int:
-        return sum(len(q) for q in self.quarantined)
-
     def add_candidates(self, checked: Validated) -> None:
-        """Count the globally validated duplicate candidates (read once, before any partition)."""
-        self.rows_read += checked.n_read
+        """Count the globally validated duplicate candidates (read once, before any partition; their
+        good rows are counted as used by the partition that uses them)."""
+        self.rows += checked.account(0, 0)
         self.quarantined.append(checked.quarantined)
 
     def add(self, part: PartScores) -> None:
         """Fold one partition's counts in (drift counts are sums, so the merged PSI is the global one)."""
         self.partitions += 1
-        self.rows_read += part.rows_read
+        self.rows += part.rows
         self.quarantined.append(part.quarantined)
         self.users_scored += part.users_scored
         for band, n in part.bands.items():
@@ -141,7 +164,7 @@ class ScoreRun:
         bands = ", ".join(f"{b} {n:,}" for b, n in self.bands.items())
         return (f"scored {self.users_scored:,} active users in {self.seconds:.1f} s "
                 f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s)\n"
-                f"rows read {self.rows_read:,} = used {self.rows_used:,} + quarantined {self.rows_quarantined:,}\n"
+                f"{self.rows.summary()}\n"
                 f"bands: {bands}\n"
                 f"score PSI vs training reference: {self.score_psi:.4f} ({drift.psi_band(self.score_psi)})\n"
                 f"wrote {self.out}")
@@ -178,8 +201,8 @@ class _Writer:
 
 def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
     """Accounting, the merged quarantine, the drift counts and the global score PSI (before the output is renamed in)."""
-    run.rows_used = run.rows_read - run.rows_quarantined
-    quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows_quarantined
+    run.rows.check()  # every row read was used, lay at/after as_of, or was quarantined
+    quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows.n_quarantined
                    else run.quarantined[0].iloc[:0] if run.quarantined else pd.DataFrame(columns=["rule"]))
     write_quarantine(quarantined, quarantine_path_for(out))
     reference = package.reference
@@ -192,8 +215,10 @@ def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
 
 def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
-                 pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False) -> ScoreRun:
+                 pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False,
+                 tz: str = "UTC") -> ScoreRun:
     """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts.
+    Naive event times are wall-clock times in `tz`, whose local days the feature windows count.
 
     With a distributed `runner` each partition is scored on a worker into a part file and `out` is
     a dataset directory of them (one file with `single_file`); the rows are the same either way."""
@@ -204,7 +229,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     run = ScoreRun(out)
-    candidates = global_candidates(source, users, runner)
+    candidates = global_candidates(source, users, runner, tz)
     if candidates.checked is not None:
         run.add_candidates(candidates.checked)
     parts = partitions(users, chunk_users, candidates)
@@ -213,23 +238,21 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     with bar:
         if runner.distributed:
             _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file,
-                               pause_after_chunk, bar)
+                               tz, pause_after_chunk, bar)
         else:
-            _score_here(run, parts, source, as_of, package, out, fmt, schema, pause_after_chunk, bar)
+            _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause_after_chunk, bar)
     run.seconds = time.perf_counter() - started
     return run
 
 
-def _score_here(run, parts, source, as_of, package, out, fmt, schema, pause, bar) -> None:
+def _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause, bar) -> None:
     """One process: partitions one after another, appended to one partial file renamed into place at the end."""
-    partial = partial_path_for(out)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    partial.unlink(missing_ok=True)
+    partial = claim_partial(out)
     writer = _Writer(partial, fmt, schema)
     done = False
     try:
         for part in parts:
-            result = score_partition(part, source, as_of, package, pause)
+            result = score_partition(part, source, as_of, package, tz, pause)
             if result.scores is not None:
                 writer.write(result.scores)
             run.add(result)
@@ -244,14 +267,15 @@ def _score_here(run, parts, source, as_of, package, out, fmt, schema, pause, bar
             partial.unlink(missing_ok=True)
 
 
-def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file, pause, bar) -> None:
+def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file, tz, pause,
+                       bar) -> None:
     """On the cluster: one task per partition writes its part file into a staging directory, which
     becomes `out` (or is streamed into the single file `out`) once every part is there."""
     parts = list(parts)
     sizes = [len(p.users) for p in parts]
     with staged(out) as staging:
         shared = runner.share(package)
-        results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, pause)
+        results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, tz, pause)
         for size, result in zip(sizes, results):
             run.add(result)
             bar.update(size)
@@ -269,8 +293,10 @@ def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, run
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
               help="Events: Parquet file/dir or CSV (the events contract).")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
-@click.option("--as-of", "as_of", required=True, help="Score time (UTC date or ISO time): events strictly before it.")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
+@click.option("--as-of", "as_of", required=True,
+              help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
+@timezone_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Scores file (with --scheduler: a dataset directory of part files); also writes "
                    "<stem>.quarantine.parquet and <stem>.drift.json beside it.")
@@ -282,17 +308,18 @@ def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, run
 @click.option("--single-file", is_flag=True,
               help="With --scheduler: one --out file instead of a dataset directory of part files.")
 @scheduler_option
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, out: Path, chunk_users: int,
-            fmt: str | None, pause_after_chunk: float, single_file: bool, scheduler: str | None) -> ScoreRun:
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, out: Path,
+            chunk_users: int, fmt: str | None, pause_after_chunk: float, single_file: bool,
+            scheduler: str | None) -> ScoreRun:
     """Score every user whose personal line is active at --as-of: calibrated probability, band and the
     top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
     try:
-        ts = to_utc_timestamp(as_of)
+        ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
     with runner_for(scheduler) as runner:
         run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
-                           pause_after_chunk=pause_after_chunk, runner=runner, single_file=single_file)
+                           pause_after_chunk=pause_after_chunk, runner=runner, single_file=single_file, tz=tz)
     click.echo(run.summary())
     return run

@@ -187,7 +187,7 @@ def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, ru
 @scheduler_option
 def command(users, months, seed, out, corrupt_rate, oracle_users, config_path, jobs, scheduler):
     """Simulate the behaviour-log world: events, users and the truth behind them."""
-    p = build(WorldParams, load_toml(config_path)["simulate"], users=users, months=months, seed=seed,
+    p = build(WorldParams, load_toml(config_path)["simulate"], "simulate", users=users, months=months, seed=seed,
               oracle_users=oracle_users)
     start = time.perf_counter()
     with runner_for(scheduler) as runner:

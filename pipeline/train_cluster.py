@@ -25,11 +25,11 @@ from linerisk.pipeline.io import EventSource, read_table, read_users
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
-def panel_partition(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], horizon_days: int
-                    ) -> pd.DataFrame:
+def panel_partition(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], horizon_days: int,
+                    tz: str = "UTC") -> pd.DataFrame:
     """The labelled panel of one partition's users (on a worker)."""
-    events, _ = read_partition(part, source)
-    return features_frame(events, part.users, snapshots, True, horizon_days).reset_index()
+    events, _ = read_partition(part, source, tz)
+    return features_frame(events, part.users, snapshots, True, horizon_days, tz)[0].reset_index()
 
 
 def rows_at(panel: pd.DataFrame, snapshots: list[pd.Timestamp]) -> pd.DataFrame:
@@ -53,7 +53,7 @@ def split_dates(snapshots: list[pd.Timestamp], params: TrainParams) -> Split:
 
 
 def train_on_cluster(data_dir: Path, params: TrainParams, runner: DaskRunner, chunk_users: int, sample_size: int,
-                     fidelity, run_training: Callable) -> tuple[Any, dict[str, Any]]:
+                     fidelity, run_training: Callable, tz: str = "UTC") -> tuple[Any, dict[str, Any]]:
     """Panel per partition on the workers, the split applied per partition, rounds chosen on a sample,
     lightgbm.dask on the whole training part; then `run_training`'s evaluation and report."""
     import dask.dataframe as dd
@@ -69,10 +69,10 @@ def train_on_cluster(data_dir: Path, params: TrainParams, runner: DaskRunner, ch
     train_dates, valid_dates, test_dates = (list(part["as_of"]) for part in dates)
     users = read_users(data_dir / "users.parquet").sort_values("user_id", kind="stable", ignore_index=True)
     source = EventSource(data_dir / "events.parquet")
-    parts = list(partitions(users, chunk_users, global_candidates(source, users, runner)))
+    parts = list(partitions(users, chunk_users, global_candidates(source, users, runner, tz)))
     used = sorted({*train_dates, *valid_dates, *test_dates})
     panels = client.map(panel_partition, parts, source=source, snapshots=used, horizon_days=params.horizon_days,
-                        pure=False)
+                        tz=tz, pure=False)
     train = client.map(rows_at, panels, snapshots=train_dates, pure=False)
     valid = pd.concat(client.gather(client.map(rows_at, panels, snapshots=valid_dates, pure=False)), ignore_index=True)
     test = pd.concat(client.gather(client.map(rows_at, panels, snapshots=test_dates, pure=False)), ignore_index=True)
