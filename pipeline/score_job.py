@@ -1,7 +1,8 @@
 """`linerisk score`: events + as_of -> one row per active user: probability, band, top-3 reasons.
 
-Wiring and I/O only: validation is data.schema, features are features.compute.build_features
-(the training function), scoring and reasons are models.scoring.Scorer, drift is models.drift.
+Reading, writing and printing only: validation is data.schema, the scores of each chunk are
+models.batch.score_users (what `linerisk.score` runs: features of the active lines, the
+model's Scorer), drift counts are models.drift.
 
 Bounded memory: users are taken in partitions of `--chunk-users` (pipeline.partitions: one
 filtered scan each, duplicate event ids checked globally first) and `score_partition` runs
@@ -29,10 +30,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from linerisk.data.schema import NO_ROWS, RowCount, Validated
-from linerisk.features.compute import prepare_events, to_utc_timestamp
-from linerisk.features.labels import active_from_prepared
+from linerisk.features.compute import to_utc_timestamp
 from linerisk.models import drift
-from linerisk.models.scoring import BAND_NAMES, reason_columns
+from linerisk.models.batch import SCORE_COLUMNS, score_users
+from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, quarantine_path_for, read_users,
@@ -40,7 +41,6 @@ from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, 
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 DEFAULT_CHUNK_USERS = 100_000
-SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
 
 
 def drift_path_for(out: str | Path) -> Path:
@@ -95,15 +95,11 @@ def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, p
     """Validate -> features -> score one partition: the one function both the single-process and the
     cluster path run, so their rows are the same."""
     events, checked = read_partition(part, source, tz)
-    prep = prepare_events(events, part.users, until=as_of, tz=tz)
-    rows = checked.account(*prep.consumed())  # the candidates' rows: read globally, used here
-    features = active_from_prepared(prep, as_of).reset_index()
-    del events, prep
-    result = PartScores(None, rows, checked.quarantined)
+    scores, features, consumed = score_users(package, events, part.users, as_of, tz)
+    del events
+    result = PartScores(None, checked.account(*consumed), checked.quarantined)  # candidates: read globally, used here
     if len(features):
-        scores = package.scorer.score(features)
-        scores["model_name"], scores["model_version"] = package.name, package.version
-        result.scores = scores[SCORE_COLUMNS]
+        result.scores = scores
         result.users_scored = len(scores)
         result.bands = {band: int(n) for band, n in scores["band"].value_counts().items()}
         result.counts = drift.batch_counts(features, scores["probability"].to_numpy(), package.reference)

@@ -15,42 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from linerisk.data.corrupt import corrupt_events
-from linerisk.data.simulate import WorldParams, simulate_chunk
+from linerisk.data.simulate import WorldParams, corrupt_chunk, iter_world, simulate_chunk
 from linerisk.data.world import CAUSES
-from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.cluster import Runner, Staging, part_name, runner_for, scheduler_option, staged
+from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import atomic_path, sha256_file, write_json
 
 FILES = ("events", "users", "truth_restrictions", "truth_snapshots")
-
-
-def _chunks(p: WorldParams, jobs: int, bar: tqdm):
-    """Chunk results in chunk order; in-process with per-day progress when there is one chunk."""
-    chunks = p.chunks()
-    if len(chunks) == 1 or jobs == 1:
-        for chunk, first, n in chunks:
-            yield simulate_chunk(p, chunk, first, n, on_day=lambda d, n=n: bar.update(n / p.days))
-        return
-    parallel = Parallel(n_jobs=min(jobs, len(chunks)), return_as="generator")
-    for (chunk, first, n), tables in zip(chunks, parallel(delayed(simulate_chunk)(p, *c) for c in chunks)):
-        bar.update(n)
-        yield tables
-
-
-def corrupt_chunk(p: WorldParams, chunk: int, events: pa.Table, corrupt_rate: float) -> tuple[pa.Table, pd.DataFrame]:
-    """A chunk's events with `corrupt_rate` of rows broken (its own random stream) and the truth,
-    whose `row` counts from the chunk's first row."""
-    rng = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(chunk, 99)))
-    frame, truth = corrupt_events(events.to_pandas(), corrupt_rate, rng)
-    return pa.Table.from_pandas(frame, preserve_index=False), truth
 
 
 def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int = 2,
@@ -72,19 +48,15 @@ def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int 
 def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: bool) -> dict:
     users, restrictions, snapshots, corruption = [], [], [], []
     writer = None
-    rows = 0
     with tqdm(total=p.users, unit="user", desc="simulate", disable=None if progress else True,
               bar_format="{l_bar}{bar}| {n:,.0f}/{total:,} users [{elapsed}<{remaining}]") as bar:
-        for chunk, tables in enumerate(_chunks(p, jobs, bar)):
+        for tables in iter_world(p, corrupt_rate, jobs, on_users=bar.update):
             events = tables.events
-            if corrupt_rate > 0:
-                events, truth = corrupt_chunk(p, chunk, events, corrupt_rate)
-                truth["row"] += rows
-                corruption.append(pa.Table.from_pandas(truth, preserve_index=False))
+            if tables.corruption is not None:
+                corruption.append(tables.corruption)
             if writer is None:
                 writer = pq.ParquetWriter(tmp / "events.parquet", events.schema)
             writer.write_table(events, row_group_size=1 << 20)
-            rows += events.num_rows
             users.append(tables.users)
             restrictions.append(tables.restrictions)
             snapshots.append(tables.snapshots)
@@ -133,9 +105,10 @@ def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: flo
     index, first, n = chunk
     tables = simulate_chunk(p, index, first, n)
     corruption = None
-    events = tables.events
     if corrupt_rate > 0:
-        events, corruption = corrupt_chunk(p, index, events, corrupt_rate)
+        corrupt_chunk(p, index, tables, corrupt_rate)  # rows numbered from the chunk's first: offset by the client
+        corruption = tables.corruption.to_pandas()
+    events = tables.events
     written = WrittenChunk({}, {}, Counter(tables.restrictions["cause"].to_pylist()), corruption)
     for name, table in zip(FILES, (events, tables.users, tables.restrictions, tables.snapshots)):
         rel = f"{name}.parquet/{part_name(index, '.parquet')}"

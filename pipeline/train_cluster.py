@@ -10,13 +10,13 @@ come to this process for choosing the rounds, calibration, the baseline and the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from linerisk.data.schema import InputError
 from linerisk.features import spec as feature_spec
+from linerisk.models.experiment import TrainResult, run_training
 from linerisk.models.train import Split, TrainParams, model_spec, split_out_of_time, utc_naive
 from linerisk.models.train_dask import choose_rounds, fit_on_cluster
 from linerisk.pipeline.cluster import DaskRunner
@@ -53,7 +53,7 @@ def split_dates(snapshots: list[pd.Timestamp], params: TrainParams) -> Split:
 
 
 def train_on_cluster(data_dir: Path, params: TrainParams, runner: DaskRunner, chunk_users: int, sample_size: int,
-                     fidelity, run_training: Callable, tz: str = "UTC") -> tuple[Any, dict[str, Any]]:
+                     fidelity=None, tz: str = "UTC") -> TrainResult:
     """Panel per partition on the workers, the split applied per partition, rounds chosen on a sample,
     lightgbm.dask on the whole training part; then `run_training`'s evaluation and report."""
     import dask.dataframe as dd
@@ -91,4 +91,4 @@ def train_on_cluster(data_dir: Path, params: TrainParams, runner: DaskRunner, ch
     result = run_training(None, spec, params, truth, source=f"{data_dir} (Dask, {n_train:,} training rows, "
                           f"{rounds} rounds chosen on a {len(sample):,}-row sample)",
                           fidelity=fidelity, split=Split(sample, valid, test), fit=fit)
-    return result, spec
+    return result
