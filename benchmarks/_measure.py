@@ -17,20 +17,27 @@ def machine() -> str:
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """Run `cmd`; return (seconds, peak resident memory of the process tree in GiB, stdout)."""
+    secs, peak, _, out = run_measured_each(cmd, env)
+    return secs, peak, out
+
+
+def run_measured_each(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, str]:
+    """Run `cmd`; return (seconds, peak GiB of the process tree, peak GiB of its largest single
+    process, e.g. one Dask worker, stdout)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, **(env or {})})
-    peak = 0
+    peak = single = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, single
         root = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                procs = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
+                rss = [p.memory_info().rss for p in [root, *root.children(recursive=True)] if p.is_running()]
+                peak, single = max(peak, sum(rss)), max(single, *rss)
+            except (psutil.Error, ValueError):
                 pass
             time.sleep(0.2)
 
@@ -41,7 +48,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float,
     t.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
-    return time.perf_counter() - start, peak / 2**30, out
+    return time.perf_counter() - start, peak / 2**30, single / 2**30, out
 
 
 def table(headers: list[str], rows: list[list]) -> str:

@@ -88,8 +88,6 @@ def iter_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1,
     there is one chunk), corrupted at `corrupt_rate` with rows numbered across chunks.
 
     `on_users(n)` is called as users are done (fractions of a chunk in the in-process case)."""
-    from linerisk.data.corrupt import corrupt_events
-
     chunks = p.chunks()
     if len(chunks) == 1 or jobs == 1:
         results = (simulate_chunk(p, chunk, first, n,
@@ -107,12 +105,22 @@ def iter_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1,
         if done and on_users is not None:
             on_users(done)
         if corrupt_rate > 0:
-            rng = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(chunk, 99)))
-            frame, truth = corrupt_events(tables.events.to_pandas(), corrupt_rate, rng, first_row=rows)
-            tables.events = pa.Table.from_pandas(frame, preserve_index=False)
-            tables.corruption = pa.Table.from_pandas(truth, preserve_index=False)
+            corrupt_chunk(p, chunk, tables, corrupt_rate, first_row=rows)
         rows += tables.events.num_rows
         yield tables
+
+
+def corrupt_chunk(p: "WorldParams", chunk: int, tables: ChunkTables, corrupt_rate: float, first_row: int = 0
+                  ) -> ChunkTables:
+    """Break `corrupt_rate` of the chunk's event rows (its own random stream, so a chunk is corrupted the
+    same wherever it runs); `tables.corruption` numbers the rows from `first_row`."""
+    from linerisk.data.corrupt import corrupt_events
+
+    rng = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(chunk, 99)))
+    frame, truth = corrupt_events(tables.events.to_pandas(), corrupt_rate, rng, first_row=first_row)
+    tables.events = pa.Table.from_pandas(frame, preserve_index=False)
+    tables.corruption = pa.Table.from_pandas(truth, preserve_index=False)
+    return tables
 
 
 def simulate_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1) -> World:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -195,26 +195,33 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
     return results, curves
 
 
-def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams, truth: pd.DataFrame | None = None,
-                 time_split: bool = True, source: str = "", fidelity: FidelityWorld | None = None) -> TrainResult:
+def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: TrainParams,
+                 truth: pd.DataFrame | None = None, time_split: bool = True, source: str = "",
+                 fidelity: FidelityWorld | None = None, split: Split | None = None,
+                 fit: Callable[[Split], Any] | None = None) -> TrainResult:
     """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), measure reason
-    fidelity on `fidelity` (another world) when given, build the report."""
+    fidelity on `fidelity` (another world) when given, build the report.
+
+    A cluster run passes its `split` (train: a sample, for the baseline and the report) and `fit`,
+    which grows the model on the workers' whole training part (pipeline/train_cluster.py)."""
     names = [f["name"] for f in spec["features"]]
-    missing = [c for c in (*names, "label") if c not in panel.columns]
-    if missing:
-        raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
-    try:
-        split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
-                 if time_split else split_random(panel, "label", params.seed,
-                                                 group="user_id" if "user_id" in panel.columns else None))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    if split is None:
+        missing = [c for c in (*names, "label") if c not in panel.columns]
+        if missing:
+            raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
+        try:
+            split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
+                     if time_split else split_random(panel, "label", params.seed,
+                                                     group="user_id" if "user_id" in panel.columns else None))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     for part, frame in zip(split._fields, split):
         log.info(f"{part}: {len(frame):,} rows, {int(frame['label'].sum()):,} positives"
              + (f", as_of {frame['as_of'].min():%Y-%m-%d}..{frame['as_of'].max():%Y-%m-%d}" if "as_of" in frame else ""))
     log.info(f"training LightGBM (max_depth={params.max_depth}, lr={params.learning_rate}, up to {params.n_estimators} rounds)")
     t0 = time.perf_counter()
-    model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)
+    model = (fit(split) if fit is not None else
+             train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec))
     fit_seconds = time.perf_counter() - t0
     log.info(f"best iteration {model.best_iteration_}, calibration {model.calibrator_['method']}, {fit_seconds:.1f}s")
 

@@ -309,8 +309,17 @@ class RestrictionModel:
             callbacks.append(lgb.log_evaluation(params.log_every))
         booster = lgb.train(lgb_params, dtrain, num_boost_round=params.n_estimators,
                             valid_sets=[dvalid], valid_names=["valid"], callbacks=callbacks)
-        self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
-        self.booster_text_ = booster.model_to_string(num_iteration=self.best_iteration_)
+        best = int(booster.best_iteration or booster.current_iteration())
+        return self.calibrate(booster.model_to_string(num_iteration=best), best, X_valid, y_valid, spec)
+
+    def calibrate(self, booster_text: str, best_iteration: int, X_valid: pd.DataFrame, y_valid,
+                  spec: dict[str, Any] | None = None) -> "RestrictionModel":
+        """Take a grown booster (from `fit`, or from lightgbm.dask on a cluster) and calibrate it on the
+        validation part: the same model, whichever way the trees were grown."""
+        params = self.params or TrainParams()
+        spec = spec or self.spec or default_spec(X_valid)
+        self.best_iteration_ = best_iteration
+        self.booster_text_ = booster_text
         self.spec_ = spec
         self.feature_names_in_ = np.asarray([f["name"] for f in spec["features"]], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)

@@ -1,23 +1,30 @@
 """`linerisk features`: validated events -> point-in-time features (optionally a labelled panel).
 
 All I/O lives here; the computation is features.compute / features.labels. Bad rows go to
-`<out stem>.quarantine.parquet` with their rule; unusable input exits 2 with one line.
+`<out stem>.quarantine.parquet` with their rule; unusable input exits 2 with one line. With
+`--scheduler` each partition of users is validated and featurised on a Dask worker by the same
+`features_frame`, into a dataset of part files (rows as in one process, partition by partition).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import InputError
+from linerisk.data.schema import NO_ROWS, InputError, RowCount
 from linerisk.features.compute import features_from_prepared, prepare_events, to_utc_timestamp
 from linerisk.features.labels import default_snapshots, panel_block
 from linerisk.features.spec import FEATURES, spec_hash
+from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
-from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
+from linerisk.pipeline.io import (EventSource, quarantine_path_for, read_events, read_users, users_path_for,
+                                  write_quarantine, write_table)
+from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
 def describe_spec(as_json: bool = False) -> str:
@@ -60,8 +67,14 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
 @timezone_option
 @click.option("--describe", is_flag=True, help="Print the feature spec and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --describe: print JSON.")
+@click.option("--chunk-users", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="With --scheduler: users per partition.")
+@click.option("--single-file", is_flag=True,
+              help="With --scheduler: one --out file instead of a dataset directory of part files.")
+@scheduler_option
 def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool,
-            horizon_days: int, out: Path | None, tz: str, describe: bool, as_json: bool) -> None:
+            horizon_days: int, out: Path | None, tz: str, describe: bool, as_json: bool, chunk_users: int,
+            single_file: bool, scheduler: str | None) -> None:
     """Build point-in-time features (events strictly before --as-of), optionally with labels."""
     if describe:
         click.echo(describe_spec(as_json))
@@ -76,6 +89,15 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
     if not events_path.exists():
         raise InputError(f"events: {events_path} does not exist")
     users = read_users(users_path or users_path_for(events_path))
+    if scheduler:
+        if snapshots == "auto":
+            raise click.UsageError("--as-of auto reads the whole log at once; give the dates with --scheduler")
+        with runner_for(scheduler) as runner:
+            built = features_distributed(events_path, users, snapshots, labels, horizon_days, out, runner,
+                                         chunk_users, single_file, tz)
+        click.echo(built.rows_count.summary(), err=True)
+        click.echo(built.summary(labels), err=True)
+        return
     validated = read_events(events_path, users, tz)
     events = validated.good
     if events.empty:
@@ -85,27 +107,101 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
         snapshots = default_snapshots(events, horizon_days=horizon_days, tz=tz)
         if not snapshots:
             raise InputError(f"events: {events_path} spans too little time for a {horizon_days}-day horizon")
-    if labels:
-        prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # prepared once for every snapshot
-        blocks = [panel_block(prep, t, horizon_days)
-                  for t in tqdm(snapshots, desc="panel", unit="snapshot", disable=None)]
-        frame, cut = pd.concat(blocks), max(snapshots) + pd.Timedelta(days=horizon_days)  # labels read the horizon
-    elif len(snapshots) == 1:
-        prep = prepare_events(events, users, until=snapshots[0], tz=tz)
-        frame, cut = features_from_prepared(prep, snapshots[0]), None
-    else:
-        prep = prepare_events(events, users, sort_by_day=True, tz=tz)
-        frame = pd.concat([features_from_prepared(prep, t)
-                           for t in tqdm(snapshots, desc="features", unit="snapshot", disable=None)])
-        cut = max(snapshots)
-    count = validated.account(*prep.consumed(cut))
+    frame, consumed = features_frame(events, users, snapshots, labels, horizon_days, tz, progress=True)
+    count = validated.account(*consumed)
     click.echo(count.summary(), err=True)
     count.check()
 
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)
     write_quarantine(validated.quarantined, quarantine)
-    what = f"{len(frame):,} rows x {len(FEATURES)} features"
+    built = Built(out, len(frame), int(frame["label"].sum()) if labels else 0, len(validated.quarantined))
+    click.echo(built.summary(labels), err=True)
+
+
+def features_frame(events: pd.DataFrame, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
+                   horizon_days: int, tz: str = "UTC", progress: bool = False) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """Features of `users` at each snapshot (stacked), or the labelled panel of their active lines; and
+    (rows the features consumed, rows at or after the cut) for the row count."""
+    def bar(items, desc):
+        return tqdm(items, desc=desc, unit="snapshot", disable=None if progress else True)
+
     if labels:
-        what += f", positive rate {frame['label'].mean():.1%}"
-    click.echo(f"wrote {out} ({what}); quarantine {quarantine} ({len(validated.quarantined):,} rows)", err=True)
+        prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # prepared once for every snapshot
+        frame = pd.concat([panel_block(prep, t, horizon_days) for t in bar(snapshots, "panel")])
+        cut = max(snapshots) + pd.Timedelta(days=horizon_days)  # labels read the horizon
+    elif len(snapshots) == 1:
+        prep = prepare_events(events, users, until=snapshots[0], tz=tz)
+        frame, cut = features_from_prepared(prep, snapshots[0]), None
+    else:
+        prep = prepare_events(events, users, sort_by_day=True, tz=tz)
+        frame = pd.concat([features_from_prepared(prep, t) for t in bar(snapshots, "features")])
+        cut = max(snapshots)
+    return frame, prep.consumed(cut)
+
+
+@dataclass
+class Built:
+    """What a features run wrote: rows, positives (with labels), quarantined rows and the row count."""
+
+    out: Path
+    rows: int = 0
+    positives: int = 0
+    quarantined: int = 0
+    rows_count: RowCount = NO_ROWS
+
+    def summary(self, labels: bool) -> str:
+        what = f"{self.rows:,} rows x {len(FEATURES)} features"
+        if labels:
+            what += f", positive rate {self.positives / max(self.rows, 1):.1%}"
+        return f"wrote {self.out} ({what}); quarantine {quarantine_path_for(self.out)} ({self.quarantined:,} rows)"
+
+
+def features_part_file(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], labels: bool,
+                       horizon_days: int, staging: Path, fmt: str = "parquet", tz: str = "UTC"
+                       ) -> tuple[Built, pd.DataFrame]:
+    """One partition's features (the same `features_frame`) written atomically as its part file (on a worker)."""
+    events, checked = read_partition(part, source, tz)
+    frame, consumed = features_frame(events, part.users, snapshots, labels, horizon_days, tz)
+    write_table(frame.reset_index(), staging / part_name(part.index, f".{fmt}"), fmt)
+    built = Built(staging, len(frame), int(frame["label"].sum()) if labels else 0, len(checked.quarantined),
+                  checked.account(*consumed))
+    return built, checked.quarantined
+
+
+def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
+                         horizon_days: int, out: Path, runner: Runner, chunk_users: int = 100_000,
+                         single_file: bool = False, tz: str = "UTC") -> Built:
+    """Features per partition of users on the runner's workers: a dataset of part files at `out`
+    (one file with `single_file`), the quarantine of every partition merged beside it and the row
+    count summed over the partitions (checked as a whole: a candidate row is read globally, used locally)."""
+    source = EventSource(events_path)
+    users = users.sort_values("user_id", kind="stable", ignore_index=True)
+    candidates = global_candidates(source, users, runner, tz)
+    built = Built(out)
+    quarantined = []
+    if candidates.checked is not None:
+        built.quarantined = len(candidates.checked.quarantined)
+        built.rows_count = candidates.checked.account(0, 0)
+        quarantined.append(candidates.checked.quarantined)
+    parts = list(partitions(users, chunk_users, candidates))
+    fmt = "csv" if Path(out).suffix == ".csv" else "parquet"
+    with staged(out) as staging:
+        for part, q in runner.map(features_part_file, parts, source, snapshots, labels, horizon_days, staging.path,
+                                  fmt, tz):
+            built.rows += part.rows
+            built.positives += part.positives
+            built.quarantined += part.quarantined
+            built.rows_count += part.rows_count
+            quarantined.append(q)
+        if built.rows_count.used == 0 and built.rows_count.future == 0:
+            raise InputError(f"events: {events_path} has no usable rows ({built.rows_count.summary()})")
+        built.rows_count.check()
+        write_quarantine(pd.concat(quarantined, ignore_index=True), quarantine_path_for(out))
+        names = [part_name(p.index, f".{fmt}") for p in parts]
+        if single_file:
+            schema = pq.read_schema(staging.path / names[0]) if fmt == "parquet" else None
+            concat_parts([staging.path / n for n in names], out, fmt, schema)
+        else:
+            staging.commit(names)
+    return built

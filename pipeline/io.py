@@ -6,6 +6,7 @@ temporary file beside the target and are renamed into place, so no half file is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from linerisk.data.schema import EVENT_COLUMNS, InputError, Validated, require_columns, validate_events, validate_users
+from linerisk.data.schema import (EVENT_COLUMNS, InputError, Validated, id_hashes, repeated_hashes, require_columns,
+                                  validate_events, validate_users)
+from linerisk.pipeline.cluster import Runner
 
 
 def linerisk_home() -> Path:
@@ -74,11 +77,16 @@ def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None, tz: 
 
 
 def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit hash, is-present) per event id, by pandas' vectorised SipHash.
+    """(64-bit hash, is-present) per event id.
 
     Collisions only make extra duplicate candidates, which are then compared exactly."""
-    values = arr.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(values, categorize=False), ~np.asarray(arr.is_null(), dtype=bool)
+    return id_hashes(arr.to_numpy(zero_copy_only=False)), ~np.asarray(arr.is_null(), dtype=bool)
+
+
+def _repeated_present(hashes: list[np.ndarray]) -> np.ndarray:
+    """Repeated hashes, without 0 (what a null id is given: nulls break another rule first)."""
+    repeated = repeated_hashes(hashes)
+    return repeated[repeated != 0]
 
 
 class EventSource:
@@ -113,26 +121,82 @@ class EventSource:
         except pa.ArrowException as exc:
             raise InputError(f"events: cannot read {what} of {self.path}: {str(exc).splitlines()[0]}") from None
 
-    def duplicate_candidates(self) -> pa.Table:
-        """Every row whose event_id may occur more than once in the file, in file order."""
-        def run() -> pa.Table:
-            hashes = np.empty(self.n_rows, dtype=np.uint64)
-            start = 0
-            for batch in self.dataset.to_batches(columns=["event_id"]):
+    def __reduce__(self):
+        return (EventSource, (self.path,))  # a worker reopens the file; the dataset itself never travels
+
+    def pieces(self, rows_per_piece: int = 1 << 22) -> list[tuple[int, int, int] | None]:
+        """The file in scan order as (fragment, first row group, stop row group) pieces of about
+        `rows_per_piece` rows; [None] (the whole file) when it is not Parquet."""
+        if not isinstance(self.dataset.format, ds.ParquetFileFormat):
+            return [None]
+        out = []
+        for f, fragment in enumerate(self.dataset.get_fragments()):
+            groups = fragment.metadata.num_row_groups
+            sizes = [fragment.metadata.row_group(g).num_rows for g in range(groups)]
+            start, rows = 0, 0
+            for g, n in enumerate(sizes):
+                rows += n
+                if rows >= rows_per_piece or g == groups - 1:
+                    out.append((f, start, g + 1))
+                    start, rows = g + 1, 0
+        return out or [None]
+
+    def _piece(self, piece: tuple[int, int, int] | None) -> ds.Dataset:
+        if piece is None:
+            return self.dataset
+        f, start, stop = piece
+        fragment = list(self.dataset.get_fragments())[f]
+        groups = fragment.split_by_row_group()[start:stop]
+        return ds.FileSystemDataset(groups, self.dataset.schema, self.dataset.format, self.dataset.filesystem)
+
+    def id_hashes(self, piece: tuple[int, int, int] | None = None) -> np.ndarray:
+        """A 64-bit hash per row's event_id in scan order (0 for a null id: it breaks another rule first)."""
+        def run() -> np.ndarray:
+            out = []
+            for batch in self._piece(piece).to_batches(columns=["event_id"]):
                 h, present = _hash_ids(batch.column(0))
-                h[~present] = 0  # null ids break another rule first; never duplicates
-                hashes[start: start + len(h)] = h
-                start += len(h)
-            ordered = np.sort(hashes)
-            repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-            del ordered
-            rows = np.flatnonzero(np.isin(hashes, repeated[repeated != 0]))
-            return self.dataset.take(pa.array(rows, type=pa.int64()))
+                h[~present] = 0
+                out.append(h)
+            return np.concatenate(out) if out else np.zeros(0, np.uint64)
         return self._scan("event ids", run)
+
+    def rows_with_hashes(self, hashes: np.ndarray, piece: tuple[int, int, int] | None = None) -> pa.Table:
+        """The rows (scan order) whose event_id hash is in `hashes`."""
+        def run() -> pa.Table:
+            data = self._piece(piece)
+            rows = np.flatnonzero(np.isin(self.id_hashes(piece), hashes))
+            if not len(rows):
+                return data.schema.empty_table()
+            return data.take(pa.array(rows, type=pa.int64()))
+        return self._scan("events", run)
+
+    def duplicate_candidates(self, runner: Runner | None = None) -> pa.Table:
+        """Every row whose event_id may occur more than once in the file, in file order.
+
+        On a cluster the file's pieces are hashed where they are read and the hashes are
+        shuffled into buckets, so no machine holds every id; the candidates come back in
+        file order, as one process finds them."""
+        runner = runner or Runner()
+        pieces = self.pieces() if runner.distributed else [None]
+        buckets = 4 * runner.workers if runner.distributed else 1
+        found = runner.map_buckets(functools.partial(_bucketed_id_hashes, source=self, buckets=buckets),
+                                   pieces, _repeated_present, buckets)
+        repeated = runner.share(np.unique(np.concatenate(found)))
+        return pa.concat_tables(runner.map(_rows_with_hashes, pieces, self, repeated))
 
     def read(self, where: ds.Expression | None) -> pd.DataFrame:
         """The rows matching `where` (file order) as pandas, typed as read_events would read them."""
         return self._scan("events", lambda: self.dataset.to_table(filter=where)).to_pandas()
+
+
+def _bucketed_id_hashes(piece, source: EventSource, buckets: int) -> list[np.ndarray]:
+    h = source.id_hashes(piece)
+    which = h % np.uint64(buckets)
+    return [h[which == b] for b in range(buckets)]
+
+
+def _rows_with_hashes(piece, source: EventSource, hashes: np.ndarray) -> pa.Table:
+    return source.rows_with_hashes(hashes, piece)
 
 
 def temp_beside(target: str | os.PathLike, prefix: str, suffix: str) -> Path:

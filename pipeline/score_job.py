@@ -4,41 +4,41 @@ Reading, writing and printing only: validation is data.schema, the scores of eac
 models.batch.score_users (what `linerisk.score` runs: features of the active lines, the
 model's Scorer), drift counts are models.drift.
 
-Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
-events of one chunk are read at a time (a filtered Parquet scan: with events written in user
-order, as `linerisk simulate` does, row-group statistics make that one pass over the file).
-Event ids that may repeat across chunks are found first by a hash over the event_id column and
-validated together, so duplicate detection is global. Output goes to `.<name>.<pid>-<random>.partial`
-beside `--out` and is renamed into place at the end: a killed run leaves no output file, a re-run
-removes the partial files of runs no longer alive and writes the same bytes as an uninterrupted run,
-and two runs with the same `--out` never touch each other's partial file.
+Bounded memory: users are taken in partitions of `--chunk-users` (pipeline.partitions: one
+filtered scan each, duplicate event ids checked globally first) and `score_partition` runs
+validate -> features -> score on one at a time. In one process the partitions are appended to
+`.<name>.<pid>-<random>.partial` beside `--out`, renamed into place at the end: a killed run
+leaves no output file, a re-run removes the partial files of runs no longer alive and writes the
+same bytes as an uninterrupted run, and two runs with the same `--out` never touch each other's
+partial file. With `--scheduler` the same function runs per partition on Dask workers, each
+writing a part file (pipeline.cluster).
 """
 from __future__ import annotations
 
 import glob
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import NO_ROWS, RowCount, validate_events
+from linerisk.data.schema import NO_ROWS, RowCount, Validated
 from linerisk.features.compute import to_utc_timestamp
 from linerisk.models import drift
 from linerisk.models.batch import SCORE_COLUMNS, score_users
 from linerisk.models.scoring import BAND_NAMES
+from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
-from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, temp_beside,
-                         users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, quarantine_path_for, read_users,
+                                  temp_beside, users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 DEFAULT_CHUNK_USERS = 100_000
 
@@ -76,28 +76,51 @@ def claim_partial(out: str | Path) -> Path:
     return temp_beside(out, f".{out.name}.{os.getpid()}-", ".partial")
 
 
-# ---------------------------------------------------------------------------- reading events by user range
+# ---------------------------------------------------------------------------- one partition
 
-def _user_ranges(user_ids: pd.Series, chunk_users: int) -> Iterator[tuple[int, int, ds.Expression | None]]:
-    """(start, stop, filter) per chunk of the sorted users; the filters cover every possible user_id
-    (below the first, above the last, null) exactly once, so every event row is read once."""
-    n = len(user_ids)
-    k = max(1, math.ceil(n / chunk_users))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    col = ds.field("user_id")
-    ids = user_ids.to_numpy(dtype=object)  # Python scalars for Arrow expressions
-    for i in range(k):
-        lo, hi = bounds[i], bounds[i + 1]
-        last, prev = ids[hi - 1], ids[lo - 1]
-        if k == 1:
-            where = None
-        elif i == 0:
-            where = (col <= last) | col.is_null()
-        elif i == k - 1:
-            where = col > prev
-        else:
-            where = (col > prev) & (col <= last)
-        yield lo, hi, where
+@dataclass
+class PartScores:
+    """What scoring one partition gives: its scores (None once written to a part file) and counts."""
+
+    scores: pd.DataFrame | None
+    rows: RowCount
+    quarantined: pd.DataFrame
+    users_scored: int = 0
+    bands: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, Any] | None = None
+
+
+def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package, tz: str = "UTC",
+                    pause: float = 0.0) -> PartScores:
+    """Validate -> features -> score one partition: the one function both the single-process and the
+    cluster path run, so their rows are the same."""
+    events, checked = read_partition(part, source, tz)
+    scores, features, consumed = score_users(package, events, part.users, as_of, tz)
+    del events
+    result = PartScores(None, checked.account(*consumed), checked.quarantined)  # candidates: read globally, used here
+    if len(features):
+        result.scores = scores
+        result.users_scored = len(scores)
+        result.bands = {band: int(n) for band, n in scores["band"].value_counts().items()}
+        result.counts = drift.batch_counts(features, scores["probability"].to_numpy(), package.reference)
+    if pause:
+        time.sleep(pause)
+    return result
+
+
+def score_part_file(part: Partition, source: EventSource, as_of: pd.Timestamp, package, staging: Path,
+                    fmt: str, schema: pa.Schema, tz: str = "UTC", pause: float = 0.0) -> PartScores:
+    """`score_partition`, then its scores written atomically as the partition's part file (on a worker)."""
+    result = score_partition(part, source, as_of, package, tz, pause)
+    frame = result.scores if result.scores is not None else pd.DataFrame(columns=SCORE_COLUMNS)
+    with atomic_path(staging / part_name(part.index, f".{fmt}")) as tmp:
+        writer = _Writer(tmp, fmt, schema)
+        try:
+            writer.write(frame)
+        finally:
+            writer.close()
+    result.scores = None
+    return result
 
 
 # ---------------------------------------------------------------------------- the run
@@ -114,6 +137,24 @@ class ScoreRun:
     counts: dict[str, Any] | None = None
     score_psi: float = float("nan")
     seconds: float = 0.0
+    partitions: int = 0
+
+    def add_candidates(self, checked: Validated) -> None:
+        """Count the globally validated duplicate candidates (read once, before any partition; their
+        good rows are counted as used by the partition that uses them)."""
+        self.rows += checked.account(0, 0)
+        self.quarantined.append(checked.quarantined)
+
+    def add(self, part: PartScores) -> None:
+        """Fold one partition's counts in (drift counts are sums, so the merged PSI is the global one)."""
+        self.partitions += 1
+        self.rows += part.rows
+        self.quarantined.append(part.quarantined)
+        self.users_scored += part.users_scored
+        for band, n in part.bands.items():
+            self.bands[band] += n
+        if part.counts is not None:
+            self.counts = drift.merge_counts(self.counts, part.counts)
 
     def summary(self) -> str:
         bands = ", ".join(f"{b} {n:,}" for b, n in self.bands.items())
@@ -154,76 +195,92 @@ class _Writer:
             self.csv.close()
 
 
+def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
+    """Accounting, the merged quarantine, the drift counts and the global score PSI (before the output is renamed in)."""
+    run.rows.check()  # every row read was used, lay at/after as_of, or was quarantined
+    quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows.n_quarantined
+                   else run.quarantined[0].iloc[:0] if run.quarantined else pd.DataFrame(columns=["rule"]))
+    write_quarantine(quarantined, quarantine_path_for(out))
+    reference = package.reference
+    run.counts = run.counts or drift.batch_counts(None, np.zeros(0), reference)
+    if reference.get("score") and run.counts.get("score", {}).get("n"):
+        run.score_psi = drift.entry_psi(reference["score"], run.counts["score"])
+    write_json({"model_name": package.name, "model_version": package.version, "as_of": str(as_of),
+                "users_scored": run.users_scored, **run.counts}, drift_path_for(out))
+
+
 def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
-                 pause_after_chunk: float = 0.0, tz: str = "UTC") -> ScoreRun:
+                 pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False,
+                 tz: str = "UTC") -> ScoreRun:
     """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts.
-    Naive event times are wall-clock times in `tz`, whose local days the feature windows count."""
+    Naive event times are wall-clock times in `tz`, whose local days the feature windows count.
+
+    With a distributed `runner` each partition is scored on a worker into a part file and `out` is
+    a dataset directory of them (one file with `single_file`); the rows are the same either way."""
     started = time.perf_counter()
+    runner = runner or Runner()
     package = load_model_package(model_ref)
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     run = ScoreRun(out)
-
-    special = source.duplicate_candidates()  # rows whose event_id may repeat: validated together
-    exclude = None
-    if special.num_rows:
-        ids = special.column("event_id").drop_null().unique()
-        exclude = ~ds.field("event_id").isin(ids)
-        checked = validate_events(special.to_pandas(), users, tz)
-        run.quarantined.append(checked.quarantined)
-        run.rows += checked.account(0, 0)  # their good rows are counted with the chunk that uses them
-        special_good = checked.good
-    del special
-
-    partial = claim_partial(out)
+    candidates = global_candidates(source, users, runner, tz)
+    if candidates.checked is not None:
+        run.add_candidates(candidates.checked)
+    parts = partitions(users, chunk_users, candidates)
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
+    bar = tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True)
+    with bar:
+        if runner.distributed:
+            _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file,
+                               tz, pause_after_chunk, bar)
+        else:
+            _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause_after_chunk, bar)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause, bar) -> None:
+    """One process: partitions one after another, appended to one partial file renamed into place at the end."""
+    partial = claim_partial(out)
     writer = _Writer(partial, fmt, schema)
-    reference = package.reference
     done = False
     try:
-        with tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True) as bar:
-            for lo, hi, where in _user_ranges(users["user_id"], chunk_users):
-                chunk_users_frame = users.iloc[lo:hi]
-                where = exclude if where is None else (where if exclude is None else where & exclude)
-                checked = validate_events(source.read(where), chunk_users_frame, tz)
-                run.quarantined.append(checked.quarantined)
-                events = checked.good
-                if exclude is not None:
-                    extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
-                    events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                scores, features, consumed = score_users(package, events, chunk_users_frame, as_of, tz)
-                run.rows += checked.account(*consumed)  # special rows: read above, used here
-                del events
-                if len(features):
-                    writer.write(scores)
-                    for band, n in scores["band"].value_counts().items():
-                        run.bands[band] += int(n)
-                    run.users_scored += len(scores)
-                    run.counts = drift.merge_counts(run.counts, drift.batch_counts(
-                        features, scores["probability"].to_numpy(), reference))
-                bar.update(hi - lo)
-                if pause_after_chunk:
-                    time.sleep(pause_after_chunk)
+        for part in parts:
+            result = score_partition(part, source, as_of, package, tz, pause)
+            if result.scores is not None:
+                writer.write(result.scores)
+            run.add(result)
+            bar.update(len(part.users))
         writer.close()
-        run.rows.check()  # every row read was used, lay at/after as_of, or was quarantined
-        quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows.n_quarantined
-                       else run.quarantined[0].iloc[:0] if run.quarantined else pd.DataFrame(columns=["rule"]))
-        write_quarantine(quarantined, quarantine_path_for(out))
-        run.counts = run.counts or drift.batch_counts(None, np.zeros(0), reference)
-        if reference.get("score") and run.counts.get("score", {}).get("n"):
-            run.score_psi = drift.entry_psi(reference["score"], run.counts["score"])
-        write_json({"model_name": package.name, "model_version": package.version, "as_of": str(as_of),
-                    "users_scored": run.users_scored, **run.counts}, drift_path_for(out))
+        _finish(run, package, as_of, out)
         os.replace(partial, out)
         done = True
     finally:
         if not done:
             writer.close()
             partial.unlink(missing_ok=True)
-    run.seconds = time.perf_counter() - started
-    return run
+
+
+def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file, tz, pause,
+                       bar) -> None:
+    """On the cluster: one task per partition writes its part file into a staging directory, which
+    becomes `out` (or is streamed into the single file `out`) once every part is there."""
+    parts = list(parts)
+    sizes = [len(p.users) for p in parts]
+    with staged(out) as staging:
+        shared = runner.share(package)
+        results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, tz, pause)
+        for size, result in zip(sizes, results):
+            run.add(result)
+            bar.update(size)
+        names = [part_name(p.index, f".{fmt}") for p in parts]
+        _finish(run, package, as_of, out)
+        if single_file:
+            concat_parts([staging.path / n for n in names], out, fmt, schema)
+        else:
+            staging.commit(names)
 
 
 @click.command("score")
@@ -237,14 +294,19 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
               help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
 @timezone_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Scores file; also writes <stem>.quarantine.parquet and <stem>.drift.json beside it.")
+              help="Scores file (with --scheduler: a dataset directory of part files); also writes "
+                   "<stem>.quarantine.parquet and <stem>.drift.json beside it.")
 @click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
               help="Users per chunk (bounds memory; the same value gives the same bytes).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Output format [default: from --out suffix].")
 @click.option("--pause-after-chunk", type=float, default=0.0, hidden=True,
               help="Sleep this many seconds after each chunk (to test interrupted runs).")
+@click.option("--single-file", is_flag=True,
+              help="With --scheduler: one --out file instead of a dataset directory of part files.")
+@scheduler_option
 def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, out: Path,
-            chunk_users: int, fmt: str | None, pause_after_chunk: float) -> ScoreRun:
+            chunk_users: int, fmt: str | None, pause_after_chunk: float, single_file: bool,
+            scheduler: str | None) -> ScoreRun:
     """Score every user whose personal line is active at --as-of: calibrated probability, band and the
     top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
     try:
@@ -252,7 +314,8 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
-    run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
-                       pause_after_chunk=pause_after_chunk, tz=tz)
+    with runner_for(scheduler) as runner:
+        run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
+                           pause_after_chunk=pause_after_chunk, runner=runner, single_file=single_file, tz=tz)
     click.echo(run.summary())
     return run

@@ -2,48 +2,46 @@
 
 Chunks of users run on separate cores; events stream into one Parquet file. The directory
 is assembled under a temporary name and renamed into place, so an interrupted run leaves
-nothing half-written and can simply be run again.
+nothing half-written and can simply be run again. With `--scheduler` each chunk (its own
+random stream, so the world does not depend on where it ran) is simulated on a Dask worker
+and every table is a dataset directory of part files.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.simulate import WorldParams, iter_world
+from linerisk.data.simulate import WorldParams, corrupt_chunk, iter_world, simulate_chunk
 from linerisk.data.world import CAUSES
+from linerisk.pipeline.cluster import Runner, Staging, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import build, load_toml
-from linerisk.pipeline.io import sha256_file, write_json
+from linerisk.pipeline.io import atomic_path, sha256_file, write_json
 
 FILES = ("events", "users", "truth_restrictions", "truth_snapshots")
 
 
 def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int = 2,
-                progress: bool = True) -> dict:
-    """Simulate and write the dataset directory `out`; return the manifest."""
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        manifest = _write(p, tmp, corrupt_rate, jobs, progress)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
+                progress: bool = True, runner: Runner | None = None) -> dict:
+    """Simulate and write the dataset directory `out`; return the manifest.
+
+    With a distributed `runner` every chunk of users is simulated on a worker and each table is
+    a dataset directory of part files (`events.parquet/part-00000.parquet`, ...) holding the same
+    rows as one process writes for the same seed."""
+    with staged(out) as staging:
+        if runner is not None and runner.distributed:
+            manifest = _write_distributed(p, staging, corrupt_rate, runner, progress)
         else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            manifest = _write(p, staging.path, corrupt_rate, jobs, progress)
+            staging.commit([str(Path(f).relative_to(staging.path)) for f in staging.path.rglob("*") if f.is_file()])
     return manifest
 
 
@@ -71,17 +69,81 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
         pq.write_table(pa.concat_tables(corruption), tmp / "truth_corruption.parquet")
         files.append("truth_corruption")
     causes = Counter(pa.concat_tables(restrictions)["cause"].to_pylist())
+    rows = {f: pq.ParquetFile(tmp / f"{f}.parquet").metadata.num_rows for f in files}
+    sha = {f"{f}.parquet": sha256_file(tmp / f"{f}.parquet") for f in files}
+    return _manifest(p, tmp, corrupt_rate, rows, causes, sha)
+
+
+def _manifest(p: WorldParams, root: Path, corrupt_rate: float, rows: dict[str, int], causes: Counter,
+              sha256: dict[str, str]) -> dict:
     manifest = {
         "generator": "linerisk simulate",
         "seed": p.seed,
         "parameters": dataclasses.asdict(p),
         "corrupt_rate": corrupt_rate,
-        "rows": {f: pq.ParquetFile(tmp / f"{f}.parquet").metadata.num_rows for f in files},
+        "rows": rows,
         "restrictions_by_cause": {c: causes.get(c, 0) for c in CAUSES},
-        "sha256": {f"{f}.parquet": sha256_file(tmp / f"{f}.parquet") for f in files},
+        "sha256": sha256,
     }
-    write_json(manifest, tmp / "manifest.json")
+    write_json(manifest, root / "manifest.json")
     return manifest
+
+
+@dataclass
+class WrittenChunk:
+    """What a worker wrote for one chunk: row counts and sha256 per part file, causes, corruption truth."""
+
+    rows: dict[str, int]
+    sha256: dict[str, str]
+    causes: Counter
+    corruption: pd.DataFrame | None
+
+
+def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: float, staging: Path) -> WrittenChunk:
+    """Simulate one chunk of users (the same `simulate_chunk` as one process) and write each table's
+    part file atomically (on a worker)."""
+    index, first, n = chunk
+    tables = simulate_chunk(p, index, first, n)
+    corruption = None
+    if corrupt_rate > 0:
+        corrupt_chunk(p, index, tables, corrupt_rate)  # rows numbered from the chunk's first: offset by the client
+        corruption = tables.corruption.to_pandas()
+    events = tables.events
+    written = WrittenChunk({}, {}, Counter(tables.restrictions["cause"].to_pylist()), corruption)
+    for name, table in zip(FILES, (events, tables.users, tables.restrictions, tables.snapshots)):
+        rel = f"{name}.parquet/{part_name(index, '.parquet')}"
+        path = staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, row_group_size=1 << 20)
+        written.rows[name] = table.num_rows
+        written.sha256[rel] = sha256_file(path)
+    return written
+
+
+def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, runner: Runner, progress: bool) -> dict:
+    chunks = p.chunks()
+    rows, sha, causes, corruption = Counter(), {}, Counter(), []
+    with tqdm(total=p.users, unit="user", desc="simulate", disable=None if progress else True) as bar:
+        for (_, _, n), part in zip(chunks, runner.map(simulate_part, chunks, p, corrupt_rate, staging.path)):
+            if part.corruption is not None:
+                corruption.append(part.corruption.assign(row=part.corruption["row"] + rows["events"]))
+            rows.update(part.rows)
+            sha.update(part.sha256)
+            causes.update(part.causes)
+            bar.update(n)
+    names = list(sha)
+    if corruption:
+        truth = pa.Table.from_pandas(pd.concat(corruption, ignore_index=True), preserve_index=False)
+        pq.write_table(truth, staging.path / "truth_corruption.parquet")
+        rows["truth_corruption"] = truth.num_rows
+        sha["truth_corruption.parquet"] = sha256_file(staging.path / "truth_corruption.parquet")
+        names.append("truth_corruption.parquet")
+    manifest = _manifest(p, staging.path, corrupt_rate, dict(rows), causes, sha)
+    staging.commit([*names, "manifest.json"])
+    return manifest
+
+
 
 
 @click.command("simulate")
@@ -95,12 +157,14 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
 @click.option("--oracle-users", type=click.IntRange(min=0), help="Sampled users per snapshot date for the oracle.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding the defaults.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Processes (chunks of 100k users).")
-def command(users, months, seed, out, corrupt_rate, oracle_users, config_path, jobs):
+@scheduler_option
+def command(users, months, seed, out, corrupt_rate, oracle_users, config_path, jobs, scheduler):
     """Simulate the behaviour-log world: events, users and the truth behind them."""
     p = build(WorldParams, load_toml(config_path)["simulate"], "simulate", users=users, months=months, seed=seed,
               oracle_users=oracle_users)
     start = time.perf_counter()
-    manifest = write_world(p, out, corrupt_rate, jobs)
+    with runner_for(scheduler) as runner:
+        manifest = write_world(p, out, corrupt_rate, jobs, runner=runner)
     secs = time.perf_counter() - start
     causes = ", ".join(f"{c} {n:,}" for c, n in manifest["restrictions_by_cause"].items())
     rows = manifest["rows"]

@@ -18,6 +18,7 @@ from linerisk.data.schema import InputError
 from linerisk.models.experiment import FidelityWorld, TrainResult, snapshot_dates, training_panel, world_panel
 from linerisk.models.report import CARD_FILE, markdown_table
 from linerisk.models.train import TrainParams, registry_spec
+from linerisk.pipeline.cluster import runner_for, scheduler_option
 from linerisk.pipeline.config import build, load_toml, timezone_option
 from linerisk.pipeline.io import linerisk_home, read_events, read_table, read_users, write_text
 
@@ -103,8 +104,14 @@ def _print_summary(result: TrainResult) -> None:
               help="Store raw user ids in the run's test part [default: keyed pseudonyms].")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
+@click.option("--chunk-users", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="With --scheduler: users per partition of the panel.")
+@click.option("--sample-rows", default=200_000, show_default=True, type=click.IntRange(min=1),
+              help="With --scheduler: training rows sampled to choose the boosting rounds (early stopping) "
+                   "and to fit the baseline.")
+@scheduler_option
 def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, tz, name, out, no_register,
-            fidelity_dir, keep_user_ids, **flags) -> TrainResult:
+            fidelity_dir, keep_user_ids, chunk_users, sample_rows, scheduler, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -115,7 +122,15 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
     matplotlib.use("Agg")  # the report is drawn off-screen, also where a display exists
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
-    if data_dir:
+    if scheduler and not data_dir:
+        raise click.UsageError("--scheduler trains on a `linerisk simulate` directory (--data)")
+    if data_dir and scheduler:
+        from linerisk.pipeline.train_cluster import train_on_cluster
+
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz) if fidelity_dir else None
+        with runner_for(scheduler) as runner:
+            result = train_on_cluster(data_dir, params, runner, chunk_users, sample_rows, fidelity, tz)
+    elif data_dir:
         panel, _, truth = load_world_panel(data_dir, params.horizon_days, tz)
         fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz) if fidelity_dir else None
         result = api.train(panel, truth=truth, fidelity=fidelity, params=params, source=str(data_dir))

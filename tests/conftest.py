@@ -118,6 +118,20 @@ def corrupt_world(tmp_path_factory) -> Path:
                         corrupt_rate=0.01)
 
 
+# ---------------------------------------------------------------------------- a Dask cluster (issue 14)
+# One LocalCluster (2 worker processes, 1 thread each) per session (per xdist worker process), started
+# on first use and shared by every test that takes `dask_client`.
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A `distributed.Client` on a LocalCluster of 2 single-threaded worker processes."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
 # ---------------------------------------------------------------------------- a registry with linerisk@champion
 # On the real feature spec, built once per session (tests/pipeline/scoring_world.py): for the jobs and the API.
 from tests.pipeline.scoring_world import store, store_env  # noqa: E402, F401 (fixtures)

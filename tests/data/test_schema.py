@@ -1,6 +1,7 @@
 """The contract's schema module: every corruption kind is caught, nothing else is."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -79,3 +80,15 @@ def test_corrupted_world_quarantines_exactly_the_rows_listed_in_truth(corrupt_wo
     assert (got.sort_index().to_numpy() == truth.sort_index().to_numpy()).all()
     assert set(truth) == set(RULES)
     assert checked.n_read == len(pd.read_parquet(corrupt_world / "events.parquet"))
+
+
+def test_duplicated_ids_marks_exactly_the_later_repeats_as_pandas_does():
+    from linerisk.data.schema import duplicated_ids
+
+    rng = np.random.default_rng(0)
+    ids = pd.Series([f"u{k}-{j}" for k, j in rng.integers(0, 300, (5_000, 2))], dtype="string")
+    mixed = pd.Series(["7", 7, "a", "7", 7.0, "b", "a"], dtype=object)  # equal hashes need not mean equal ids
+    for s in (ids, mixed, ids.iloc[:0]):
+        expected = s.duplicated(keep="first").to_numpy()
+        assert (duplicated_ids(s) == expected).all()
+    assert duplicated_ids(ids).sum() > 100
