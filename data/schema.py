@@ -29,6 +29,9 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
     "pl_repayment": {"amount": "req", "days_past_due": "req"},
     "pl_restricted": {},
     "pl_restored": {},
+    "pl_appeal": {},
+    "bl_default": {"amount": "req", "days_past_due": "req"},
+    "pl_default": {"amount": "req", "days_past_due": "req"},
     "credit_score": {"credit_score": "req"},
     "credit_inquiry": {"amount": "opt"},
 }

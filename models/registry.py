@@ -136,6 +136,11 @@ class ModelPackage:
     def spec_hash(self) -> str:
         return str(self.scorer.spec.get("spec_hash", ""))
 
+    @property
+    def target(self) -> str:
+        """What the model predicts: "restrict" (packages from before the restoration model carry no target)."""
+        return str(self.scorer.spec.get("target", "restrict"))
+
 
 def load_package(ref: str) -> ModelPackage:
     """Download a registered version's package files, check every sha256 against its manifest, load them."""

@@ -119,12 +119,21 @@ def model_spec(features: Iterable[Any] | None = None, X: pd.DataFrame | None = N
     return {"features": rows, "spec_hash": spec_hash, "categories": categories, "band_edges": list(DEFAULT_BAND_EDGES)}
 
 
-def _default_spec(X: pd.DataFrame) -> dict[str, Any]:
-    """The feature registry's spec when X has exactly its columns (so monotone constraints apply), else one from X."""
+def registry_spec(target: str = "restrict") -> dict[str, Any]:
+    """The model spec of one target's view of the feature registry (its features, directions and hash)."""
     from linerisk.features import spec as feature_spec
 
-    if feature_spec.FEATURES and list(X.columns) == feature_spec.feature_names():
-        return model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = model_spec(features=feature_spec.features_for(target), spec_hash=feature_spec.spec_hash(target))
+    return {**spec, "target": target}
+
+
+def _default_spec(X: pd.DataFrame) -> dict[str, Any]:
+    """The registry's spec of the target whose columns X has exactly (so monotone constraints apply), else one from X."""
+    from linerisk.features import spec as feature_spec
+
+    for target in feature_spec.TARGETS:
+        if list(X.columns) == feature_spec.feature_names(target):
+            return registry_spec(target)
     return model_spec(X=X)
 
 

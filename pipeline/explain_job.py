@@ -153,7 +153,7 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
         ts = to_utc_timestamp(as_of)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
-    package = load_model_package(model_ref)  # first: a wrong model fails before any data is read
+    package = load_model_package(model_ref, expect="restrict")  # first: a wrong model fails before any data is read
     scorer, name, version = package.scorer, package.name, package.version
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))

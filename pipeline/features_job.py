@@ -15,24 +15,32 @@ from tqdm import tqdm
 from linerisk.data.schema import InputError
 from linerisk.features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
 from linerisk.features.labels import default_snapshots, iter_panel
-from linerisk.features.spec import FEATURES, spec_hash
+from linerisk.features.spec import FEATURES, TARGETS, feature_names, spec_hash
 from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
 
 
 def describe_spec(as_json: bool = False) -> str:
     """The feature spec as a readable table (or JSON): name, family, window, direction, actionable, texts."""
-    rows = [{"name": f.name, "family": f.family, "window": f.window, "aggregation": f.aggregation,
-             "source": f.source, "direction": f.direction, "actionable": f.actionable,
+    rows = [{"name": f.name, "family": f.family, "window": f.window, "anchor": f.anchor, "aggregation": f.aggregation,
+             "source": f.source, "targets": list(f.targets), "direction": f.direction,
+             "restore_direction": f.restore_direction, "actionable": f.actionable,
              "text_en": f.text_en, "text_zh": f.text_zh, "none_en": f.none_en, "none_zh": f.none_zh} for f in FEATURES]
     if as_json:
-        return json.dumps({"spec_hash": spec_hash(), "features": rows}, ensure_ascii=False, indent=2)
+        return json.dumps({"spec_hash": {t: spec_hash(t) for t in TARGETS}, "features": rows}, ensure_ascii=False,
+                          indent=2)
     width = max(len(r["name"]) for r in rows)
-    lines = [f"{'name':<{width}}  {'family':<16} {'window':>6}  {'dir':>3}  {'act':<3}  text (en / zh)"]
+    lines = [f"{'name':<{width}}  {'family':<16} {'window':>6}  {'restrict':>8}  {'restore':>7}  {'act':<3}  "
+             "text (en / zh)"]
     for r in rows:
         window = "all" if r["window"] is None else f"{r['window']}d"
-        lines.append(f"{r['name']:<{width}}  {r['family']:<16} {window:>6}  {r['direction']:>+3d}  "
+        window += "" if r["anchor"] == "as_of" else ("<R" if r["anchor"] == "restricted" else ">R")
+        dirs = [f"{r[key]:>+{w}d}" if t in r["targets"] else f"{'-':>{w}}"
+                for t, key, w in (("restrict", "direction", 8), ("restore", "restore_direction", 7))]
+        lines.append(f"{r['name']:<{width}}  {r['family']:<16} {window:>6}  {dirs[0]}  {dirs[1]}  "
                      f"{'yes' if r['actionable'] else 'no':<3}  {r['text_en']} / {r['text_zh']}")
-    lines.append(f"{len(rows)} features, spec hash {spec_hash()[:12]}")
+    lines.append(f"{len(rows)} features ({', '.join(f'{t}: {len(feature_names(t))}' for t in TARGETS)}); "
+                 "window <R ends at the restriction, >R starts no earlier than it; spec hash "
+                 + ", ".join(f"{t} {spec_hash(t)[:12]}" for t in TARGETS))
     return "\n".join(lines)
 
 
@@ -51,12 +59,15 @@ def _parse_as_of(values: tuple[str, ...]) -> list[pd.Timestamp] | str:
               help="Users table (default: users.parquet beside the events).")
 @click.option("--as-of", "as_of", multiple=True,
               help="Snapshot time (UTC date or ISO time); repeat for several, or 'auto' with --labels.")
-@click.option("--labels", is_flag=True, help="Add the 90-day label; keep only users whose line is active.")
+@click.option("--labels", is_flag=True,
+              help="Add the label and keep the target's population (restrict: active lines; restore: restricted).")
+@click.option("--target", type=click.Choice(TARGETS), default="restrict", show_default=True,
+              help="With --labels: which model's panel (its features, population and label).")
 @click.option("--horizon-days", default=90, show_default=True, type=click.IntRange(min=1), help="Label horizon.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output Parquet (or .csv) file.")
 @click.option("--describe", is_flag=True, help="Print the feature spec and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --describe: print JSON.")
-def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool,
+def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool, target: str,
             horizon_days: int, out: Path | None, describe: bool, as_json: bool) -> None:
     """Build point-in-time features (events strictly before --as-of), optionally with labels."""
     if describe:
@@ -83,7 +94,7 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
         if not snapshots:
             raise InputError(f"events: {events_path} spans too little time for a {horizon_days}-day horizon")
     if labels:
-        blocks = tqdm(iter_panel(events, users, snapshots, horizon_days), total=len(snapshots),
+        blocks = tqdm(iter_panel(events, users, snapshots, horizon_days, target), total=len(snapshots),
                       desc="panel", unit="snapshot", disable=None)
         frame = pd.concat(list(blocks))
     elif len(snapshots) == 1:
@@ -96,7 +107,7 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)
     write_quarantine(validated.quarantined, quarantine)
-    what = f"{len(frame):,} rows x {len(FEATURES)} features"
+    what = f"{len(frame):,} rows x {len(feature_names(target) if labels else FEATURES)} features"
     if labels:
         what += f", positive rate {frame['label'].mean():.1%}"
     click.echo(f"wrote {out} ({what}); quarantine {quarantine} ({len(validated.quarantined):,} rows)", err=True)

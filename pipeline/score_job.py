@@ -140,7 +140,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                  pause_after_chunk: float = 0.0) -> ScoreRun:
     """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts."""
     started = time.perf_counter()
-    package = load_model_package(model_ref)
+    package = load_model_package(model_ref, expect="restrict")
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)

@@ -21,7 +21,7 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
                              plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
                              plot_shap_summary, render_report)
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
-                          reference_distributions, split_out_of_time, split_random, train_baseline, train_model)
+                          reference_distributions, registry_spec, split_out_of_time, split_random, train_baseline, train_model)
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
@@ -87,7 +87,7 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
     panel = pd.concat(blocks)
     if "user_id" not in panel.columns and "user_id" in (panel.index.names or []):
         panel = panel.reset_index()
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = registry_spec("restrict")
     return panel, spec, truth
 
 

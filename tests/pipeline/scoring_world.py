@@ -25,15 +25,15 @@ def _train_and_register(world: Path) -> None:
     from linerisk.features import spec as feature_spec
     from linerisk.features.labels import build_panel
     from linerisk.models import registry
-    from linerisk.models.train import TrainParams, model_spec, reference_distributions, split_random, train_model
+    from linerisk.models.train import TrainParams, reference_distributions, registry_spec, split_random, train_model
     from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
     events = read_events(world / "events.parquet", users).good
     snaps = pd.date_range(end=AS_OF, periods=4, freq="15D", tz="UTC")  # near AS_OF: a batch there is not drifted
     panel = build_panel(events, users, snaps, horizon_days=90).reset_index()
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
-    names = feature_spec.feature_names()
+    spec = registry_spec("restrict")
+    names = feature_spec.feature_names("restrict")
     split = split_random(panel, "label", seed=0)
     model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"],
                         TrainParams(**FAST), spec)

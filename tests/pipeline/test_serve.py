@@ -40,7 +40,7 @@ def test_served_champion_returns_the_batch_probability_and_reasons(store, small_
 
     users = read_users(small_world / "users.parquet")
     features = build_features(read_events(small_world / "events.parquet", users).good, AS_OF, users)
-    frame = features[feature_names()].head(25).astype("float64")
+    frame = features[feature_names("restrict")].head(25).astype("float64")
     expected = registry.load_package("linerisk@champion").scorer.score(frame).reset_index(drop=True)
 
     port = _free_port()
