@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from linerisk.data.corrupt import corrupt_events
 from linerisk.data.simulate import WorldParams, simulate_chunk
-from linerisk.data.world import CAUSES
+from linerisk.data.world import CAUSES, CHANNELS
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import sha256_file, write_json
 
-FILES = ("events", "users", "truth_restrictions", "truth_snapshots")
+FILES = ("events", "users", "truth_restrictions", "truth_snapshots", "truth_restorations",
+         "truth_recovery_snapshots")
 
 
 def _chunks(p: WorldParams, jobs: int, bar: tqdm):
@@ -65,6 +66,7 @@ def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int 
 
 def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: bool) -> dict:
     users, restrictions, snapshots, corruption = [], [], [], []
+    restorations, recovery = [], []
     writer = None
     rows = 0
     with tqdm(total=p.users, unit="user", desc="simulate", disable=None if progress else True,
@@ -83,15 +85,20 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
             users.append(tables.users)
             restrictions.append(tables.restrictions)
             snapshots.append(tables.snapshots)
+            restorations.append(tables.restorations)
+            recovery.append(tables.recovery_snapshots)
     writer.close()
     pq.write_table(pa.concat_tables(users), tmp / "users.parquet")
     pq.write_table(pa.concat_tables(restrictions), tmp / "truth_restrictions.parquet")
     pq.write_table(pa.concat_tables(snapshots), tmp / "truth_snapshots.parquet")
+    pq.write_table(pa.concat_tables(restorations), tmp / "truth_restorations.parquet")
+    pq.write_table(pa.concat_tables(recovery), tmp / "truth_recovery_snapshots.parquet")
     files = list(FILES)
     if corruption:
         pq.write_table(pa.concat_tables(corruption), tmp / "truth_corruption.parquet")
         files.append("truth_corruption")
     causes = Counter(pa.concat_tables(restrictions)["cause"].to_pylist())
+    channels = Counter(pa.concat_tables(restorations)["channel"].to_pylist())
     manifest = {
         "generator": "linerisk simulate",
         "seed": p.seed,
@@ -99,6 +106,7 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
         "corrupt_rate": corrupt_rate,
         "rows": {f: pq.ParquetFile(tmp / f"{f}.parquet").metadata.num_rows for f in files},
         "restrictions_by_cause": {c: causes.get(c, 0) for c in CAUSES},
+        "restorations_by_channel": {c: channels.get(c, 0) for c in CHANNELS},
         "sha256": {f"{f}.parquet": sha256_file(tmp / f"{f}.parquet") for f in files},
     }
     write_json(manifest, tmp / "manifest.json")
@@ -124,6 +132,8 @@ def command(users, months, seed, out, corrupt_rate, oracle_users, config_path, j
     manifest = write_world(p, out, corrupt_rate, jobs)
     secs = time.perf_counter() - start
     causes = ", ".join(f"{c} {n:,}" for c, n in manifest["restrictions_by_cause"].items())
+    back = ", ".join(f"{c} {n:,}" for c, n in manifest["restorations_by_channel"].items())
     rows = manifest["rows"]
     click.echo(f"simulated {p.users:,} users, {rows['events']:,} events, "
-               f"{rows['truth_restrictions']:,} restrictions ({causes}) in {secs:.1f} s -> {out}")
+               f"{rows['truth_restrictions']:,} restrictions ({causes}), "
+               f"{rows['truth_restorations']:,} restorations ({back}) in {secs:.1f} s -> {out}")

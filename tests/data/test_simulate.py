@@ -14,7 +14,8 @@ from linerisk.pipeline.io import sha256_file
 from linerisk.pipeline.simulate_job import write_world
 from tests.data.facts import load, stacked_population
 
-DATA_FILES = ("events.parquet", "users.parquet", "truth_restrictions.parquet", "truth_snapshots.parquet")
+DATA_FILES = ("events.parquet", "users.parquet", "truth_restrictions.parquet", "truth_snapshots.parquet",
+              "truth_restorations.parquet", "truth_recovery_snapshots.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -128,18 +129,6 @@ def test_bl_closure_has_at_most_a_small_effect(pop, population_world):
     assert rate(closed) < 2.0 * rate(kept) + 0.02
     causes = pd.read_parquet(population_world / "truth_restrictions.parquet")["cause"]
     assert (causes == "bl_closure").mean() < 0.05
-
-
-def test_restoration_happens_and_never_after_a_default_beyond_90_days(population_world):
-    events = pd.read_parquet(population_world / "events.parquet")
-    restored = events[events["event_type"] == "pl_restored"]
-    assert len(restored) > 0.1 * (events["event_type"] == "pl_restricted").sum()
-    defaults = events[events["event_type"].str.endswith("repayment") & (events["days_past_due"] > 90)]
-    red_line = (defaults["event_time"] - pd.to_timedelta(defaults["days_past_due"].astype(int) - 91, unit="D"))
-    first_red = red_line.groupby(defaults["user_id"]).min()
-    after = restored.join(first_red.rename("red_line"), on="user_id", how="inner")
-    assert len(first_red) > 0
-    assert (after["event_time"] < after["red_line"]).all()
 
 
 def test_oracle_probability_is_calibrated_against_what_happened(population_world, pop):
