@@ -18,6 +18,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
+from linerisk.data.schema import RED_LINE_DPD
 from linerisk.features import valuefmt
 
 # The world's cause families (shared/design/world.md), then families that are not causes.
@@ -116,6 +117,21 @@ RESTORE = ("restore",)
 # appeal on a line still restricted was turned down.
 APPEAL_REVIEW_DAYS = 10
 
+# The red line: evidence in the events after which a line never comes back. Each rule: the
+# feature, the value at which it holds, the feature that dates it, and how it is stated.
+RED_LINE_CAP = 0.01  # the most a red-line line is ever given, for every horizon
+RED_LINE = (
+    {"feature": "default_count_ever", "at_least": 1, "dated_by": "days_since_default", "unit": "count",
+     "text_en": "a default (over 90 days past due) on record, the last on {date}",
+     "text_zh": "有违约记录（逾期超90天），最近一次在{date}"},
+    {"feature": "max_dpd_ever", "at_least": RED_LINE_DPD + 1, "dated_by": "days_since_default", "unit": "days",
+     "text_en": "a repayment {value} days past due, beyond the 90-day red line (default dated {date})",
+     "text_zh": "曾逾期{value}天，超过90天红线（违约日期{date}）"},
+    {"feature": "fund_misuse_count_ever", "at_least": 2, "dated_by": "days_since_fund_misuse", "unit": "count",
+     "text_en": "{value} fund-misuse flags on the business loan, the last on {date}",
+     "text_zh": "网商贷资金用途违规{value}次，最近一次在{date}"},
+)
+
 
 def _restoration() -> tuple[Feature, ...]:
     """The restoration model's own features: behaviour since the current restriction, the behaviour that
@@ -160,14 +176,16 @@ def _restoration() -> tuple[Feature, ...]:
               window=APPEAL_REVIEW_DAYS, actionable=False),
         before("late_days_sum_before_restriction", "overdue", "sum_dpd_capped", "repayment.late", 90, -1,
                "{value} days overdue in the 90 days before the restriction", "限制前90天累计逾期{value}天", unit="days"),
-        before("early_repayment_count_before_restriction", "early_repayment", "count", "repayment.early", 90, 0,
-               "{value} early repayments in the 90 days before the restriction", "限制前90天提前还款{value}次"),
+        before("early_repayment_count_before_restriction", "early_repayment", "count", "repayment.early", 180, 0,
+               "{value} early repayments in the 180 days before the restriction", "限制前180天提前还款{value}次"),
+        before("late_repayment_count_before_restriction", "overdue", "count", "repayment.late", 180, -1,
+               "{value} late repayments in the 180 days before the restriction", "限制前180天逾期还款{value}次"),
         before("fund_misuse_count_before_restriction", "fund_misuse", "count", "bl_fund_misuse", 180, -1,
                "{value} fund-misuse flags in the 180 days before the restriction", "限制前180天资金用途违规{value}次"),
-        before("credit_inquiry_count_before_restriction", "multi_borrowing", "count", "credit_inquiry", 30, 0,
-               "{value} credit inquiries in the 30 days before the restriction", "限制前30天征信查询{value}次"),
-        before("bl_closed_before_restriction", "bl_closure", "flag", "bl_close", 60, 0,
-               "business loan closed in the 60 days before the restriction: {value}", "限制前60天关闭网商贷：{value}",
+        before("credit_inquiry_count_before_restriction", "multi_borrowing", "count", "credit_inquiry", 90, 0,
+               "{value} credit inquiries in the 90 days before the restriction", "限制前90天征信查询{value}次"),
+        before("bl_closed_before_restriction", "bl_closure", "flag", "bl_close", 180, 0,
+               "business loan closed in the 180 days before the restriction: {value}", "限制前180天关闭网商贷：{value}",
                unit="flag"),
         before("credit_score_at_restriction", "credit_score", "last", "credit_score", None, 0,
                "credit score was {value} when the line was restricted", "限制时信用分为{value}", unit="score",
@@ -175,6 +193,12 @@ def _restoration() -> tuple[Feature, ...]:
         before("pl_utilisation_at_restriction", "utilisation", "utilisation", "pl", None, 0,
                "{value} of the personal-line limit was in use when the line was restricted", "限制时借呗额度已使用{value}",
                unit="share", none_en="no personal line", none_zh="未开通借呗"),
+        Feature("days_since_repayment", "overdue", None, "days_since_last", 0, True, "last repayment {value} days ago",
+                "距上次还款{value}天", source="repayment", unit="days", none_en="no repayment on record",
+                none_zh="无还款记录", targets=RESTORE),
+        Feature("bl_balance", "utilisation", None, "balance", 0, True, "{value} outstanding on the business loan",
+                "网商贷待还余额{value}", source="bl", unit="money", none_en="no business loan", none_zh="未开通网商贷",
+                targets=RESTORE),
         ever("max_dpd_ever", "max_dpd", "dpd", -1, "up to {value} days past due on record", "历史最长逾期{value}天",
              unit="days"),
         ever("default_count_ever", "count", "default", -1, "{value} defaults (over 90 days past due) on record",

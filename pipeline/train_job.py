@@ -22,6 +22,7 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
                              plot_shap_summary, render_report)
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
                           reference_distributions, registry_spec, split_out_of_time, split_random, train_baseline, train_model)
+from linerisk.models.restore import evaluate_curve, red_line_check, train_restoration_model
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
@@ -60,8 +61,16 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
 
 # ---------------------------------------------------------------------------- inputs
 
-def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
-    """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels)."""
+# Per target: the truth file of its population at each snapshot, the oracle's column in it, what its label counts.
+TRUTH_FILE = {"restrict": "truth_snapshots.parquet", "restore": "truth_recovery_snapshots.parquet"}
+ORACLE_COLUMN = {"restrict": "oracle_prob", "restore": "restore_oracle_prob"}
+MODEL_NAME = {"restrict": "linerisk", "restore": "linerisk-restore"}
+_COUNTED = {"restrict": ("active", "restricted"), "restore": ("restricted", "restored")}
+
+
+def load_world_panel(data_dir: Path, horizon_days: int, target: str = "restrict"
+                     ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """Panel, spec and truth snapshots of `target` from a `linerisk simulate` directory (features via features.labels)."""
     from linerisk.features import spec as feature_spec
     from linerisk.features.labels import default_snapshots, iter_panel
     from linerisk.pipeline.io import read_events, read_users
@@ -71,7 +80,7 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
         raise InputError("features.spec.FEATURES is empty: the feature registry is not filled in yet")
     users = read_users(data_dir / "users.parquet")
     events = read_events(data_dir / "events.parquet", users).good
-    truth_path = data_dir / "truth_snapshots.parquet"
+    truth_path = data_dir / TRUTH_FILE[target]
     truth = read_table(truth_path, "truth snapshots") if truth_path.exists() else None
     if truth is not None:  # the simulator's snapshot dates, so the oracle joins on every test row it sampled
         snapshots = [pd.Timestamp(t) for t in sorted(pd.to_datetime(truth["as_of"], utc=True).unique())]
@@ -79,15 +88,19 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
         snapshots = default_snapshots(events, horizon_days)
     _say(f"building panel: {len(users):,} users, {len(events):,} events, {len(snapshots)} snapshots")
     blocks = []
-    for as_of, block in zip(snapshots, iter_panel(events, users, snapshots, horizon_days=horizon_days)):
+    population, outcome = _COUNTED[target]
+    for as_of, block in zip(snapshots, iter_panel(events, users, snapshots, horizon_days=horizon_days, target=target)):
         blocks.append(block)
-        _say(f"  as_of {as_of:%Y-%m-%d}: {len(block):,} active users, {int(block['label'].sum()):,} restricted within {horizon_days} days")
+        _say(f"  as_of {as_of:%Y-%m-%d}: {len(block):,} {population} lines, {int(block['label'].sum()):,} "
+             f"{outcome} within {horizon_days} days")
     if not blocks:
         raise InputError(f"{data_dir}: no snapshot dates with a full {horizon_days}-day horizon")
     panel = pd.concat(blocks)
     if "user_id" not in panel.columns and "user_id" in (panel.index.names or []):
         panel = panel.reset_index()
-    spec = registry_spec("restrict")
+    spec = registry_spec(target)
+    if target == "restore":
+        spec["period_days"] = horizon_days  # the curve's period is the label's horizon
     return panel, spec, truth
 
 
@@ -127,13 +140,13 @@ class FidelityWorld:
     source: str = ""
 
 
-def load_fidelity_world(data_dir: Path, horizon_days: int) -> FidelityWorld:
-    """Panel at the world's snapshot dates plus truth_snapshots and truth_restrictions (both required)."""
+def load_fidelity_world(data_dir: Path, horizon_days: int, target: str = "restrict") -> FidelityWorld:
+    """Panel at the world's snapshot dates plus the target's truth snapshots and truth_restrictions (both required)."""
     data_dir = Path(data_dir)
-    for name in ("truth_snapshots.parquet", "truth_restrictions.parquet"):
+    for name in (TRUTH_FILE[target], "truth_restrictions.parquet"):
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
-    panel, _, truth = load_world_panel(data_dir, horizon_days)
+    panel, _, truth = load_world_panel(data_dir, horizon_days, target)
     return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
                          str(data_dir))
 
@@ -146,7 +159,8 @@ FIDELITY_NOTE = ("Reason families of the model on a world simulated with another
                  "cause_recall_at_3_present: recall where the cause's hazard was already positive at as_of.")
 
 
-def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str
+def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str,
+               oracle_column: str = "oracle_prob"
                ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics and ROC inputs on `frame` for the model (calibrated and raw), the baseline and, with truth, the oracle."""
     y, X = frame["label"].to_numpy(), frame[names]
@@ -157,15 +171,43 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
                "baseline_logreg": evaluate(y, p_base)}
     curves = {"model": (y, p_model), "baseline": (y, p_base)}
     if truth is not None:
-        oracle = oracle_scores(frame, truth).to_numpy()
+        oracle = oracle_scores(frame, truth, oracle_column).to_numpy()
         have = ~np.isnan(oracle)
         if have.sum() and 0 < y[have].sum() < have.sum():
             results["oracle"] = evaluate(y[have], oracle[have])
             results["model_on_oracle_rows"] = evaluate(y[have], p_model[have])
             curves["oracle"] = (y[have], oracle[have])
         else:
-            _say(f"no {what} rows with oracle_prob (or one class only): oracle skipped")
+            _say(f"no {what} rows with {oracle_column} (or one class only): oracle skipped")
     return results, curves
+
+
+CURVE_NOTE = ("P(restored within d days) against what happened, on rows whose outcome by d is known (restored "
+              "by d, or followed for d days); ECE over 10 equal-frequency bins; C-index: Uno's IPCW concordance "
+              "(scikit-survival) of P(restored within a year) against the time to restoration, up to 365 days. "
+              "chained: the model's 90-day periods chained with the line's clock advanced (the curve used); "
+              "constant_hazard: the first period's probability carried on at a constant hazard (the alternative).")
+
+
+def restoration_sections(model, split: Split, truth: pd.DataFrame | None, unseen: FidelityWorld | None,
+                         flat: dict[str, float]) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The restoration report's own sections (curve calibration and concordance, the red line); adds their
+    figures to `flat` (MLflow metric names)."""
+    sections = {}
+    checks = {"test": (split.test, truth)}
+    if unseen is not None:
+        checks["unseen"] = (unseen.panel, unseen.truth_snapshots)
+    for what, (frame, frame_truth) in checks.items():
+        _say(f"restoration curve on {what}: {len(frame):,} rows")
+        curve_flat, table = evaluate_curve(model, frame, split.train, what)
+        flat.update(curve_flat)
+        sections[f"Restoration curve ({what})"] = (CURVE_NOTE, table)
+        red = red_line_check(model, frame, frame_truth)
+        flat.update({f"{what}_{k}": v for k, v in red.items()})
+        sections[f"Red line ({what})"] = ("Rows past the red line by the events (a default, over 90 days past due, "
+                                          "or a second misuse flag) and by the truth; their largest probabilities.",
+                                          pd.DataFrame({"value": pd.Series(red, dtype="float64")}))
+    return sections
 
 
 def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams, truth: pd.DataFrame | None = None,
@@ -173,6 +215,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), measure reason
     fidelity on `fidelity` (another world) when given, build the report."""
     names = [f["name"] for f in spec["features"]]
+    target = spec.get("target", "restrict")
     missing = [c for c in (*names, "label") if c not in panel.columns]
     if missing:
         raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
@@ -186,15 +229,20 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
              + (f", as_of {frame['as_of'].min():%Y-%m-%d}..{frame['as_of'].max():%Y-%m-%d}" if "as_of" in frame else ""))
     _say(f"training LightGBM (max_depth={params.max_depth}, lr={params.learning_rate}, up to {params.n_estimators} rounds)")
     t0 = time.perf_counter()
-    model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)
+    if target == "restore":  # the curve's later periods are calibrated on the lines followed that long
+        model = train_restoration_model(split.train[names], split.train["label"], split.valid[names],
+                                        split.valid["label"], params, spec, curve_panel=pd.concat([split.train, split.valid]))
+    else:
+        model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)
     fit_seconds = time.perf_counter() - t0
     _say(f"best iteration {model.best_iteration_}, calibration {model.calibrator_['method']}, {fit_seconds:.1f}s")
 
     _say("training logistic-regression baseline")
     baseline = train_baseline(split.train[names], split.train["label"], C=params.baseline_C, seed=params.seed)
-    results, curves = compare_on(split.test, names, model, baseline, truth, "test")
+    results, curves = compare_on(split.test, names, model, baseline, truth, "test", ORACLE_COLUMN[target])
     if fidelity is not None:
-        unseen, _ = compare_on(fidelity.panel, names, model, baseline, fidelity.truth_snapshots, "unseen world")
+        unseen, _ = compare_on(fidelity.panel, names, model, baseline, fidelity.truth_snapshots, "unseen world",
+                               ORACLE_COLUMN[target])
         results.update({f"unseen_{k}": v for k, v in unseen.items() if k != "model_uncalibrated"})
     y, X_test = split.test["label"].to_numpy(), split.test[names]
     p_model = curves["model"][1]
@@ -211,7 +259,9 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     importance = family_importance(contrib, model.gain_importance(), spec)
     sections = {"Mean |SHAP| by family (test sample, log-odds)": (
         "Per behaviour family: mean absolute SHAP of the family sum, and its share of split gain.", importance)}
-    if fidelity is not None:
+    if target == "restore":
+        sections.update(restoration_sections(model, split, truth, fidelity, flat))
+    elif fidelity is not None:
         from linerisk.models.explain import evaluate_fidelity
 
         _say(f"reason fidelity on {fidelity.source or 'the fidelity world'}: {len(fidelity.panel):,} rows")
@@ -235,7 +285,8 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
                "split": "out of time" if time_split else "random stratified 60/20/20",
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
-    html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
+    title = "linerisk restoration model report" if target == "restore" else "linerisk training report"
+    html_text = render_report(title, table, lift_table(y, p_model), figures, details, sections)
     return TrainResult(model, split, table, flat, html_text)
 
 
@@ -268,12 +319,15 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--horizon-days", type=int)
 @click.option("--num-threads", type=int, help="LightGBM threads (fixed for determinism) [default: 2].")
 @click.option("--log-every", type=int, help="Print validation loss every N boosting rounds (0 = quiet).")
-@click.option("--name", default="linerisk", show_default=True, help="Registered model name.")
+@click.option("--target", type=click.Choice(tuple(TRUTH_FILE)), default="restrict", show_default=True,
+              help="restrict: P(an active line is restricted within the horizon); restore: P(a restricted line is "
+                   "restored within it) and the curve to a year (needs --data).")
+@click.option("--name", default=None, help="Registered model name [default: linerisk, or linerisk-restore].")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
-def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, fidelity_dir,
+def command(data_dir, features_path, label, time_col, drop, config, target, name, out, no_register, fidelity_dir,
             **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
@@ -283,11 +337,13 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
     params = load_params(config, flags)
     import matplotlib
     matplotlib.use("Agg")  # the report is drawn off-screen, also where a display exists
+    if target == "restore" and not data_dir:
+        raise click.UsageError("--target restore needs --data (the restoration features come from the spec)")
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
     if data_dir:
-        panel, spec, truth = load_world_panel(data_dir, params.horizon_days)
-        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
+        panel, spec, truth = load_world_panel(data_dir, params.horizon_days, target)
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, target) if fidelity_dir else None
         result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
     else:
         panel, spec = load_external(features_path, label, time_col, tuple(drop))
@@ -303,7 +359,7 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
             result.model, params={**dataclasses.asdict(params), "source": str(data_dir or features_path),
                                   "calibration_method": result.model.calibrator_["method"]},
             metrics=result.flat_metrics, reference=reference, test_frame=test_frame,
-            report_html=result.report_html, name=name)
+            report_html=result.report_html, name=name or MODEL_NAME[target])
         result.run_id, result.name, result.version = reg.run_id, reg.name, reg.version
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
