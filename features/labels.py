@@ -50,6 +50,18 @@ def first_event_days(prep: PreparedEvents, as_of_us: int, event_type: str) -> np
     return np.where(np.isfinite(first), (first - as_of_us) / DAY_US, np.nan)
 
 
+def line_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None,
+                  features: tuple | None = None) -> pd.DataFrame:
+    """Features at as_of (all registry entries, or `features`) of the users with a personal line, plus
+    `line_state` (active / restricted): the population scored, events prepared once."""
+    ts = to_utc_timestamp(as_of)
+    prep = prepare_events(events, users, until=ts)
+    state, _ = _state_arrays(prep, _us(ts))
+    frame = features_from_prepared(prep, ts, features_for(None) if features is None else features)
+    frame["line_state"] = pd.array(np.asarray(STATES, dtype=object)[state], dtype="string")
+    return frame[state > 0]
+
+
 def horizon_labels(prep: PreparedEvents, as_of_us: int, horizon_days: int,
                    event_type: str = "pl_restricted") -> np.ndarray:
     """1 where an `event_type` event falls in [as_of, as_of + horizon), else 0 (int8 per user row)."""

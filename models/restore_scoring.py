@@ -24,6 +24,14 @@ from linerisk.models.scoring import Scorer, apply_calibrator, prepare_features, 
 CURVE_DAYS = 365
 
 
+def red_line_mask(X: pd.DataFrame, rules: list[dict[str, Any]]) -> np.ndarray:
+    """True where a red-line rule holds: its feature at or above `at_least` (features/spec.py RED_LINE)."""
+    hit = np.zeros(len(X), dtype=bool)
+    for rule in rules:
+        hit |= np.nan_to_num(pd.to_numeric(X[rule["feature"]]).to_numpy(dtype=np.float64)) >= rule["at_least"]
+    return hit
+
+
 class RestoreScorer(Scorer):
     """A loaded restoration package: booster, calibrator and a spec with `period_days` and `red_line`."""
 
@@ -37,11 +45,8 @@ class RestoreScorer(Scorer):
     # ------------------------------------------------------------------ the red line
 
     def red_line(self, X: pd.DataFrame) -> np.ndarray:
-        """True where the events show the red line (spec rules: a feature at or above its threshold)."""
-        hit = np.zeros(len(X), dtype=bool)
-        for rule in self.red_line_rules:
-            hit |= np.nan_to_num(X[rule["feature"]].to_numpy(dtype=np.float64)) >= rule["at_least"]
-        return hit
+        """True where the events show the red line (the spec's rules)."""
+        return red_line_mask(X, self.red_line_rules)
 
     def red_line_evidence(self, row: pd.Series, as_of: pd.Timestamp | None = None) -> dict[str, str] | None:
         """The first red-line rule a feature row meets, as texts (en, zh) with its value and date; None if none."""

@@ -1,7 +1,10 @@
-"""`linerisk score`: events + as_of -> one row per active user: probability, band, top-3 reasons.
+"""`linerisk score`: events + as_of -> one row per user with a line (the Scores contract of architecture.md).
 
-Wiring and I/O only: validation is data.schema, features are features.compute.build_features
-(the training function), scoring and reasons are models.scoring.Scorer, drift is models.drift.
+Active lines: probability, band and the top-3 reasons from the restriction model; restricted lines:
+restore_probability, restore_expected and what holds restoration back from the restoration model
+(`--restore-model`; `--active-only` scores the active lines alone). Wiring and I/O only: validation
+is data.schema, features are features.labels.line_features (the training function), both
+populations are models.lines.score_lines, drift is models.drift (restriction model, active lines).
 
 Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
 events of one chunk are read at a time (a filtered Parquet scan: with events written in user
@@ -28,16 +31,18 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import validate_events
+from linerisk.data.schema import InputError, validate_events
 from linerisk.features.compute import to_utc_timestamp
-from linerisk.features.labels import active_features
+from linerisk.features.labels import line_features
+from linerisk.features.spec import RED_LINE, features_for
 from linerisk.models import drift
-from linerisk.models.scoring import BAND_NAMES, reason_columns
+from linerisk.models.lines import SCORE_COLUMNS, score_lines
+from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, users_path_for,
                          write_json, write_quarantine)
 
 DEFAULT_CHUNK_USERS = 100_000
-SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
+DEFAULT_RESTORE_MODEL = "models:/linerisk-restore@champion"
 
 
 def drift_path_for(out: str | Path) -> Path:
@@ -84,6 +89,8 @@ class ScoreRun:
 
     out: Path
     users_scored: int = 0
+    restricted_scored: int = 0
+    red_line: int = 0
     rows_read: int = 0
     rows_used: int = 0
     quarantined: list[pd.DataFrame] = field(default_factory=list)
@@ -98,8 +105,10 @@ class ScoreRun:
 
     def summary(self) -> str:
         bands = ", ".join(f"{b} {n:,}" for b, n in self.bands.items())
-        return (f"scored {self.users_scored:,} active users in {self.seconds:.1f} s "
-                f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s)\n"
+        return (f"scored {self.users_scored:,} users with a line in {self.seconds:.1f} s "
+                f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s): "
+                f"{self.users_scored - self.restricted_scored:,} active, {self.restricted_scored:,} restricted "
+                f"({self.red_line:,} past the red line)\n"
                 f"rows read {self.rows_read:,} = used {self.rows_used:,} + quarantined {self.rows_quarantined:,}\n"
                 f"bands: {bands}\n"
                 f"score PSI vs training reference: {self.score_psi:.4f} ({drift.psi_band(self.score_psi)})\n"
@@ -107,7 +116,9 @@ class ScoreRun:
 
 
 def _arrow_schema(user_id_type: pa.DataType) -> pa.Schema:
-    types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64()}
+    types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64(),
+             "restore_probability": pa.float64(), "restore_expected": pa.timestamp("us", tz="UTC"),
+             "red_line": pa.bool_()}
     return pa.schema([(c, types.get(c, pa.float64() if c.endswith("_contribution") else pa.string()))
                       for c in SCORE_COLUMNS])
 
@@ -137,10 +148,16 @@ class _Writer:
 
 def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
-                 pause_after_chunk: float = 0.0) -> ScoreRun:
-    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts."""
+                 pause_after_chunk: float = 0.0, restore_model_ref: str | None = DEFAULT_RESTORE_MODEL) -> ScoreRun:
+    """Score every user with a personal line at `as_of` (active lines only when `restore_model_ref` is None);
+    write `out`, its quarantine and the drift counts of the active lines."""
     started = time.perf_counter()
     package = load_model_package(model_ref, expect="restrict")
+    try:
+        restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
+    except InputError as exc:
+        raise InputError(f"{exc} (restricted lines need a restoration model: train one with "
+                         "`linerisk train --target restore`, or score with --active-only)") from None
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
@@ -163,6 +180,11 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
     writer = _Writer(partial, fmt, schema)
     scorer, reference = package.scorer, package.reference
+    # the restriction model's features, the restoration model's, and the red-line evidence of every line
+    red_line_names = {r["feature"] for r in RED_LINE}
+    needed = None if restore is not None else tuple(f for f in features_for(None)
+                                                    if "restrict" in f.targets or f.name in red_line_names)
+    rules = None if restore is not None else [dict(r) for r in RED_LINE]
     done = False
     try:
         with tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True) as bar:
@@ -176,17 +198,24 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                features = active_features(events, as_of, chunk_users_frame).reset_index()
+                features = line_features(events, as_of, chunk_users_frame, needed).reset_index()
                 del events
+                if restore is None:
+                    features = features[features["line_state"] == "active"]
                 if len(features):
-                    scores = scorer.score(features)
+                    scores = score_lines(features, scorer, restore and restore.scorer, rules)
                     scores["model_name"], scores["model_version"] = package.name, package.version
+                    scores["restore_model_version"] = None if restore is None else restore.version
                     writer.write(scores[SCORE_COLUMNS])
                     for band, n in scores["band"].value_counts().items():
                         run.bands[band] += int(n)
                     run.users_scored += len(scores)
-                    run.counts = drift.merge_counts(run.counts, drift.batch_counts(
-                        features, scores["probability"].to_numpy(), reference))
+                    run.restricted_scored += int((scores["line_state"] == "restricted").sum())
+                    run.red_line += int(scores["red_line"].sum())
+                    active = (scores["line_state"] == "active").to_numpy()
+                    if active.any():
+                        run.counts = drift.merge_counts(run.counts, drift.batch_counts(
+                            features[active], scores["probability"].to_numpy()[active], reference))
                 bar.update(hi - lo)
                 if pause_after_chunk:
                     time.sleep(pause_after_chunk)
@@ -199,7 +228,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
         if reference.get("score") and run.counts.get("score", {}).get("n"):
             run.score_psi = drift.entry_psi(reference["score"], run.counts["score"])
         write_json({"model_name": package.name, "model_version": package.version, "as_of": str(as_of),
-                    "users_scored": run.users_scored, **run.counts}, drift_path_for(out))
+                    "users_scored": run.users_scored - run.restricted_scored, **run.counts}, drift_path_for(out))
         os.replace(partial, out)
         done = True
     finally:
@@ -213,6 +242,9 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
 @click.command("score")
 @click.option("--model", "model_ref", default="models:/linerisk@champion", show_default=True,
               help="Registered model: name@alias or name/version (optionally models:/...).")
+@click.option("--restore-model", "restore_model_ref", default=DEFAULT_RESTORE_MODEL, show_default=True,
+              help="Registered restoration model, for the restricted lines.")
+@click.option("--active-only", is_flag=True, help="Score the active lines only (no restoration model needed).")
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
               help="Events: Parquet file/dir or CSV (the events contract).")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
@@ -225,16 +257,17 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Output format [default: from --out suffix].")
 @click.option("--pause-after-chunk", type=float, default=0.0, hidden=True,
               help="Sleep this many seconds after each chunk (to test interrupted runs).")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, out: Path, chunk_users: int,
-            fmt: str | None, pause_after_chunk: float) -> ScoreRun:
-    """Score every user whose personal line is active at --as-of: calibrated probability, band and the
-    top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
+def command(model_ref: str, restore_model_ref: str, active_only: bool, events_path: Path, users_path: Path | None,
+            as_of: str, out: Path, chunk_users: int, fmt: str | None, pause_after_chunk: float) -> ScoreRun:
+    """Score every user with a personal line at --as-of. Active lines: calibrated P(restricted within 90 days),
+    band and the top-3 reasons; restricted lines: P(restored within 90 days), the expected date and what holds
+    restoration back (family, code, text in English and Chinese, SHAP log-odds); the red line for both."""
     try:
         ts = to_utc_timestamp(as_of)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
     run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
-                       pause_after_chunk=pause_after_chunk)
+                       pause_after_chunk=pause_after_chunk, restore_model_ref=None if active_only else restore_model_ref)
     click.echo(run.summary())
     return run
