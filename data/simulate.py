@@ -92,7 +92,8 @@ def _oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int
         restrict += step(futures, t, rng, None, p.behaviour, p.hazards).sum(axis=1)
         due, chance = appeals(futures, t, rng, None, p.restoration)
         restore[due] -= np.log1p(-np.minimum(chance, 1.0 - 1e-12))
-        restore += restore_hazard(futures, t, p.restoration)
+        lift, h = restore_hazard(futures, t, p.restoration)
+        restore[lift] += h
     prob = np.where(np.tile(np.r_[np.ones(len(active), bool), np.zeros(len(restricted), bool)], p.oracle_futures),
                     -np.expm1(-restrict), -np.expm1(-restore))
     prob = prob.reshape(p.oracle_futures, len(idx)).mean(axis=0)
