@@ -27,7 +27,7 @@ EARLY_WINDOW, LATE_WINDOW, INQUIRY_WINDOW, MISUSE_WINDOW = 90, 90, 30, 180
 
 @dataclass(frozen=True)
 class Hazards:
-    """Daily restriction-hazard scales per cause and the restoration rule."""
+    """Daily restriction-hazard scales per cause, the platform review's lag, and the red line."""
 
     overdue: float = 0.0140       # x (late days in 90d / 30) ** 1.3
     early_repayment: float = 0.0045  # x max(0, weighted early repayments in 90d - 1.5)
