@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 def load_toml(path: str | Path | None = None) -> dict[str, Any]:
     """The embedded defaults merged (per section) with the TOML file at `path`, if given."""
-    config = tomllib.loads(resources.files("pipeline").joinpath("defaults.toml").read_text("utf-8"))
+    config = tomllib.loads(resources.files("linerisk.pipeline").joinpath("defaults.toml").read_text("utf-8"))
     if path is not None:
         try:
             user = tomllib.loads(Path(path).read_text("utf-8"))
