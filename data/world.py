@@ -43,6 +43,7 @@ class Hazards:
     red_line_misuse_flags: int = 2  # so is a second fund-misuse flag
 
 
+# The seeds' minor causes: short cooling-off, and an appeal lifts them with a fair chance (Restoration).
 MINOR = ("early_repayment", "multi_borrowing", "utilisation", "bl_closure")
 
 
@@ -526,7 +527,7 @@ def restore_factors(s: State, idx: np.ndarray, day: int, rs: Restoration = Resto
     cooled = (day - s.restricted_day[idx]) >= np.asarray(rs.cooling_days)[cause]
     base = np.asarray(rs.lift)[cause] * cooled
     overdue = (s.pl.overdue_since[idx] >= 0) | (s.bl.overdue_since[idx] >= 0)
-    arrears = np.where(overdue, np.where(cause == 0, 0.0, rs.arrears_other), 1.0)
+    arrears = np.where(overdue, np.where(cause == CAUSES.index("overdue"), 0.0, rs.arrears_other), 1.0)
     score = s.scores[idx, 3]
     change = np.nan_to_num(np.clip((score - s.score_at_restriction[idx]) / 20.0, -3.0, 3.0))
     level = np.nan_to_num(np.clip((score - 650.0) / 50.0, -3.0, 3.0))
