@@ -73,7 +73,7 @@ class ChunkTables:
     recovery_snapshots: pa.Table
 
 
-def _oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int, p: WorldParams,
+def oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int, p: WorldParams,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """P(restricted within the horizon) for the active lines and P(restored within the horizon)
     for the restricted ones, given the full state now: means over simulated futures.
@@ -92,7 +92,8 @@ def _oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int
         restrict += step(futures, t, rng, None, p.behaviour, p.hazards).sum(axis=1)
         due, chance = appeals(futures, t, rng, None, p.restoration)
         restore[due] -= np.log1p(-np.minimum(chance, 1.0 - 1e-12))
-        restore += restore_hazard(futures, t, p.restoration)
+        lift, h = restore_hazard(futures, t, p.restoration)
+        restore[lift] += h
     prob = np.where(np.tile(np.r_[np.ones(len(active), bool), np.zeros(len(restricted), bool)], p.oracle_futures),
                     -np.expm1(-restrict), -np.expm1(-restore))
     prob = prob.reshape(p.oracle_futures, len(idx)).mean(axis=0)
@@ -142,14 +143,31 @@ def _component_columns(h: np.ndarray) -> dict[str, np.ndarray]:
     return {f"hazard_{c}": h[:, i] for i, c in enumerate(CAUSES)}
 
 
+def start_chunk(p: WorldParams, chunk: int, first_user: int, n: int
+                ) -> tuple[State, Events, tuple[np.random.Generator, ...]]:
+    """The chunk's users on day 0 (those who joined before the run have their products) and its
+    three random streams: the main run, the oracle's futures, the events' times of day."""
+    streams = np.random.SeedSequence(p.seed, spawn_key=(chunk,)).spawn(3)
+    rngs = tuple(np.random.default_rng(x) for x in streams)
+    s = init_state(np.arange(first_user, first_user + n, dtype=np.int64), p.days, rngs[0], p.behaviour)
+    ev = Events()
+    open_products(s, -1, ev, at_or_before=True)  # users who joined before the run starts
+    return s, ev, rngs
+
+
+def advance(s: State, day: int, p: WorldParams, rng: np.random.Generator, ev: Events
+            ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """One day of the main run: behaviour, appeals, then the day's restrictions and restorations.
+    Returns the restriction hazards in force and `restrict_and_restore`'s (fired, cause, restored, channel)."""
+    h = step(s, day, rng, ev, p.behaviour, p.hazards)
+    reviews = appeals(s, day, rng, ev, p.restoration)
+    return h, restrict_and_restore(s, day, rng, ev, reviews, p.restoration)
+
+
 def simulate_chunk(p: WorldParams, chunk: int, first_user: int, n: int,
                    on_day: Callable[[int], None] | None = None) -> ChunkTables:
     """Simulate users `first_user .. first_user + n - 1` over the whole run."""
-    streams = np.random.SeedSequence(p.seed, spawn_key=(chunk,)).spawn(3)
-    rng, rng_oracle, rng_time = (np.random.default_rng(x) for x in streams)
-    s = init_state(np.arange(first_user, first_user + n, dtype=np.int64), p.days, rng, p.behaviour)
-    ev = Events()
-    open_products(s, -1, ev, at_or_before=True)  # users who joined before the run starts
+    s, ev, (rng, rng_oracle, rng_time) = start_chunk(p, chunk, first_user, n)
     sample_frac = min(1.0, p.oracle_users / max(p.users, 1))
     snapshot_days = set(p.snapshot_days)
     restr: list[tuple[np.ndarray, ...]] = []
@@ -163,15 +181,13 @@ def simulate_chunk(p: WorldParams, chunk: int, first_user: int, n: int,
             # State at as_of = this midnight: the line was opened on an earlier day; active or restricted.
             sampled = s.pl.opened & (s.sample_u < sample_frac)
             idx, ridx = np.flatnonzero(sampled & ~s.restricted), np.flatnonzero(sampled & s.restricted)
-            oracle, restore_oracle = _oracle_probs(s, idx, ridx, day, p, rng_oracle)
+            oracle, restore_oracle = oracle_probs(s, idx, ridx, day, p, rng_oracle)
             pending.append({"day": day, "idx": idx, "path": np.zeros(len(idx)),
                             "oracle": oracle, "comp": s.hazard[idx].copy()})
             recovery.append(_recovery_rows(s, ridx, day, restore_oracle, p))
-        h = step(s, day, rng, ev, p.behaviour, p.hazards)
+        h, (fired, cause, back, channel) = advance(s, day, p, rng, ev)
         for snap in pending:
             snap["path"] += h[snap["idx"]].sum(axis=1)
-        reviews = appeals(s, day, rng, ev, p.restoration)
-        fired, cause, back, channel = restrict_and_restore(s, day, rng, ev, reviews, p.restoration)
         if len(fired):
             restr.append((fired, np.full(len(fired), day, np.int32), cause, h[fired]))
         if len(back):

@@ -27,7 +27,7 @@ EARLY_WINDOW, LATE_WINDOW, INQUIRY_WINDOW, MISUSE_WINDOW = 90, 90, 30, 180
 
 @dataclass(frozen=True)
 class Hazards:
-    """Daily restriction-hazard scales per cause and the restoration rule."""
+    """Daily restriction-hazard scales per cause, the platform review's lag, and the red line."""
 
     overdue: float = 0.0140       # x (late days in 90d / 30) ** 1.3
     early_repayment: float = 0.0045  # x max(0, weighted early repayments in 90d - 1.5)
@@ -43,6 +43,7 @@ class Hazards:
     red_line_misuse_flags: int = 2  # so is a second fund-misuse flag
 
 
+# The seeds' minor causes: short cooling-off, and an appeal lifts them with a fair chance (Restoration).
 MINOR = ("early_repayment", "multi_borrowing", "utilisation", "bl_closure")
 
 
@@ -59,6 +60,8 @@ class Restoration:
     late: float = 1.0             # per late repayment since
     inquiry: float = 0.5          # per credit inquiry since (at most 6 count)
     bl_use: float = 0.25          # per business-loan drawdown since (at most 4 count)
+    early: float = 0.3            # early_repayment-caused lines: per early repayment since (at most 6),
+    # until the user draws normally again (a business-loan drawdown since)
     arrears_other: float = 0.3    # factor while a loan is overdue (an overdue-caused line: 0)
     appeal_rate: float = 0.003    # daily, x (1 + days restricted / 90) x exp(0.4 discipline)
     appeal_lift: tuple[float, ...] = (0.02, 0.40, 0.01, 0.05, 0.40, 0.40, 0.45, 0.05)
@@ -157,7 +160,8 @@ class State:
     restricted_cause: np.ndarray  # cause code of the current (or last) restriction, -1 never
     score_at_restriction: np.ndarray  # last reported score when restricted (nan: none yet)
     late_since_restriction: np.ndarray  # repayments since the restriction: late ...
-    clean_since_restriction: np.ndarray  # ... and on time or early
+    clean_since_restriction: np.ndarray  # ... on time or early
+    early_since_restriction: np.ndarray  # ... early
     inquiries_since_restriction: np.ndarray
     bl_draws_since_restriction: np.ndarray
     appeal_review_day: np.ndarray  # day the pending appeal's review lands, -1 none
@@ -223,7 +227,8 @@ def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
         restricted=np.zeros(n, bool), restricted_day=np.full(n, -1, np.int32),
         restricted_cause=np.full(n, -1, np.int8), score_at_restriction=np.full(n, np.nan),
         late_since_restriction=np.zeros(n, np.int16), clean_since_restriction=np.zeros(n, np.int16),
-        inquiries_since_restriction=np.zeros(n, np.int16), bl_draws_since_restriction=np.zeros(n, np.int16),
+        early_since_restriction=np.zeros(n, np.int16), inquiries_since_restriction=np.zeros(n, np.int16),
+        bl_draws_since_restriction=np.zeros(n, np.int16),
         appeal_review_day=np.full(n, -1, np.int32), misuse_flags=np.zeros(n, np.int16),
         red_line=np.zeros(n, bool),
         sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))), review=np.zeros((len(CAUSES), n)),
@@ -470,6 +475,7 @@ def _count_since(s: State, pl_idx, pl_dpd, bl_idx, bl_dpd, inquiries, bl_draws) 
     cap = np.int16(1000)
     for counter, idx in ((s.late_since_restriction, np.concatenate([pl_idx[pl_dpd > 0], bl_idx[bl_dpd > 0]])),
                          (s.clean_since_restriction, np.concatenate([pl_idx[pl_dpd <= 0], bl_idx[bl_dpd <= 0]])),
+                         (s.early_since_restriction, np.concatenate([pl_idx[pl_dpd < 0], bl_idx[bl_dpd < 0]])),
                          (s.bl_draws_since_restriction, bl_draws)):
         np.add.at(counter, idx, 1)
         np.minimum(counter, cap, out=counter)
@@ -521,7 +527,7 @@ def restore_factors(s: State, idx: np.ndarray, day: int, rs: Restoration = Resto
     cooled = (day - s.restricted_day[idx]) >= np.asarray(rs.cooling_days)[cause]
     base = np.asarray(rs.lift)[cause] * cooled
     overdue = (s.pl.overdue_since[idx] >= 0) | (s.bl.overdue_since[idx] >= 0)
-    arrears = np.where(overdue, np.where(cause == 0, 0.0, rs.arrears_other), 1.0)
+    arrears = np.where(overdue, np.where(cause == CAUSES.index("overdue"), 0.0, rs.arrears_other), 1.0)
     score = s.scores[idx, 3]
     change = np.nan_to_num(np.clip((score - s.score_at_restriction[idx]) / 20.0, -3.0, 3.0))
     level = np.nan_to_num(np.clip((score - 650.0) / 50.0, -3.0, 3.0))
@@ -529,7 +535,9 @@ def restore_factors(s: State, idx: np.ndarray, day: int, rs: Restoration = Resto
     behaviour = np.exp(rs.clean * np.minimum(s.clean_since_restriction[idx], 8)
                        - rs.late * s.late_since_restriction[idx]
                        - rs.inquiry * np.minimum(s.inquiries_since_restriction[idx], 6)
-                       + rs.bl_use * np.minimum(s.bl_draws_since_restriction[idx], 4))
+                       + rs.bl_use * np.minimum(s.bl_draws_since_restriction[idx], 4)
+                       - rs.early * np.minimum(s.early_since_restriction[idx], 6)
+                       * ((cause == CAUSES.index("early_repayment")) & (s.bl_draws_since_restriction[idx] == 0)))
     health = np.where(cause == CAUSES.index("latent"), np.exp(s.health[idx]), 1.0)
     open_ = ~s.red_line[idx]
     return {"base": base, "arrears": arrears, "score": score_f, "behaviour": behaviour, "health": health,
@@ -537,12 +545,12 @@ def restore_factors(s: State, idx: np.ndarray, day: int, rs: Restoration = Resto
             "appeal_lift": np.asarray(rs.appeal_lift)[cause] * open_}
 
 
-def restore_hazard(s: State, day: int, rs: Restoration = Restoration()) -> np.ndarray:
-    """The daily auto-lift hazard of every line (0 unless restricted)."""
-    h = np.zeros(s.n)
-    idx = np.flatnonzero(s.restricted)
-    h[idx] = restore_factors(s, idx, day, rs)["hazard"]
-    return h
+def restore_hazard(s: State, day: int, rs: Restoration = Restoration()) -> tuple[np.ndarray, np.ndarray]:
+    """The daily auto-lift hazard where it is not 0: (line indices, hazard). Only restricted lines
+    past their cause's cooling-off and short of the red line are evaluated."""
+    cooled_day = s.restricted_day + np.asarray(rs.cooling_days, np.int32)[s.restricted_cause]
+    idx = np.flatnonzero(s.restricted & ~s.red_line & (cooled_day <= day))
+    return idx, restore_factors(s, idx, day, rs)["hazard"]
 
 
 def appeals(s: State, day: int, rng: np.random.Generator, ev: Events | None,
@@ -580,8 +588,8 @@ def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Event
     due, chance = reviews
     lifted = due[rng.random(len(due)) < chance]
     s.restricted[lifted] = False
-    auto = np.flatnonzero(s.restricted)
-    auto = auto[rng.random(len(auto)) < -np.expm1(-restore_factors(s, auto, day, rs)["hazard"])]
+    auto, h = restore_hazard(s, day, rs)
+    auto = auto[rng.random(len(auto)) < -np.expm1(-h)]
     s.restricted[auto] = False
     restored = np.concatenate([auto, lifted])
     channel = np.repeat(np.arange(2, dtype=np.int8), [len(auto), len(lifted)])
@@ -590,8 +598,8 @@ def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Event
     s.restricted_cause[fired] = cause
     s.score_at_restriction[fired] = s.scores[fired, 3]
     s.appeal_review_day[fired] = -1
-    for counter in (s.late_since_restriction, s.clean_since_restriction, s.inquiries_since_restriction,
-                    s.bl_draws_since_restriction):
+    for counter in (s.late_since_restriction, s.clean_since_restriction, s.early_since_restriction,
+                    s.inquiries_since_restriction, s.bl_draws_since_restriction):
         counter[fired] = 0
     ev.add(fired, day, CODE["pl_restricted"])
     ev.add(restored, day, CODE["pl_restored"])

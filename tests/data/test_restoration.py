@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linerisk.data.world import MINOR
+from linerisk.data.simulate import WorldParams, advance, oracle_probs, start_chunk
+from linerisk.data.world import CAUSES, MINOR
 from tests.data.facts import DAY, red_line_times, stacked_recovery
 
 
@@ -20,25 +21,72 @@ def share(frame: pd.DataFrame) -> float:
     return float(frame["label"].mean())
 
 
-def test_score_recovery_since_the_restriction_raises_the_restored_share(rec):
-    open_ = rec[~rec["red_line"]]
-    up, down = open_[open_["score_change"] >= 20], open_[open_["score_change"] <= -20]
-    assert min(len(up), len(down)) >= 100
-    assert share(up) > 1.5 * share(down)
+@pytest.fixture(scope="module")
+def restricted_world():
+    """A 4,000-user world run for a year: its state and the restricted lines short of the red line."""
+    p = WorldParams(users=4_000, months=24, seed=2)
+    s, ev, (rng, *_) = start_chunk(p, 0, 1, p.users)
+    for day in range(DAY_AT):
+        advance(s, day, p, rng, ev)
+    return p, s, np.flatnonzero(s.restricted & ~s.red_line)
 
 
-def test_late_repayments_since_the_restriction_lower_the_restored_share(rec):
-    open_ = rec[~rec["red_line"] & (rec["clean_since"] > 0)]
-    late, clean = open_[open_["late_since"] > 0], open_[open_["late_since"] == 0]
-    assert min(len(late), len(clean)) >= 100
-    assert share(clean) > 1.5 * share(late)
+DAY_AT = 360
 
 
-def test_new_inquiries_since_the_restriction_lower_the_restored_share(rec):
-    open_ = rec[~rec["red_line"]]
-    many, none = open_[open_["inquiries_since"] >= 3], open_[open_["inquiries_since"] == 0]
-    assert min(len(many), len(none)) >= 100
-    assert share(none) > 1.3 * share(many)
+def restored_within_90_days(world, change=None) -> np.ndarray:
+    """P(restored within 90 days) of the restricted lines, from simulated futures of copies whose
+    state differs from the world's only by `change` (same futures' random stream every time)."""
+    p, s, idx = world
+    copy = s.take(idx)
+    copy.appeal_review_day[:] = -1  # no appeal pending, unless `change` files one
+    if change is not None:
+        change(copy)
+    return oracle_probs(copy, np.empty(0, np.int64), np.arange(copy.n), DAY_AT, p, np.random.default_rng(1))[1]
+
+
+def test_score_recovery_since_the_restriction_raises_the_restored_share(restricted_world):
+    def recovered(f):
+        f.score_at_restriction -= 60  # the score is now 60 points above its level at the restriction
+
+    def fallen(f):
+        f.score_at_restriction += 60
+    as_is, up, down = (restored_within_90_days(restricted_world, c) for c in (None, recovered, fallen))
+    assert len(as_is) >= 300
+    assert up.mean() > 1.3 * as_is.mean() > 1.3 ** 2 * down.mean()
+
+
+def test_clean_repayment_since_the_restriction_raises_the_restored_share(restricted_world):
+    def clean(f):
+        f.clean_since_restriction[:] = 8
+        f.late_since_restriction[:] = 0
+
+    def two_late(f):
+        f.late_since_restriction += 2
+    as_is, on_time, late = (restored_within_90_days(restricted_world, c) for c in (None, clean, two_late))
+    assert on_time.mean() > 1.15 * as_is.mean()
+    assert late.mean() < 0.6 * as_is.mean()
+
+
+def test_an_appeal_helps_a_minor_cause_line_and_hardly_a_major_one(restricted_world):
+    def appealed(f):
+        f.appeal_review_day[:] = DAY_AT + 3
+    gain = restored_within_90_days(restricted_world, appealed) - restored_within_90_days(restricted_world)
+    p, s, idx = restricted_world
+    minor = np.isin(s.restricted_cause[idx], [CAUSES.index(c) for c in MINOR])
+    assert minor.sum() >= 100 and (~minor).sum() >= 100
+    assert gain[minor].mean() > 0.1
+    assert gain[~minor].mean() < 0.05
+    assert gain[minor].mean() > 4 * gain[~minor].mean()
+
+
+def test_past_the_red_line_no_path_brings_a_line_back(restricted_world):
+    def red_and_everything_else_good(f):
+        f.red_line[:] = True
+        f.score_at_restriction -= 60
+        f.clean_since_restriction[:] = 8
+        f.appeal_review_day[:] = DAY_AT + 3
+    assert restored_within_90_days(restricted_world, red_and_everything_else_good).max() == 0
 
 
 def test_an_appeal_lifts_minor_cause_restrictions_often_and_major_ones_almost_never(population_world):

@@ -152,6 +152,18 @@ def test_simulate_command_writes_the_dataset_and_prints_a_summary(tmp_path, caps
     assert not list(tmp_path.glob(".world.tmp-*"))
 
 
+def test_simulate_command_runs_from_outside_the_repository(tmp_path):
+    """The installed `linerisk` finds its embedded defaults by its own import name, from any directory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    done = subprocess.run([str(Path(sys.executable).parent / "linerisk"), "simulate", "--users", "50", "--months", "2",
+                           "--out", str(tmp_path / "w"), "--oracle-users", "5"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert (tmp_path / "w" / "manifest.json").exists()
+
+
 def test_simulate_help_lists_every_option():
     from click.testing import CliRunner
     from linerisk.pipeline.cli import cli
