@@ -93,14 +93,17 @@ class RestoreScorer(Scorer):
         frames = self.period_frames(X)
         return self.booster.predict(pd.concat(frames, ignore_index=True), raw_score=True).reshape(len(frames), len(X)).T
 
-    def hazards(self, X: pd.DataFrame) -> np.ndarray:
+    def hazards(self, X: pd.DataFrame, offset: int = 0) -> np.ndarray:
         """(n, periods) calibrated P(restored within each period | still restricted at its start): period 0 by
         the model's calibrator, later ones by their own (`calibrator["periods"]`, fitted on lines followed that
-        long; the last one fitted carries on)."""
+        long; the last one fitted carries on). `offset`: X stands `offset` periods after today (a plan's line
+        once its action is done), so its period k is calibrated as period k + offset."""
         raw = self.period_raw(X)
         later = self.calibrator.get("periods", [])
-        h = np.column_stack([apply_calibrator(raw[:, k], self.calibrator if k == 0 or not later
-                                              else later[min(k, len(later)) - 1]) for k in range(raw.shape[1])])
+
+        def calibrator(k: int) -> dict[str, Any]:
+            return self.calibrator if k == 0 or not later else later[min(k, len(later)) - 1]
+        h = np.column_stack([apply_calibrator(raw[:, k], calibrator(k + offset)) for k in range(raw.shape[1])])
         return np.clip(h, 0.0, 1.0 - 1e-9)
 
     def cumulative(self, h: np.ndarray, days: np.ndarray | list[int], red_line: np.ndarray | None = None) -> np.ndarray:
@@ -110,7 +113,7 @@ class RestoreScorer(Scorer):
         start = np.concatenate([np.zeros((len(h), 1)), np.cumsum(log_s, axis=1)], axis=1)
         k = np.minimum((days // self.period_days).astype(np.int64), h.shape[1] - 1)
         frac = (days - k * self.period_days) / self.period_days
-        out = -np.expm1(start[:, k] + log_s[:, k] * frac[None, :])
+        out = np.maximum(-np.expm1(start[:, k] + log_s[:, k] * frac[None, :]), 0.0)
         if red_line is not None:
             out[red_line] = np.minimum(out[red_line], self.red_line_cap)
         return out

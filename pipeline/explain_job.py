@@ -57,15 +57,6 @@ def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id
     plan = plan_actions(scorer, features, threshold)
     time = project_time(scorer, mine, mine_users, [user_id], ts, plan.summary["threshold"].iloc[0])
 
-    def ranked(prefix: str) -> list[dict[str, Any]]:
-        out = []
-        for j in range(1, 4):
-            if pd.notna(row.get(f"{prefix}_{j}_family")):
-                out.append({"rank": j, **{f: (float(row[f"{prefix}_{j}_{f}"]) if f == "contribution"
-                                             else str(row[f"{prefix}_{j}_{f}"]))
-                                          for f in ("family", "code", "text_en", "text_zh", "contribution")}})
-        return out
-
     since = state["state_since"].iloc[0]
     recovery = time.recovery.iloc[0]
     summary = plan.summary.iloc[0]
@@ -76,8 +67,8 @@ def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id
         "state_since": None if pd.isna(since) else since.isoformat(),
         "probability": float(row["probability"]),
         "band": str(row["band"]),
-        "reasons": ranked("reason"),
-        "helping": ranked("help"),
+        "reasons": _ranked(row, "reason"),
+        "helping": _ranked(row, "help"),
         "recovery": {
             "threshold": float(recovery["threshold"]),
             "date": None if pd.isna(recovery["recovery_date"]) else recovery["recovery_date"].isoformat(),
@@ -93,6 +84,112 @@ def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id
                       for s in plan.steps.itertuples()],
         },
     }
+
+
+def _ranked(row: pd.Series, prefix: str = "reason") -> list[dict[str, Any]]:
+    """The k = 1..3 reason (or help) columns of one scored row as a list (absent ones left out)."""
+    out = []
+    for j in range(1, 4):
+        if pd.notna(row.get(f"{prefix}_{j}_family")):
+            out.append({"rank": j, **{f: (float(row[f"{prefix}_{j}_{f}"]) if f == "contribution"
+                                         else str(row[f"{prefix}_{j}_{f}"]))
+                                      for f in ("family", "code", "text_en", "text_zh", "contribution")}})
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    return None if pd.isna(value) else pd.Timestamp(value).isoformat()
+
+
+CURVE_VIEW_DAYS = tuple(range(0, 366, 30)) + (365,)
+
+
+def explain_restricted_user(scorer: Any, restore_scorer: Any, events: pd.DataFrame, users: pd.DataFrame,
+                            user_id: Any, as_of: object) -> dict[str, Any]:
+    """What `linerisk explain` shows for a restricted line, as plain JSON-able data: why it was most likely
+    restricted, the red line, P(restored within 90 days and a year), the expected date, what holds it back and
+    what would bring it sooner."""
+    from linerisk.models.restore_plan import likely_minor, restoration_actions, why_restricted
+
+    ts = to_utc_timestamp(as_of)
+    mine_users = users[users["user_id"] == user_id]
+    mine = events[events["user_id"] == user_id]
+    features = build_features(mine, ts, mine_users)
+    since = line_state(mine, ts, mine_users)["state_since"]
+    why = why_restricted(scorer, mine, mine_users, since)
+    row = restore_scorer.score(features.reset_index()).iloc[0]
+    X = features[[f["name"] for f in restore_scorer.spec["features"]]]
+    h = restore_scorer.hazards(X.astype("float64"))
+    red = bool(row["red_line"])
+    curve = restore_scorer.cumulative(h, list(CURVE_VIEW_DAYS), np.asarray([red]))[0]
+    evidence = restore_scorer.red_line_evidence(X.iloc[0], ts)
+    actions = restoration_actions(restore_scorer, features, likely_minor(why), ts)
+    first = why.iloc[0]
+    return {
+        "user_id": user_id if isinstance(user_id, str) else int(user_id),
+        "as_of": ts.isoformat(),
+        "line_state": "restricted",
+        "state_since": _iso(since.iloc[0]),
+        "probability": None,
+        "band": None,
+        "why_restricted": {"as_of": _iso(first["as_of"]), "probability": float(first["probability"]),
+                           "likely_minor": bool(likely_minor(why)[0]), "reasons": _ranked(first)},
+        "red_line": {"holds": red, **({k: evidence[k] for k in ("text_en", "text_zh", "date", "value")}
+                                      if evidence else {})},
+        "restore": {"probability_90d": float(row["restore_probability"]),
+                    "probability_365d": float(row["restore_probability_365d"]),
+                    "expected": _iso(row["restore_expected"]),
+                    "curve": [{"days": int(d), "probability": float(p)} for d, p in zip(CURVE_VIEW_DAYS, curve)]},
+        "holding_back": _ranked(row),
+        "actions": [{"code": a.code, "text_en": a.text_en, "text_zh": a.text_zh, "days": int(a.days),
+                     "probability_90d": float(a.probability), "probability_365d": float(a.probability_365d),
+                     "expected": _iso(a.expected)}
+                    for a in actions.itertuples()],
+    }
+
+
+def render_restricted(view: dict[str, Any], model: str = "") -> str:
+    """The restricted line's explanation as terminal text (English and Chinese)."""
+    pct = lambda p: f"{100 * p:.1f}%"  # noqa: E731
+    lines = [f"user {view['user_id']} at {view['as_of'][:10]}" + (f"  (models {model})" if model else ""),
+             f"personal line: restricted since {(view['state_since'] or '?')[:10]}", ""]
+    why = view["why_restricted"]
+    lines.append(f"Why it was most likely restricted (restriction model as of {why['as_of'][:10]}: "
+                 f"{pct(why['probability'])} within 90 days):")
+    for r in why["reasons"] or [{"rank": "-", "family": "none", "code": "", "text_en": "no family stood out",
+                                 "text_zh": "无", "contribution": 0.0}]:
+        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
+        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    red, rest = view["red_line"], view["restore"]
+    lines.append("")
+    if red["holds"]:
+        lines.append(f"Red line: HOLDS -- {red['text_en']}")
+        lines.append(f"          {red['text_zh']}")
+    else:
+        lines.append("Red line: does not hold (no default over 90 days past due, fewer than two misuse flags)")
+    lines.append(f"P(restored within 90 days): {pct(rest['probability_90d'])}   within a year: "
+                 f"{pct(rest['probability_365d'])}")
+    lines.append("expected: " + (f"by {rest['expected'][:10]} (the curve passes one half)" if rest["expected"]
+                                 else "not within a year"))
+    curve = np.asarray([c["probability"] for c in rest["curve"]])
+    lines.append(f"  monthly for a year: {sparkline(curve)}  {pct(curve[0])} -> {pct(curve[-1])}")
+    lines.append("What holds restoration back (SHAP on the restoration log-odds):")
+    for r in view["holding_back"] or [{"rank": "-", "family": "none", "code": "", "text_en": "nothing stands out",
+                                      "text_zh": "无", "contribution": 0.0}]:
+        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
+        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    lines.append("What would bring it sooner:")
+    if red["holds"]:
+        lines.append("  nothing: past the red line the line does not come back")
+    elif not view["actions"]:
+        lines.append("  no action changes the outlook; the line lifts with time, if at all")
+    for a in view["actions"]:
+        when = f"expected by {a['expected'][:10]}" if a["expected"] else "not within a year"
+        lines.append(f"  - {a['text_en']}")
+        lines.append(f"    {a['text_zh']}")
+        lines.append(f"    -> within 90 days {pct(a['probability_90d'])}, within a year {pct(a['probability_365d'])}, "
+                     f"{when}")
+    return "\n".join(lines)
 
 
 def render(view: dict[str, Any], model: str = "") -> str:
@@ -137,6 +234,8 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.command("explain")
 @click.option("--model", "model_ref", default="linerisk@champion", show_default=True,
               help="Registered model: name@alias, name/version or name (= @champion).")
+@click.option("--restore-model", "restore_model_ref", default="linerisk-restore@champion", show_default=True,
+              help="Registered restoration model, for a restricted line.")
 @click.option("--events", "events_path", type=click.Path(path_type=Path), required=True,
               help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
@@ -146,7 +245,7 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Recovery threshold [default: upper edge of the medium band].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, user: str,
+def command(model_ref: str, restore_model_ref: str, events_path: Path, users_path: Path | None, as_of: str, user: str,
             threshold: float | None, as_json: bool) -> None:
     """Explain one user's restriction risk: probability, band, reasons, what helps, and the path back."""
     try:
@@ -168,9 +267,22 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    view = explain_user(scorer, validated.good, users, key, ts, threshold)
-    view["model"] = {"name": name, "version": version}
-    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else render(view, f"{name} v{version}"))
+    events = validated.good
+    mine = users[users["user_id"] == key]
+    state = str(line_state(events, ts, mine)["state"].iloc[0])
+    if state == "no_line":
+        raise InputError(f"user {user!r} has no personal line at {ts:%Y-%m-%d} (no pl_open before it)")
+    if state == "restricted":
+        restore = load_model_package(restore_model_ref, expect="restore")
+        view = explain_restricted_user(scorer, restore.scorer, events, users, key, ts)
+        view["model"] = {"name": name, "version": version}
+        view["restore_model"] = {"name": restore.name, "version": restore.version}
+        text = render_restricted(view, f"{name} v{version}, {restore.name} v{restore.version}")
+    else:
+        view = explain_user(scorer, events, users, key, ts, threshold)
+        view["model"] = {"name": name, "version": version}
+        text = render(view, f"{name} v{version}")
+    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else text)
 
 
 def main(argv: list[str] | None = None) -> int:
