@@ -69,6 +69,22 @@ def why_restricted(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, re
     return pd.concat(parts).loc[restricted_since.index] if parts else pd.DataFrame()
 
 
+def why_restricted_fidelity(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, restricted_since: pd.Series,
+                            truth_restrictions: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """How often "why it was restricted" names the cause the simulator drew: recall@1/@3 of the restriction
+    model's reasons on the day of each line's restriction (latent apart), overall and per cause."""
+    from linerisk.models.explain import cause_recall_at_k
+
+    why = why_restricted(scorer, events, users, restricted_since)
+    truth = pd.DataFrame({"user_id": truth_restrictions["user_id"].to_numpy(),
+                          "day": pd.to_datetime(truth_restrictions["event_time"], utc=True).dt.normalize(),
+                          "cause": truth_restrictions["cause"].astype(str).to_numpy()})
+    keys = pd.DataFrame({"user_id": restricted_since.index.to_numpy(),
+                         "day": pd.to_datetime(restricted_since, utc=True).dt.normalize().to_numpy()})
+    cause = keys.merge(truth.drop_duplicates(["user_id", "day"], keep="last"), on=["user_id", "day"], how="left")
+    return cause_recall_at_k(why, pd.Series(pd.array(cause["cause"].to_numpy(), dtype="string"), index=why.index))
+
+
 def likely_minor(why: pd.DataFrame) -> np.ndarray:
     """True where the restriction model's top reason on the day of the restriction is a minor cause."""
     return why["reason_1_family"].isin(MINOR_CAUSES).to_numpy(dtype=bool, na_value=False)

@@ -138,6 +138,8 @@ class FidelityWorld:
     truth_snapshots: pd.DataFrame
     truth_restrictions: pd.DataFrame
     source: str = ""
+    events: pd.DataFrame | None = None  # kept for the restoration report's "why it was restricted"
+    users: pd.DataFrame | None = None
 
 
 def load_fidelity_world(data_dir: Path, horizon_days: int, target: str = "restrict") -> FidelityWorld:
@@ -147,8 +149,14 @@ def load_fidelity_world(data_dir: Path, horizon_days: int, target: str = "restri
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
     panel, _, truth = load_world_panel(data_dir, horizon_days, target)
-    return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
-                         str(data_dir))
+    world = FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
+                          str(data_dir))
+    if target == "restore":
+        from linerisk.pipeline.io import read_events, read_users
+
+        world.users = read_users(data_dir / "users.parquet")
+        world.events = read_events(data_dir / "events.parquet", world.users).good
+    return world
 
 
 FIDELITY_NOTE = ("Reason families of the model on a world simulated with another seed, against its truth. "
@@ -182,18 +190,36 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
     return results, curves
 
 
-CURVE_NOTE = ("P(restored within d days) against what happened, on rows whose outcome by d is known (restored "
-              "by d, or followed for d days); ECE over 10 equal-frequency bins; C-index: Uno's IPCW concordance "
+CURVE_NOTE = ("P(restored within d days) against what happened, on rows followed for at least d days (so the "
+              "outcome by d is known); ECE over 10 equal-frequency bins; C-index: Uno's IPCW concordance "
               "(scikit-survival) of P(restored within a year) against the time to restoration, up to 365 days. "
               "chained: the model's 90-day periods chained with the line's clock advanced (the curve used); "
               "constant_hazard: the first period's probability carried on at a constant hazard (the alternative).")
 
 
+WHY_NOTE = ("The restriction model's reasons on the day each line of the unseen world's latest snapshot was "
+            "restricted, against the cause the simulator drew for that restriction (latent apart in the overall).")
+
+
 def restoration_sections(model, split: Split, truth: pd.DataFrame | None, unseen: FidelityWorld | None,
-                         flat: dict[str, float]) -> dict[str, tuple[str, pd.DataFrame]]:
-    """The restoration report's own sections (curve calibration and concordance, the red line); adds their
-    figures to `flat` (MLflow metric names)."""
+                         flat: dict[str, float], restriction_model: str | None = None
+                         ) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The restoration report's own sections (curve calibration and concordance, the red line, and with a
+    restriction model "why it was restricted" on the unseen world); adds their figures to `flat`."""
     sections = {}
+    if unseen is not None and restriction_model is not None:
+        from linerisk.models.restore_plan import why_restricted_fidelity
+        from linerisk.pipeline.io import load_model_package
+
+        scorer = load_model_package(restriction_model, expect="restrict").scorer
+        latest = unseen.panel[unseen.panel["as_of"] == unseen.panel["as_of"].max()].set_index("user_id")
+        since = latest["as_of"] - pd.to_timedelta(latest["days_restricted"].astype("float64").round(6), unit="D")
+        _say(f"why it was restricted: {len(since):,} restricted lines of the unseen world")
+        overall, by_cause = why_restricted_fidelity(scorer, unseen.events, unseen.users, since, unseen.truth_restrictions)
+        flat.update({f"unseen_why_{k}": v for k, v in overall.items()})
+        sections["Why it was restricted (unseen world)"] = (WHY_NOTE, pd.DataFrame(
+            {"value": pd.Series(overall, dtype="float64")}))
+        sections["Why it was restricted, by cause"] = ("n = restricted lines per drawn cause.", by_cause)
     checks = {"test": (split.test, truth)}
     if unseen is not None:
         checks["unseen"] = (unseen.panel, unseen.truth_snapshots)
@@ -211,7 +237,8 @@ def restoration_sections(model, split: Split, truth: pd.DataFrame | None, unseen
 
 
 def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams, truth: pd.DataFrame | None = None,
-                 time_split: bool = True, source: str = "", fidelity: FidelityWorld | None = None) -> TrainResult:
+                 time_split: bool = True, source: str = "", fidelity: FidelityWorld | None = None,
+                 restriction_model: str | None = None) -> TrainResult:
     """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), measure reason
     fidelity on `fidelity` (another world) when given, build the report."""
     names = [f["name"] for f in spec["features"]]
@@ -260,7 +287,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     sections = {"Mean |SHAP| by family (test sample, log-odds)": (
         "Per behaviour family: mean absolute SHAP of the family sum, and its share of split gain.", importance)}
     if target == "restore":
-        sections.update(restoration_sections(model, split, truth, fidelity, flat))
+        sections.update(restoration_sections(model, split, truth, fidelity, flat, restriction_model))
     elif fidelity is not None:
         from linerisk.models.explain import evaluate_fidelity
 
@@ -323,12 +350,15 @@ def _print_summary(result: TrainResult) -> None:
               help="restrict: P(an active line is restricted within the horizon); restore: P(a restricted line is "
                    "restored within it) and the curve to a year (needs --data).")
 @click.option("--name", default=None, help="Registered model name [default: linerisk, or linerisk-restore].")
+@click.option("--restriction-model", default=None,
+              help="With --target restore and --fidelity-data: the registered restriction model whose reasons on the "
+                   "day of each restriction are scored against the unseen world's true causes.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
-def command(data_dir, features_path, label, time_col, drop, config, target, name, out, no_register, fidelity_dir,
-            **flags) -> TrainResult:
+def command(data_dir, features_path, label, time_col, drop, config, target, name, restriction_model, out, no_register,
+            fidelity_dir, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -344,7 +374,8 @@ def command(data_dir, features_path, label, time_col, drop, config, target, name
     if data_dir:
         panel, spec, truth = load_world_panel(data_dir, params.horizon_days, target)
         fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, target) if fidelity_dir else None
-        result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
+        result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity,
+                              restriction_model=restriction_model)
     else:
         panel, spec = load_external(features_path, label, time_col, tuple(drop))
         result = run_training(panel, spec, params, None, time_split=bool(time_col), source=str(features_path))
