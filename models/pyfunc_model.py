@@ -17,7 +17,9 @@ from linerisk.models.scoring import scorer_from_files
 
 
 class LineRiskModel(mlflow.pyfunc.PythonModel):
-    """Feature frame in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out."""
+    """Feature frame in; the package's answer out: for `linerisk`, probability, band and the top-3 reasons
+    (family, code, texts, SHAP log-odds); for `linerisk-restore` (a restoration package, chosen by its spec),
+    restore_probability, the curve's median and the red line, and the reasons holding restoration back."""
 
     def load_context(self, context) -> None:
         self.scorer = scorer_from_files(dict(context.artifacts))
