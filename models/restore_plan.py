@@ -53,17 +53,18 @@ RESTORE_LEVERS: tuple[tuple[Lever, int], ...] = (
 )
 
 
-def why_restricted(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, restricted_since: pd.Series
-                   ) -> pd.DataFrame:
-    """The restriction model's answer per user as of the day its line was restricted (events before that day):
-    probability and the reason columns, indexed by user_id. `restricted_since`: user_id -> restriction time."""
+def why_restricted(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, restricted_since: pd.Series,
+                   tz: str = "UTC") -> pd.DataFrame:
+    """The restriction model's answer per user as of the day its line was restricted (events before that local
+    day): probability and the reason columns, indexed by user_id. `restricted_since`: user_id -> restriction time."""
     from linerisk.models.explain import explain_frame
 
-    days = pd.to_datetime(restricted_since, utc=True).dt.normalize()
+    local = pd.to_datetime(restricted_since, utc=True).dt.tz_convert(tz).dt.normalize()
+    days = local.dt.tz_convert("UTC")
     parts = []
     for day, ids in days.groupby(days).groups.items():  # one feature pass per distinct day
         mine = users[users["user_id"].isin(ids)]
-        features = build_features(events[events["user_id"].isin(ids)], day, mine)
+        features = build_features(events[events["user_id"].isin(ids)], day, mine, tz)
         ex = explain_frame(scorer, features)
         parts.append(ex.scores.assign(as_of=day))
     return pd.concat(parts).loc[restricted_since.index] if parts else pd.DataFrame()
