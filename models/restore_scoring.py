@@ -147,7 +147,7 @@ class RestoreScorer(Scorer):
         out = pd.DataFrame({"restore_probability": cum[:, 0], "restore_probability_365d": cum[:, 1],
                             "restore_expected_days": self.median_days(h, red)}, index=frame.index)
         if "as_of" in frame.columns:
-            as_of = pd.to_datetime(frame["as_of"], utc=True).dt.normalize()
+            as_of = pd.to_datetime(frame["as_of"], utc=True)  # a local midnight where --timezone is set
             out["restore_expected"] = as_of + pd.to_timedelta(out["restore_expected_days"], unit="D")
         out["red_line"] = red
         if reasons:

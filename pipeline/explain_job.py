@@ -102,6 +102,11 @@ def _iso(value: Any) -> str | None:
     return None if pd.isna(value) else pd.Timestamp(value).isoformat()
 
 
+def _local_day(value: Any, tz: str) -> str | None:
+    """An instant as the date it falls on in `tz` (YYYY-MM-DD), as `linerisk score` writes restore_expected."""
+    return None if pd.isna(value) else pd.Timestamp(value).tz_convert(tz).strftime("%Y-%m-%d")
+
+
 CURVE_VIEW_DAYS = tuple(range(0, 366, 30)) + (365,)
 
 
@@ -139,12 +144,12 @@ def explain_restricted_user(scorer: Any, restore_scorer: Any, events: pd.DataFra
                                       if evidence else {})},
         "restore": {"probability_90d": float(row["restore_probability"]),
                     "probability_365d": float(row["restore_probability_365d"]),
-                    "expected": _iso(row["restore_expected"]),
+                    "expected": _local_day(row["restore_expected"], tz),
                     "curve": [{"days": int(d), "probability": float(p)} for d, p in zip(CURVE_VIEW_DAYS, curve)]},
         "holding_back": _ranked(row),
         "actions": [{"code": a.code, "text_en": a.text_en, "text_zh": a.text_zh, "days": int(a.days),
                      "probability_90d": float(a.probability), "probability_365d": float(a.probability_365d),
-                     "expected": _iso(a.expected)}
+                     "expected": _local_day(a.expected, tz)}
                     for a in actions.itertuples()],
     }
 

@@ -134,9 +134,14 @@ class ScoreRun:
                 f"wrote {self.out}")
 
 
+def local_date(times: pd.Series, tz: str) -> pd.Series:
+    """Instants as the calendar date they fall on in `tz` (a midnight, NaT kept), written as a date."""
+    return pd.to_datetime(times, utc=True).dt.tz_convert(tz).dt.tz_localize(None).dt.normalize().astype("datetime64[s]")
+
+
 def _arrow_schema(user_id_type: pa.DataType) -> pa.Schema:
     types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64(),
-             "restore_probability": pa.float64(), "restore_expected": pa.timestamp("us", tz="UTC"),
+             "restore_probability": pa.float64(), "restore_expected": pa.date32(),
              "red_line": pa.bool_()}
     return pa.schema([(c, types.get(c, pa.float64() if c.endswith("_contribution") else pa.string()))
                       for c in SCORE_COLUMNS])
@@ -224,6 +229,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                     features = features[features["line_state"] == "active"]
                 if len(features):
                     scores = score_lines(features, scorer, restore and restore.scorer, rules)
+                    scores["restore_expected"] = local_date(scores["restore_expected"], tz)
                     scores["model_name"], scores["model_version"] = package.name, package.version
                     scores["restore_model_version"] = None if restore is None else restore.version
                     writer.write(scores[SCORE_COLUMNS])

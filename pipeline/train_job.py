@@ -351,7 +351,7 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
     html_text = render_report(title, table, lift_table(y, p_model), figures, details, sections)
     card = {"source": source, "spec": spec, "parts": split._asdict(), "split": split_note, "metrics": table,
             "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
-            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
+            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None and target == "restrict" else None}
     return TrainResult(model, split, table, flat, html_text, card=card)
 
 

@@ -71,7 +71,7 @@ def test_explain_and_score_agree_on_a_restricted_line(store, small_world, states
         assert view["line_state"] == row["line_state"] == "restricted" and view["probability"] is None
         assert view["restore"]["probability_90d"] == pytest.approx(row["restore_probability"], abs=1e-12)
         assert view["red_line"]["holds"] == bool(row["red_line"])
-        expected = None if pd.isna(row["restore_expected"]) else row["restore_expected"].isoformat()
+        expected = None if pd.isna(row["restore_expected"]) else pd.Timestamp(row["restore_expected"]).strftime("%Y-%m-%d")
         assert view["restore"]["expected"] == expected
         assert [r["code"] for r in view["holding_back"]] == [row[f"reason_{k}_code"] for k in (1, 2, 3)
                                                              if pd.notna(row[f"reason_{k}_code"])]
