@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip "setuptools>=69" wheel  # the wheel test builds with no isolation
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/score.py
 	$(BIN)/python benchmarks/treeshap.py
 	$(BIN)/python benchmarks/explain.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) .linerisk

@@ -36,7 +36,6 @@ def ensure_world(data: Path) -> None:
 
 def load_panel(data: Path, horizon_days: int) -> tuple[pd.DataFrame, dict]:
     """The training panel and model spec; cached under benchmarks/out/."""
-    from linerisk.features import spec as feature_spec
     from linerisk.models.train import registry_spec
     from linerisk.pipeline.train_job import load_world_panel
 

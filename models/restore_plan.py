@@ -25,8 +25,12 @@ from linerisk.models.restore_scoring import CURVE_DAYS
 from linerisk.models.scoring import Scorer
 
 
-def _plus(name: str, n: float):
-    return name, lambda X: X[name] + n
+def _plus(name: str, n: float) -> tuple[str, None, float, None]:
+    return name, None, n, None
+
+
+def _to(name: str, value: float) -> tuple[str, float, None, None]:
+    return name, value, None, None
 
 
 # Days each lever takes before the line is re-scored (the appeal is reviewed within days: 0).
@@ -34,13 +38,14 @@ RESTORE_LEVERS: tuple[tuple[Lever, int], ...] = (
     (Lever("repay_on_time_90d", "overdue",
            "Repay every instalment on time for 90 days (now: {value} late repayments since the restriction)",
            "连续90天按时还款（限制以来逾期还款{value}次）",
-           (_plus("on_time_repayment_count_since", 3), ("on_time_repayment_count_90d", 3.0),
-            ("late_repayment_count_90d", 0.0), ("late_days_sum_90d", 0.0), ("max_dpd_90d", 0.0), ("last_dpd", 0.0)),
+           (_plus("on_time_repayment_count_since", 3), _to("on_time_repayment_count_90d", 3.0),
+            _to("late_repayment_count_90d", 0.0), _to("late_days_sum_90d", 0.0), _to("max_dpd_90d", 0.0),
+            _to("last_dpd", 0.0)),
            "late_repayment_count_since"), 90),
     (Lever("no_credit_applications_90d", "multi_borrowing",
            "Make no new credit applications for 90 days (now: {value} since the restriction)",
            "90天内不再申请其他贷款（限制以来征信查询{value}次）",
-           (("credit_inquiry_count_30d", 0.0), ("credit_inquiry_count_90d", 0.0)), "credit_inquiry_count_since"), 90),
+           (_to("credit_inquiry_count_30d", 0.0), _to("credit_inquiry_count_90d", 0.0)), "credit_inquiry_count_since"), 90),
     (Lever("use_business_loan_90d", "activity",
            "Use the business loan normally and repay it on time for 90 days (now: {value} drawdowns since the restriction)",
            "90天内正常使用网商贷并按时还款（限制以来借款{value}次）",
@@ -49,7 +54,7 @@ RESTORE_LEVERS: tuple[tuple[Lever, int], ...] = (
     (Lever("contact_platform", "appeal",
            "Contact the platform to ask for a review: the likely cause is minor (now: {value} appeals under review)",
            "主动联系平台申请复核：可能的原因较轻（目前审核中的申诉{value}次）",
-           (("appeal_pending_count", 1.0),), "appeal_pending_count"), 0),
+           (_to("appeal_pending_count", 1.0),), "appeal_pending_count"), 0),
 )
 
 

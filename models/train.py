@@ -131,7 +131,7 @@ def registry_spec(target: str = "restrict") -> dict[str, Any]:
     return {**spec, "target": target}
 
 
-def _default_spec(X: pd.DataFrame) -> dict[str, Any]:
+def default_spec(X: pd.DataFrame) -> dict[str, Any]:
     """The registry's spec of the target whose columns X has exactly (so monotone constraints apply), else one from X."""
     from linerisk.features import spec as feature_spec
 
@@ -298,7 +298,7 @@ class RestrictionModel:
 
     def fit(self, X_train: pd.DataFrame, y_train, X_valid: pd.DataFrame, y_valid) -> "RestrictionModel":
         params = self.params or TrainParams()
-        spec = self.spec or _default_spec(X_train)
+        spec = self.spec or default_spec(X_train)
         Xt, Xv = prepare_features(X_train, spec), prepare_features(X_valid, spec)
         lgb_params = params.lightgbm_params() | {"monotone_constraints": monotone_constraints(spec)}
         dtrain = lgb.Dataset(Xt, label=np.asarray(y_train), free_raw_data=True)

@@ -1,8 +1,8 @@
 """`linerisk explain`: one user's probability, band, reasons (en + zh), what helps, and the path back.
 
-Wiring and I/O only: the model comes from the registry (sha256-checked on load), events are
-validated like every other job (bad rows quarantined, unusable input exits 2 with one line),
-and the computation is models.explain and models.recover.
+Argument parsing, I/O and printing only: the model comes from the registry (sha256-checked on
+load), events are validated like every other job (bad rows quarantined, unusable input exits 2
+with one line), and the explanation is `linerisk.explain` (models/view.py).
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from linerisk import api
 from linerisk.data.schema import InputError, validate_events
-from linerisk.features.compute import build_features, prepare_events, to_utc_timestamp
+from linerisk.features.compute import prepare_events, to_utc_timestamp
 from linerisk.features.labels import line_state
+from linerisk.models.view import explain_restricted_user
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
@@ -40,118 +42,6 @@ def _user_key(users: pd.DataFrame, user: str) -> Any:
         except ValueError:
             raise InputError(f"user {user!r} is not in the users table (user ids are integers)") from None
     return str(user)
-
-
-def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
-                 threshold: float | None = None, tz: str = "UTC") -> dict[str, Any]:
-    """Everything `linerisk explain` shows for one user, as plain JSON-able data (day windows in `tz`)."""
-    from linerisk.models.explain import explain_frame
-    from linerisk.models.recover import plan_actions, project_time
-
-    ts = to_utc_timestamp(as_of, tz)
-    mine_users = users[users["user_id"] == user_id]
-    mine = events[events["user_id"] == user_id]
-    features = build_features(mine, ts, mine_users, tz)
-    state = line_state(mine, ts, mine_users, tz)
-    ex = explain_frame(scorer, features)
-    row = ex.scores.iloc[0]
-    plan = plan_actions(scorer, features, threshold)
-    time = project_time(scorer, mine, mine_users, [user_id], ts, plan.summary["threshold"].iloc[0], tz=tz)
-
-    since = state["state_since"].iloc[0]
-    recovery = time.recovery.iloc[0]
-    summary = plan.summary.iloc[0]
-    return {
-        "user_id": user_id if isinstance(user_id, str) else int(user_id),
-        "as_of": ts.isoformat(),
-        "line_state": str(state["state"].iloc[0]),
-        "state_since": None if pd.isna(since) else since.isoformat(),
-        "probability": float(row["probability"]),
-        "band": str(row["band"]),
-        "reasons": _ranked(row, "reason"),
-        "helping": _ranked(row, "help"),
-        "recovery": {
-            "threshold": float(recovery["threshold"]),
-            "date": None if pd.isna(recovery["recovery_date"]) else recovery["recovery_date"].isoformat(),
-            "days": None if pd.isna(recovery["recovery_days"]) else int(recovery["recovery_days"]),
-            "curve": [{"days": int(d), "probability": float(p)}
-                      for d, p in zip(time.curve["days"], time.curve["probability"])],
-        },
-        "plan": {
-            "reached": bool(summary["reached"]),
-            "final_probability": float(summary["final_probability"]),
-            "steps": [{"step": int(s.step), "code": s.code, "family": s.family, "text_en": s.text_en,
-                       "text_zh": s.text_zh, "probability": float(s.probability)}
-                      for s in plan.steps.itertuples()],
-        },
-    }
-
-
-def _ranked(row: pd.Series, prefix: str = "reason") -> list[dict[str, Any]]:
-    """The k = 1..3 reason (or help) columns of one scored row as a list (absent ones left out)."""
-    out = []
-    for j in range(1, 4):
-        if pd.notna(row.get(f"{prefix}_{j}_family")):
-            out.append({"rank": j, **{f: (float(row[f"{prefix}_{j}_{f}"]) if f == "contribution"
-                                         else str(row[f"{prefix}_{j}_{f}"]))
-                                      for f in ("family", "code", "text_en", "text_zh", "contribution")}})
-    return out
-
-
-def _iso(value: Any) -> str | None:
-    return None if pd.isna(value) else pd.Timestamp(value).isoformat()
-
-
-def _local_day(value: Any, tz: str) -> str | None:
-    """An instant as the date it falls on in `tz` (YYYY-MM-DD), as `linerisk score` writes restore_expected."""
-    return None if pd.isna(value) else pd.Timestamp(value).tz_convert(tz).strftime("%Y-%m-%d")
-
-
-CURVE_VIEW_DAYS = tuple(range(0, 366, 30)) + (365,)
-
-
-def explain_restricted_user(scorer: Any, restore_scorer: Any, events: pd.DataFrame, users: pd.DataFrame,
-                            user_id: Any, as_of: object, tz: str = "UTC") -> dict[str, Any]:
-    """What `linerisk explain` shows for a restricted line, as plain JSON-able data: why it was most likely
-    restricted, the red line, P(restored within 90 days and a year), the expected date, what holds it back and
-    what would bring it sooner."""
-    from linerisk.models.restore_plan import likely_minor, restoration_actions, why_restricted
-
-    ts = to_utc_timestamp(as_of, tz)
-    mine_users = users[users["user_id"] == user_id]
-    mine = events[events["user_id"] == user_id]
-    features = build_features(mine, ts, mine_users, tz)
-    since = line_state(mine, ts, mine_users, tz)["state_since"]
-    why = why_restricted(scorer, mine, mine_users, since, tz)
-    row = restore_scorer.score(features.reset_index()).iloc[0]
-    X = features[[f["name"] for f in restore_scorer.spec["features"]]]
-    h = restore_scorer.hazards(X.astype("float64"))
-    red = bool(row["red_line"])
-    curve = restore_scorer.cumulative(h, list(CURVE_VIEW_DAYS), np.asarray([red]))[0]
-    evidence = restore_scorer.red_line_evidence(X.iloc[0], ts)
-    actions = restoration_actions(restore_scorer, features, likely_minor(why), ts)
-    first = why.iloc[0]
-    return {
-        "user_id": user_id if isinstance(user_id, str) else int(user_id),
-        "as_of": ts.isoformat(),
-        "line_state": "restricted",
-        "state_since": _iso(since.iloc[0]),
-        "probability": None,
-        "band": None,
-        "why_restricted": {"as_of": _iso(first["as_of"]), "probability": float(first["probability"]),
-                           "likely_minor": bool(likely_minor(why)[0]), "reasons": _ranked(first)},
-        "red_line": {"holds": red, **({k: evidence[k] for k in ("text_en", "text_zh", "date", "value")}
-                                      if evidence else {})},
-        "restore": {"probability_90d": float(row["restore_probability"]),
-                    "probability_365d": float(row["restore_probability_365d"]),
-                    "expected": _local_day(row["restore_expected"], tz),
-                    "curve": [{"days": int(d), "probability": float(p)} for d, p in zip(CURVE_VIEW_DAYS, curve)]},
-        "holding_back": _ranked(row),
-        "actions": [{"code": a.code, "text_en": a.text_en, "text_zh": a.text_zh, "days": int(a.days),
-                     "probability_90d": float(a.probability), "probability_365d": float(a.probability_365d),
-                     "expected": _local_day(a.expected, tz)}
-                    for a in actions.itertuples()],
-    }
 
 
 def render_restricted(view: dict[str, Any], model: str = "") -> str:
@@ -284,14 +174,13 @@ def command(model_ref: str, restore_model_ref: str, events_path: Path, users_pat
         raise InputError(f"user {user!r} has no personal line at {ts:%Y-%m-%d} (no pl_open before it)")
     if state == "restricted":
         restore = load_model_package(restore_model_ref, expect="restore")
-        view = explain_restricted_user(scorer, restore.scorer, events, users, key, ts, tz)
-        view["model"] = {"name": name, "version": version}
+        view = explain_restricted_user(package.scorer, restore.scorer, events, users, key, ts, tz)
+        view["model"] = {"name": package.name, "version": package.version}
         view["restore_model"] = {"name": restore.name, "version": restore.version}
-        text = render_restricted(view, f"{name} v{version}, {restore.name} v{restore.version}")
+        text = render_restricted(view, f"{package.name} v{package.version}, {restore.name} v{restore.version}")
     else:
-        view = explain_user(scorer, events, users, key, ts, threshold, tz)
-        view["model"] = {"name": name, "version": version}
-        text = render(view, f"{name} v{version}")
+        view = api.explain(events, users, ts, key, package, threshold=threshold, tz=tz)
+        text = render(view, f"{package.name} v{package.version}")
     click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else text)
 
 

@@ -42,31 +42,16 @@ def read_table(path: str | os.PathLike, what: str = "input") -> pd.DataFrame:
     raise InputError(f"{what}: {p} is neither Parquet nor CSV")
 
 
-TARGET_NAMES = {"restrict": "restriction", "restore": "restoration"}
-
-
 def load_model_package(ref: str, expect: str | None = None):
     """A registered model's package (sha256-checked), refused with one line if its feature spec is not this code's
     or (with `expect`) it predicts another target.
 
     Features are built by this code's spec, so a model trained on another spec would read wrong columns."""
-    from linerisk.features.spec import TARGETS, spec_hash
-    from linerisk.models import registry  # imports mlflow: only when a job needs a model
+    from linerisk import api
+    from linerisk.models.batch import require_feature_spec
 
-    try:
-        package = registry.load_package(ref)
-    except (LookupError, ValueError) as exc:
-        raise InputError(f"model {ref}: {str(exc).splitlines()[0]}") from None
-    target = package.target
-    if target not in TARGETS:
-        raise InputError(f"model {package.name} v{package.version} predicts {target!r}, which this code does not know")
-    if expect is not None and target != expect:
-        raise InputError(f"model {package.name} v{package.version} is a {TARGET_NAMES[target]} model; "
-                         f"this needs a {TARGET_NAMES[expect]} model")
-    if package.spec_hash != spec_hash(target):
-        raise InputError(f"model {package.name} v{package.version} was trained on feature spec "
-                         f"{package.spec_hash[:12] or '(none)'}, but this code builds spec {spec_hash(target)[:12]} "
-                         f"for {target}: use a model trained on the current feature spec")
+    package = api.load_model(ref)
+    require_feature_spec(package, expect)
     return package
 
 

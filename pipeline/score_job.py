@@ -2,9 +2,9 @@
 
 Active lines: probability, band and the top-3 reasons from the restriction model; restricted lines:
 restore_probability, restore_expected and what holds restoration back from the restoration model
-(`--restore-model`; `--active-only` scores the active lines alone). Wiring and I/O only: validation
-is data.schema, features are features.labels.line_from_prepared (the training function), both
-populations are models.lines.score_lines, drift is models.drift (restriction model, active lines).
+(`--restore-model`; `--active-only` scores the active lines alone). Reading, writing and printing
+only: validation is data.schema, the scores of each chunk are models.batch.score_users (what
+`linerisk.score` runs), drift counts are models.drift (restriction model, active lines).
 
 Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
 events of one chunk are read at a time (a filtered Parquet scan: with events written in user
@@ -34,11 +34,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from linerisk.data.schema import NO_ROWS, InputError, RowCount, validate_events
-from linerisk.features.compute import prepare_events, to_utc_timestamp
-from linerisk.features.labels import line_from_prepared
-from linerisk.features.spec import RED_LINE, features_for
+from linerisk.features.compute import to_utc_timestamp
 from linerisk.models import drift
-from linerisk.models.lines import SCORE_COLUMNS, score_lines
+from linerisk.models.batch import SCORE_COLUMNS, local_date, score_users
 from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, temp_beside,
@@ -134,11 +132,6 @@ class ScoreRun:
                 f"wrote {self.out}")
 
 
-def local_date(times: pd.Series, tz: str) -> pd.Series:
-    """Instants as the calendar date they fall on in `tz` (a midnight, NaT kept), written as a date."""
-    return pd.to_datetime(times, utc=True).dt.tz_convert(tz).dt.tz_localize(None).dt.normalize().astype("datetime64[s]")
-
-
 def _arrow_schema(user_id_type: pa.DataType) -> pa.Schema:
     types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64(),
              "restore_probability": pa.float64(), "restore_expected": pa.date32(),
@@ -203,12 +196,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     partial = claim_partial(out)
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
     writer = _Writer(partial, fmt, schema)
-    scorer, reference = package.scorer, package.reference
-    # the restriction model's features, the restoration model's, and the red-line evidence of every line
-    red_line_names = {r["feature"] for r in RED_LINE}
-    needed = None if restore is not None else tuple(f for f in features_for(None)
-                                                    if "restrict" in f.targets or f.name in red_line_names)
-    rules = None if restore is not None else [dict(r) for r in RED_LINE]
+    reference = package.reference
     done = False
     try:
         with tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True) as bar:
@@ -221,18 +209,11 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                prep = prepare_events(events, chunk_users_frame, until=as_of, tz=tz)
-                run.rows += checked.account(*prep.consumed())  # special rows: read above, used here
-                features = line_from_prepared(prep, as_of, needed).reset_index()
-                del events, prep
-                if restore is None:
-                    features = features[features["line_state"] == "active"]
+                scores, features, consumed = score_users(package, events, chunk_users_frame, as_of, tz, restore)
+                run.rows += checked.account(*consumed)  # special rows: read above, used here
+                del events
                 if len(features):
-                    scores = score_lines(features, scorer, restore and restore.scorer, rules)
-                    scores["restore_expected"] = local_date(scores["restore_expected"], tz)
-                    scores["model_name"], scores["model_version"] = package.name, package.version
-                    scores["restore_model_version"] = None if restore is None else restore.version
-                    writer.write(scores[SCORE_COLUMNS])
+                    writer.write(scores)
                     for band, n in scores["band"].value_counts().items():
                         run.bands[band] += int(n)
                     run.users_scored += len(scores)

@@ -3,7 +3,7 @@
 
 Scoring, monitoring and serving only read the registry, so one store (SQLite + artifacts) is
 shared by every test and xdist worker (built under a file lock, like the simulated worlds).
-tests/pipeline/conftest.py makes its `store` and `store_env` fixtures available to every pipeline test.
+tests/conftest.py makes its `store` and `store_env` fixtures available to every test.
 """
 from __future__ import annotations
 
