@@ -47,8 +47,8 @@ def _model_and_rows(world: Path, rows: int):
     events = read_events(world / "events.parquet", users).good
     snaps = default_snapshots(events, horizon_days=90, step_days=45)
     panel = build_panel(events, users, snaps, horizon_days=90).reset_index()
-    names = feature_spec.feature_names()
-    spec = registry_spec()
+    names = feature_spec.feature_names("restrict")
+    spec = registry_spec("restrict")
     split = split_random(panel, "label", seed=0)
     params = TrainParams(n_estimators=300, early_stopping_rounds=50, log_every=0, num_threads=THREADS)
     model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)

@@ -55,14 +55,16 @@ def synthetic_events(n_events: int, n_users: int, days: int = 730, seed: int = 1
     import pandas as pd
     import pyarrow as pa
 
-    from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES
+    from linerisk.data.schema import DEFAULT_TYPES, EVENT_FIELDS, EVENT_TYPES
 
     share = {"credit_score": .35, "credit_inquiry": .18, "pl_repayment": .17, "bl_repayment": .11, "pl_drawdown": .07,
              "pl_limit_change": .04, "bl_drawdown": .03, "pl_open": .016, "pl_restricted": .008, "bl_open": .007,
-             "pl_restored": .003, "bl_fund_misuse": .002, "bl_close": .002}
+             "pl_restored": .003, "bl_fund_misuse": .002, "bl_close": .002, "pl_appeal": .011,
+             "pl_default": .0014, "bl_default": .0007}
     rng = np.random.default_rng(seed)
     p = np.array([share[t] for t in EVENT_TYPES])
     code = rng.choice(len(EVENT_TYPES), n_events, p=p / p.sum()).astype(np.int8)
+    defaults = [EVENT_TYPES.index(t) for t in DEFAULT_TYPES]  # beyond 90 days past due, as the contract says
     need = {f: np.isin(code, [i for i, t in enumerate(EVENT_TYPES) if EVENT_FIELDS[t].get(f) == "req"])
             for f in ("amount", "days_past_due", "credit_score")}
     start = pd.Timestamp("2024-01-01", tz="UTC").value // 1000
@@ -73,7 +75,8 @@ def synthetic_events(n_events: int, n_users: int, days: int = 730, seed: int = 1
                                 type=pa.timestamp("us", tz="UTC")),
         "event_type": pa.DictionaryArray.from_arrays(pa.array(code), pa.array(list(EVENT_TYPES))).cast(pa.string()),
         "amount": pa.array(rng.gamma(2, 2000, n_events).round(2), mask=~need["amount"]),
-        "days_past_due": pa.array(rng.integers(-20, 30, n_events).astype(np.int32), mask=~need["days_past_due"]),
+        "days_past_due": pa.array((rng.integers(-20, 30, n_events) + 111 * np.isin(code, defaults)).astype(np.int32),
+                                  mask=~need["days_past_due"]),
         "credit_score": pa.array(rng.integers(350, 951, n_events).astype(np.int32), mask=~need["credit_score"]),
     })
     users = pd.DataFrame({"user_id": np.arange(1, n_users + 1, dtype=np.int64),

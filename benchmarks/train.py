@@ -40,7 +40,7 @@ def load_panel(data: Path, horizon_days: int) -> tuple[pd.DataFrame, dict]:
     from linerisk.pipeline.train_job import load_world_panel
 
     cache = OUT / f"panel_{data.name}.parquet"
-    spec = registry_spec()
+    spec = registry_spec("restrict")
     if cache.exists():
         panel = pd.read_parquet(cache)
         if all(f["name"] in panel.columns for f in spec["features"]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from linerisk.data.schema import EVENT_FIELDS, RULES
+from linerisk.data.schema import DEFAULT_TYPES, EVENT_FIELDS, RED_LINE_DPD, RULES
 
 
 def _eligible(events: pd.DataFrame, rule: str) -> np.ndarray:
@@ -18,6 +18,8 @@ def _eligible(events: pd.DataFrame, rule: str) -> np.ndarray:
         return (events["amount"] > 0).to_numpy()
     if rule == "score_out_of_range":
         return (etype == "credit_score").to_numpy()
+    if rule == "dpd_out_of_range":
+        return etype.isin(DEFAULT_TYPES).to_numpy()
     return np.ones(len(events), dtype=bool)
 
 
@@ -44,6 +46,8 @@ def _apply(events: pd.DataFrame, rows: np.ndarray, rule: str, rng: np.random.Gen
         events.loc[rows, "amount"] = -events.loc[rows, "amount"]
     elif rule == "score_out_of_range":
         events.loc[rows, "credit_score"] = rng.choice([120, 999], len(rows))
+    elif rule == "dpd_out_of_range":
+        events.loc[rows, "days_past_due"] = rng.integers(0, RED_LINE_DPD + 1, len(rows))
     elif rule == "unknown_user":
         events.loc[rows, "user_id"] = -events.loc[rows, "user_id"]
     elif rule == "duplicate_event_id":

@@ -33,7 +33,12 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
     "pl_restored": {},
     "credit_score": {"credit_score": "req"},
     "credit_inquiry": {"amount": "opt"},
+    "pl_appeal": {},
+    "bl_default": {"amount": "req", "days_past_due": "req"},
+    "pl_default": {"amount": "req", "days_past_due": "req"},
 }
+DEFAULT_TYPES = ("bl_default", "pl_default")
+RED_LINE_DPD = 90  # a default is marked beyond this many days past due
 EVENT_TYPES = tuple(EVENT_FIELDS)
 VALUE_FIELDS = ("amount", "days_past_due", "credit_score")
 
@@ -45,6 +50,7 @@ RULES = (
     "must_be_null",       # a field set that the event type says must be null
     "negative_amount",
     "score_out_of_range",
+    "dpd_out_of_range",   # a default (bl_default / pl_default) at or under RED_LINE_DPD days past due
     "unknown_user",
     "duplicate_event_id",  # the second and later rows with an event_id already seen
 )
@@ -197,13 +203,15 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz:
     flag((fields["amount"] < 0).fillna(False).to_numpy(bool), 4)
     score = fields["credit_score"]
     flag(((score < SCORE_RANGE[0]) | (score > SCORE_RANGE[1])).fillna(False).to_numpy(bool), 5)
+    is_default = etype.isin(DEFAULT_TYPES).fillna(False).to_numpy(bool)
+    flag(is_default & (fields["days_past_due"] <= RED_LINE_DPD).fillna(False).to_numpy(bool), 6)
     if users is not None:
-        flag(~events["user_id"].isin(users["user_id"]).to_numpy(dtype=bool), 6)
+        flag(~events["user_id"].isin(users["user_id"]).to_numpy(dtype=bool), 7)
     # Duplicates are judged among rows that passed every other rule: a broken row is not "first".
     ok = rule < 0
     dup = np.zeros(n, dtype=bool)
     dup[ok] = duplicated_ids(events["event_id"][ok])
-    flag(dup, 7)
+    flag(dup, 8)
 
     bad = rule >= 0
     good = events.loc[~bad, list(EVENT_COLUMNS)].copy()

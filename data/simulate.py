@@ -14,8 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from linerisk.data.world import (CAUSES, CODE, EVENT_CODES, Behaviour, Events, Hazards, State, init_state,
-                        open_products, restrict_and_restore, step)
+from linerisk.data.world import (CAUSES, CHANNELS, CODE, EVENT_CODES, RESTORE_FACTORS, Behaviour, Events,
+                                 Hazards, Restoration, State, appeals, init_state, open_products, restore_factors,
+                                 restore_hazard, restrict_and_restore, step)
 
 CHUNK_USERS = 100_000  # fixed: part of what a seed means, so never derived from the machine
 
@@ -41,6 +42,7 @@ class WorldParams:
     horizon_days: int = 90
     behaviour: Behaviour = field(default_factory=Behaviour)
     hazards: Hazards = field(default_factory=Hazards)
+    restoration: Restoration = field(default_factory=Restoration)
 
     @property
     def start_ts(self) -> pd.Timestamp:
@@ -67,6 +69,8 @@ class ChunkTables:
     users: pa.Table
     restrictions: pa.Table
     snapshots: pa.Table
+    restorations: pa.Table
+    recovery_snapshots: pa.Table
     corruption: pa.Table | None = None  # which event rows were broken on purpose (see data.corrupt)
 
 
@@ -79,6 +83,8 @@ class World:
     users: pd.DataFrame
     truth_restrictions: pd.DataFrame
     truth_snapshots: pd.DataFrame
+    truth_restorations: pd.DataFrame
+    truth_recovery_snapshots: pd.DataFrame
     truth_corruption: pd.DataFrame | None = None
 
 
@@ -131,22 +137,35 @@ def simulate_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1) -
         return pa.concat_tables([getattr(t, name) for t in parts]).to_pandas()
 
     corruption = stack("corruption") if corrupt_rate > 0 else None
-    return World(stack("events"), stack("users"), stack("restrictions"), stack("snapshots"), corruption)
+    return World(stack("events"), stack("users"), stack("restrictions"), stack("snapshots"), stack("restorations"),
+                 stack("recovery_snapshots"), corruption)
 
 
-def _oracle_prob(s: State, idx: np.ndarray, day: int, p: WorldParams, rng: np.random.Generator) -> np.ndarray:
-    """P(restricted within the horizon | full state now): mean over simulated futures.
+def oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int, p: WorldParams,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """P(restricted within the horizon) for the active lines and P(restored within the horizon)
+    for the restricted ones, given the full state now: means over simulated futures.
 
     The futures are copies of the sampled users, stacked so all run in one vectorised pass;
-    every copy draws its own random numbers, and the main run's stream is untouched.
+    every copy draws its own random numbers, and the main run's stream is untouched. In a
+    future nothing fires and no review lifts, so each line keeps its status: a restricted line
+    stays so with probability exp(-summed auto-lift hazard) x the product of (1 - each review's chance).
     """
+    idx = np.concatenate([active, restricted])
     if len(idx) == 0:
-        return np.empty(0)
+        return np.empty(0), np.empty(0)
     futures = s.take(np.tile(idx, p.oracle_futures))
-    total = np.zeros(futures.n)
+    restrict, restore = np.zeros(futures.n), np.zeros(futures.n)
     for t in range(day, day + p.horizon_days):
-        total += step(futures, t, rng, None, p.behaviour, p.hazards).sum(axis=1)
-    return (-np.expm1(-total)).reshape(p.oracle_futures, len(idx)).mean(axis=0)
+        restrict += step(futures, t, rng, None, p.behaviour, p.hazards).sum(axis=1)
+        due, chance = appeals(futures, t, rng, None, p.restoration)
+        restore[due] -= np.log1p(-np.minimum(chance, 1.0 - 1e-12))
+        lift, h = restore_hazard(futures, t, p.restoration)
+        restore[lift] += h
+    prob = np.where(np.tile(np.r_[np.ones(len(active), bool), np.zeros(len(restricted), bool)], p.oracle_futures),
+                    -np.expm1(-restrict), -np.expm1(-restore))
+    prob = prob.reshape(p.oracle_futures, len(idx)).mean(axis=0)
+    return prob[:len(active)], prob[len(active):]
 
 
 def _event_table(ev: Events, s: State, p: WorldParams, rng: np.random.Generator) -> pa.Table:
@@ -155,7 +174,7 @@ def _event_table(ev: Events, s: State, p: WorldParams, rng: np.random.Generator)
     # Time of day: opens first, restriction decisions last, everything else in between.
     sec = rng.integers(3_600, 79_200, len(idx))
     opens = (code == CODE["pl_open"]) | (code == CODE["bl_open"])
-    status = (code == CODE["pl_restricted"]) | (code == CODE["pl_restored"])
+    status = (code == CODE["pl_restricted"]) | (code == CODE["pl_restored"])  # decided at day's end
     sec[opens] = rng.integers(0, 3_600, int(opens.sum()))
     sec[status] = rng.integers(79_200, 86_400, int(status.sum()))
     micros = (p.start_ts.value // 1_000) + (day.astype(np.int64) * 86_400 + sec) * 1_000_000
@@ -192,32 +211,56 @@ def _component_columns(h: np.ndarray) -> dict[str, np.ndarray]:
     return {f"hazard_{c}": h[:, i] for i, c in enumerate(CAUSES)}
 
 
+def start_chunk(p: WorldParams, chunk: int, first_user: int, n: int
+                ) -> tuple[State, Events, tuple[np.random.Generator, ...]]:
+    """The chunk's users on day 0 (those who joined before the run have their products) and its
+    three random streams: the main run, the oracle's futures, the events' times of day."""
+    streams = np.random.SeedSequence(p.seed, spawn_key=(chunk,)).spawn(3)
+    rngs = tuple(np.random.default_rng(x) for x in streams)
+    s = init_state(np.arange(first_user, first_user + n, dtype=np.int64), p.days, rngs[0], p.behaviour)
+    ev = Events()
+    open_products(s, -1, ev, at_or_before=True)  # users who joined before the run starts
+    return s, ev, rngs
+
+
+def advance(s: State, day: int, p: WorldParams, rng: np.random.Generator, ev: Events
+            ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """One day of the main run: behaviour, appeals, then the day's restrictions and restorations.
+    Returns the restriction hazards in force and `restrict_and_restore`'s (fired, cause, restored, channel)."""
+    h = step(s, day, rng, ev, p.behaviour, p.hazards)
+    reviews = appeals(s, day, rng, ev, p.restoration)
+    return h, restrict_and_restore(s, day, rng, ev, reviews, p.restoration)
+
+
 def simulate_chunk(p: WorldParams, chunk: int, first_user: int, n: int,
                    on_day: Callable[[int], None] | None = None) -> ChunkTables:
     """Simulate users `first_user .. first_user + n - 1` over the whole run."""
-    streams = np.random.SeedSequence(p.seed, spawn_key=(chunk,)).spawn(3)
-    rng, rng_oracle, rng_time = (np.random.default_rng(x) for x in streams)
-    s = init_state(np.arange(first_user, first_user + n, dtype=np.int64), p.days, rng, p.behaviour)
-    ev = Events()
-    open_products(s, -1, ev, at_or_before=True)  # users who joined before the run starts
+    s, ev, (rng, rng_oracle, rng_time) = start_chunk(p, chunk, first_user, n)
     sample_frac = min(1.0, p.oracle_users / max(p.users, 1))
     snapshot_days = set(p.snapshot_days)
     restr: list[tuple[np.ndarray, ...]] = []
+    restored: list[tuple[np.ndarray, ...]] = []
     snaps: list[dict[str, np.ndarray]] = []
+    recovery: list[dict[str, np.ndarray]] = []
     pending: list[dict] = []
 
     for day in range(p.days):
         if day in snapshot_days:
-            # State at as_of = this midnight: the line is active and was opened on an earlier day.
-            idx = np.flatnonzero(s.pl.opened & ~s.restricted & (s.sample_u < sample_frac))
+            # State at as_of = this midnight: the line was opened on an earlier day; active or restricted.
+            sampled = s.pl.opened & (s.sample_u < sample_frac)
+            idx, ridx = np.flatnonzero(sampled & ~s.restricted), np.flatnonzero(sampled & s.restricted)
+            oracle, restore_oracle = oracle_probs(s, idx, ridx, day, p, rng_oracle)
             pending.append({"day": day, "idx": idx, "path": np.zeros(len(idx)),
-                            "oracle": _oracle_prob(s, idx, day, p, rng_oracle), "comp": s.hazard[idx].copy()})
-        h = step(s, day, rng, ev, p.behaviour, p.hazards)
+                            "oracle": oracle, "comp": s.hazard[idx].copy()})
+            recovery.append(_recovery_rows(s, ridx, day, restore_oracle, p))
+        h, (fired, cause, back, channel) = advance(s, day, p, rng, ev)
         for snap in pending:
             snap["path"] += h[snap["idx"]].sum(axis=1)
-        fired, cause = restrict_and_restore(s, day, rng, ev, p.hazards)
         if len(fired):
             restr.append((fired, np.full(len(fired), day, np.int32), cause, h[fired]))
+        if len(back):
+            restored.append((back, np.full(len(back), day, np.int32), s.restricted_cause[back], channel,
+                             day - s.restricted_day[back]))  # restored lines were not re-restricted today
         for snap in [x for x in pending if day == x["day"] + p.horizon_days - 1]:
             pending.remove(snap)
             snaps.append({"user_id": s.user_id[snap["idx"]],
@@ -229,7 +272,24 @@ def simulate_chunk(p: WorldParams, chunk: int, first_user: int, n: int,
 
     events = _event_table(ev, s, p, rng_time)
     return ChunkTables(events, _users_table(s, p), _restrictions_table(restr, s, events, p),
-                       _snapshots_table(snaps, p))
+                       _snapshots_table(snaps, p), _restorations_table(restored, s, events, p),
+                       _recovery_table(recovery, s, events, p))
+
+
+def _recovery_rows(s: State, idx: np.ndarray, day: int, prob: np.ndarray, p: WorldParams) -> dict[str, np.ndarray]:
+    """One snapshot's rows of truth_recovery_snapshots: the restricted lines and their true state."""
+    factors = restore_factors(s, idx, day, p.restoration)
+    return {"user_id": s.user_id[idx], "as_of": np.full(len(idx), day, np.int32),
+            "cause": s.restricted_cause[idx], "since_day": s.restricted_day[idx].copy(),
+            "red_line": s.red_line[idx].copy(), "restore_oracle_prob": prob,
+            **{f"restore_{f}": factors[f] for f in RESTORE_FACTORS}}
+
+
+def _event_days(events: pa.Table, event_type: str, p: WorldParams) -> pd.DataFrame:
+    """user_id, day and event_time of every `event_type` event (at most one per user and day)."""
+    ev = events.filter(pc.equal(events["event_type"], event_type)).select(["user_id", "event_time"]).to_pandas()
+    ev["day"] = ((ev["event_time"] - p.start_ts) // pd.Timedelta(days=1)).astype(np.int32)
+    return ev
 
 
 def _restrictions_table(restr: list, s: State, events: pa.Table, p: WorldParams) -> pa.Table:
@@ -242,9 +302,8 @@ def _restrictions_table(restr: list, s: State, events: pa.Table, p: WorldParams)
     truth = pd.DataFrame({"user_id": s.user_id[idx], "day": day, "cause": np.asarray(CAUSES)[cause],
                           **_component_columns(comp)})
     # The event_time recorded for the same restriction (at most one per user and day).
-    ev = events.filter(pc.equal(events["event_type"], "pl_restricted")).select(["user_id", "event_time"]).to_pandas()
-    ev["day"] = ((ev["event_time"] - p.start_ts) // pd.Timedelta(days=1)).astype(np.int32)
-    truth = truth.merge(ev, on=["user_id", "day"], how="left", validate="one_to_one")
+    truth = truth.merge(_event_days(events, "pl_restricted", p), on=["user_id", "day"], how="left",
+                        validate="one_to_one")
     truth = truth.sort_values(["user_id", "event_time"], kind="stable")
     cols = ["user_id", "event_time", "cause"] + [f"hazard_{c}" for c in CAUSES]
     return pa.Table.from_pandas(truth[cols], preserve_index=False)
@@ -260,3 +319,35 @@ def _snapshots_table(snaps: list[dict], p: WorldParams) -> pa.Table:
     frame["as_of"] = p.start_ts + pd.to_timedelta(frame["as_of"].astype(np.int64), unit="D")
     frame = frame.sort_values(["as_of", "user_id"], kind="stable")
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _restorations_table(restored: list, s: State, events: pa.Table, p: WorldParams) -> pa.Table:
+    """truth_restorations: user, the pl_restored event's time, the cause it ends, channel, days restricted."""
+    if restored:
+        idx, day, cause, channel, days = (np.concatenate(x) for x in zip(*restored))
+    else:
+        idx, day, cause, channel, days = (np.empty(0, t) for t in (np.int64, np.int32, np.int8, np.int8, np.int32))
+    truth = pd.DataFrame({"user_id": s.user_id[idx], "day": day, "cause": np.asarray(CAUSES)[cause.astype(np.intp)],
+                          "channel": np.asarray(CHANNELS)[channel.astype(np.intp)],
+                          "days_restricted": days.astype(np.int32)})
+    truth = truth.merge(_event_days(events, "pl_restored", p), on=["user_id", "day"], how="left",
+                        validate="one_to_one").sort_values(["user_id", "event_time"], kind="stable")
+    cols = ["user_id", "event_time", "cause", "channel", "days_restricted"]
+    return pa.Table.from_pandas(truth[cols], preserve_index=False)
+
+
+def _recovery_table(rows: list[dict], s: State, events: pa.Table, p: WorldParams) -> pa.Table:
+    """truth_recovery_snapshots: restricted lines at each snapshot with restore_oracle_prob and factors."""
+    factor_cols = [f"restore_{f}" for f in RESTORE_FACTORS]
+    keys = ["user_id", "as_of", "cause", "since_day", "red_line", "restore_oracle_prob"] + factor_cols
+    frame = pd.DataFrame({c: np.concatenate([r[c] for r in rows]) if rows else np.empty(0) for c in keys})
+    frame["user_id"] = frame["user_id"].astype(np.int64)
+    frame["cause"] = np.asarray(CAUSES, dtype=object)[frame["cause"].to_numpy(np.intp)]
+    frame["red_line"] = frame["red_line"].astype(bool)
+    since = _event_days(events, "pl_restricted", p).rename(columns={"day": "since_day", "event_time": "restricted_since"})
+    frame = frame.assign(since_day=frame["since_day"].astype(np.int32)).merge(
+        since, on=["user_id", "since_day"], how="left", validate="many_to_one")
+    frame["as_of"] = p.start_ts + pd.to_timedelta(frame["as_of"].astype(np.int64), unit="D")
+    frame = frame.sort_values(["as_of", "user_id"], kind="stable")
+    cols = ["user_id", "as_of", "cause", "restricted_since", "red_line", "restore_oracle_prob"] + factor_cols
+    return pa.Table.from_pandas(frame[cols], preserve_index=False)

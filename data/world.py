@@ -10,13 +10,15 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from linerisk.data.schema import RED_LINE_DPD
+
 CAUSES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
           "utilisation", "bl_closure", "latent")
 
 # Event type codes used inside the simulator; names follow the events contract.
 EVENT_CODES = ("bl_open", "bl_drawdown", "bl_repayment", "bl_fund_misuse", "bl_close",
                "pl_open", "pl_limit_change", "pl_drawdown", "pl_repayment", "pl_restricted",
-               "pl_restored", "credit_score", "credit_inquiry")
+               "pl_restored", "credit_score", "credit_inquiry", "pl_appeal", "bl_default", "pl_default")
 CODE = {name: i for i, name in enumerate(EVENT_CODES)}
 
 # Ring-buffer windows (days) of the observable statistics the hazard reads.
@@ -25,7 +27,7 @@ EARLY_WINDOW, LATE_WINDOW, INQUIRY_WINDOW, MISUSE_WINDOW = 90, 90, 30, 180
 
 @dataclass(frozen=True)
 class Hazards:
-    """Daily restriction-hazard scales per cause and the restoration rule."""
+    """Daily restriction-hazard scales per cause, the platform review's lag, and the red line."""
 
     overdue: float = 0.0140       # x (late days in 90d / 30) ** 1.3
     early_repayment: float = 0.0045  # x max(0, weighted early repayments in 90d - 1.5)
@@ -37,9 +39,33 @@ class Hazards:
     latent: float = 0.00008       # x exp(-health); also stands in for the base hazard
     review_lag_days: float = 90.0  # the platform's review lags behaviour: restrictions fire from an
     # exponentially smoothed hazard, h_eff += (h - h_eff) / review_lag_days, per cause (1: instant)
-    restore_cooling_days: int = 60
-    restore_rate: float = 0.012   # daily, x exp(-late repayments since restriction) x score factor
-    red_line_dpd: int = 90
+    red_line_dpd: int = RED_LINE_DPD  # a default beyond this many days past due is the red line
+    red_line_misuse_flags: int = 2  # so is a second fund-misuse flag
+
+
+# The seeds' minor causes: short cooling-off, and an appeal lifts them with a fair chance (Restoration).
+MINOR = ("early_repayment", "multi_borrowing", "utilisation", "bl_closure")
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """The way back (world.md, Restoration): a daily hazard per restricted line, the product of its
+    factors (restore_factors), and the appeal channel. Per-cause tuples follow CAUSES."""
+
+    cooling_days: tuple[int, ...] = (60, 30, 180, 45, 45, 45, 30, 60)
+    lift: tuple[float, ...] = (0.004, 0.012, 0.0015, 0.003, 0.010, 0.010, 0.014, 0.005)  # daily, once cooled
+    score_change: tuple[float, ...] = (0.5, 0.3, 0.3, 1.2, 0.5, 0.5, 0.3, 0.5)  # per 20 points since
+    score_level: float = 0.5      # per 50 points above 650
+    clean: float = 0.12           # per on-time or early repayment since (at most 8 count)
+    late: float = 1.0             # per late repayment since
+    inquiry: float = 0.5          # per credit inquiry since (at most 6 count)
+    bl_use: float = 0.25          # per business-loan drawdown since (at most 4 count)
+    early: float = 0.3            # early_repayment-caused lines: per early repayment since (at most 6),
+    # until the user draws normally again (a business-loan drawdown since)
+    arrears_other: float = 0.3    # factor while a loan is overdue (an overdue-caused line: 0)
+    appeal_rate: float = 0.003    # daily, x (1 + days restricted / 90) x exp(0.4 discipline)
+    appeal_lift: tuple[float, ...] = (0.02, 0.40, 0.01, 0.05, 0.40, 0.40, 0.45, 0.05)
+    review_days: tuple[int, int] = (2, 10)
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,15 @@ class State:
     misuse: Window
     restricted: np.ndarray
     restricted_day: np.ndarray
-    late_since_restriction: np.ndarray
+    restricted_cause: np.ndarray  # cause code of the current (or last) restriction, -1 never
+    score_at_restriction: np.ndarray  # last reported score when restricted (nan: none yet)
+    late_since_restriction: np.ndarray  # repayments since the restriction: late ...
+    clean_since_restriction: np.ndarray  # ... on time or early
+    early_since_restriction: np.ndarray  # ... early
+    inquiries_since_restriction: np.ndarray
+    bl_draws_since_restriction: np.ndarray
+    appeal_review_day: np.ndarray  # day the pending appeal's review lands, -1 none
+    misuse_flags: np.ndarray     # fund-misuse flags ever
     red_line: np.ndarray
     sample_u: np.ndarray        # uniform draw deciding oracle-sample membership
     hazard: np.ndarray = field(default=None)  # (n, len(CAUSES)) components in force (smoothed, active lines)
@@ -191,7 +225,12 @@ def init_state(user_id: np.ndarray, days: int, rng: np.random.Generator,
         early=Window.empty(EARLY_WINDOW, n), late=Window.empty(LATE_WINDOW, n),
         inquiries=Window.empty(INQUIRY_WINDOW, n), misuse=Window.empty(MISUSE_WINDOW, n),
         restricted=np.zeros(n, bool), restricted_day=np.full(n, -1, np.int32),
-        late_since_restriction=np.zeros(n, np.int16), red_line=np.zeros(n, bool),
+        restricted_cause=np.full(n, -1, np.int8), score_at_restriction=np.full(n, np.nan),
+        late_since_restriction=np.zeros(n, np.int16), clean_since_restriction=np.zeros(n, np.int16),
+        early_since_restriction=np.zeros(n, np.int16), inquiries_since_restriction=np.zeros(n, np.int16),
+        bl_draws_since_restriction=np.zeros(n, np.int16),
+        appeal_review_day=np.full(n, -1, np.int32), misuse_flags=np.zeros(n, np.int16),
+        red_line=np.zeros(n, bool),
         sample_u=rng.random(n), hazard=np.zeros((n, len(CAUSES))), review=np.zeros((len(CAUSES), n)),
     )
 
@@ -288,12 +327,17 @@ def _repayments(s: State, loan: Loan, product: str, day: int, p_early: np.ndarra
     _settle(loan, o, o_amt, day, p_early[o], rng)
     # Overdue instalments: cured each day with a probability that falls with poor health.
     od = np.flatnonzero((loan.overdue_since >= 0) & (loan.overdue_since < day))
+    # The red line: the day a loan passes red_line_dpd days past due the lender marks a default.
+    red = od[(day - loan.overdue_since[od]) == hz.red_line_dpd + 1]
+    s.red_line[red] = True
+    if ev is not None:
+        ev.add(red, day, CODE[f"{product}_default"], amount=np.round(loan.balance[red], 2),
+               dpd=np.full(len(red), hz.red_line_dpd + 1.0))
     cure = rng.random(len(od)) < _sigmoid(b.cure_logit + 1.4 * health[od] + 0.6 * s.discipline[od])
     c = od[cure]
     c_dpd = (day - loan.overdue_since[c]).astype(float)
     c_amt = np.minimum(loan.instalment[c], loan.balance[c])
     _settle(loan, c, c_amt, day, p_early[c], rng)
-    s.red_line[od[(day - loan.overdue_since[od]) > hz.red_line_dpd]] = True
 
     idx = np.concatenate([e, o, c])
     dpd = np.concatenate([e_dpd, np.zeros(len(o)), c_dpd])
@@ -417,11 +461,26 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
     s.late.push(day, late)
     s.inquiries.push(day, k.astype(np.int16))
     s.misuse.push(day, misused)
-    np.add.at(s.late_since_restriction, np.concatenate([pl_idx[pl_dpd > 0], bl_idx[bl_dpd > 0]]), 1)
+    s.misuse_flags[flagged] += 1
+    s.red_line[flagged[s.misuse_flags[flagged] >= hz.red_line_misuse_flags]] = True
+    _count_since(s, pl_idx, pl_dpd, bl_idx, bl_dpd, k, db)
 
     review_update(s, hazards(s, day, hz), hz)
     s.hazard = (s.review * ~s.restricted).T
     return s.hazard
+
+
+def _count_since(s: State, pl_idx, pl_dpd, bl_idx, bl_dpd, inquiries, bl_draws) -> None:
+    """Behaviour since the restriction (reset when one fires), capped well inside int16."""
+    cap = np.int16(1000)
+    for counter, idx in ((s.late_since_restriction, np.concatenate([pl_idx[pl_dpd > 0], bl_idx[bl_dpd > 0]])),
+                         (s.clean_since_restriction, np.concatenate([pl_idx[pl_dpd <= 0], bl_idx[bl_dpd <= 0]])),
+                         (s.early_since_restriction, np.concatenate([pl_idx[pl_dpd < 0], bl_idx[bl_dpd < 0]])),
+                         (s.bl_draws_since_restriction, bl_draws)):
+        np.add.at(counter, idx, 1)
+        np.minimum(counter, cap, out=counter)
+    s.inquiries_since_restriction += np.minimum(inquiries, cap).astype(np.int16)
+    np.minimum(s.inquiries_since_restriction, cap, out=s.inquiries_since_restriction)
 
 
 def review_update(s: State, h: np.ndarray, hz: Hazards = Hazards()) -> None:
@@ -454,11 +513,71 @@ def hazards(s: State, day: int, hz: Hazards = Hazards()) -> np.ndarray:
     return h
 
 
-def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Events,
-                         hz: Hazards = Hazards()) -> tuple[np.ndarray, np.ndarray]:
-    """Fire restrictions from today's hazard (cause drawn by share) and restorations.
+RESTORE_FACTORS = ("base", "arrears", "score", "behaviour", "health", "hazard", "appeal_lift")
+CHANNELS = ("auto", "appeal")
 
-    Returns (indices restricted today, their cause codes).
+
+def restore_factors(s: State, idx: np.ndarray, day: int, rs: Restoration = Restoration()) -> dict[str, np.ndarray]:
+    """The restoration hazard's factors for restricted lines `idx` on `day` (world.md, Restoration).
+
+    `hazard` is their product (the daily auto-lift hazard, 0 past the red line); `health` is the
+    unobserved part (latent-caused lines only); `appeal_lift` is the chance an appeal review lifts.
+    """
+    cause = s.restricted_cause[idx].astype(np.intp)
+    cooled = (day - s.restricted_day[idx]) >= np.asarray(rs.cooling_days)[cause]
+    base = np.asarray(rs.lift)[cause] * cooled
+    overdue = (s.pl.overdue_since[idx] >= 0) | (s.bl.overdue_since[idx] >= 0)
+    arrears = np.where(overdue, np.where(cause == CAUSES.index("overdue"), 0.0, rs.arrears_other), 1.0)
+    score = s.scores[idx, 3]
+    change = np.nan_to_num(np.clip((score - s.score_at_restriction[idx]) / 20.0, -3.0, 3.0))
+    level = np.nan_to_num(np.clip((score - 650.0) / 50.0, -3.0, 3.0))
+    score_f = np.exp(np.asarray(rs.score_change)[cause] * change + rs.score_level * level)
+    behaviour = np.exp(rs.clean * np.minimum(s.clean_since_restriction[idx], 8)
+                       - rs.late * s.late_since_restriction[idx]
+                       - rs.inquiry * np.minimum(s.inquiries_since_restriction[idx], 6)
+                       + rs.bl_use * np.minimum(s.bl_draws_since_restriction[idx], 4)
+                       - rs.early * np.minimum(s.early_since_restriction[idx], 6)
+                       * ((cause == CAUSES.index("early_repayment")) & (s.bl_draws_since_restriction[idx] == 0)))
+    health = np.where(cause == CAUSES.index("latent"), np.exp(s.health[idx]), 1.0)
+    open_ = ~s.red_line[idx]
+    return {"base": base, "arrears": arrears, "score": score_f, "behaviour": behaviour, "health": health,
+            "hazard": base * arrears * score_f * behaviour * health * open_,
+            "appeal_lift": np.asarray(rs.appeal_lift)[cause] * open_}
+
+
+def restore_hazard(s: State, day: int, rs: Restoration = Restoration()) -> tuple[np.ndarray, np.ndarray]:
+    """The daily auto-lift hazard where it is not 0: (line indices, hazard). Only restricted lines
+    past their cause's cooling-off and short of the red line are evaluated."""
+    cooled_day = s.restricted_day + np.asarray(rs.cooling_days, np.int32)[s.restricted_cause]
+    idx = np.flatnonzero(s.restricted & ~s.red_line & (cooled_day <= day))
+    return idx, restore_factors(s, idx, day, rs)["hazard"]
+
+
+def appeals(s: State, day: int, rng: np.random.Generator, ev: Events | None,
+            rs: Restoration = Restoration()) -> tuple[np.ndarray, np.ndarray]:
+    """Restricted users contact the platform (`pl_appeal`) now and then; a review lands some days
+    later. Returns the restricted lines whose review lands today and the chance it lifts each
+    (drawn by `restrict_and_restore`; the oracle's futures keep the chance instead of drawing)."""
+    waiting = np.flatnonzero(s.restricted & (s.appeal_review_day < 0))
+    p = rs.appeal_rate * (1.0 + (day - s.restricted_day[waiting]) / 90.0) * np.exp(0.4 * s.discipline[waiting])
+    filed = waiting[rng.random(len(waiting)) < p]
+    s.appeal_review_day[filed] = day + rng.integers(rs.review_days[0], rs.review_days[1] + 1, len(filed))
+    if ev is not None:
+        ev.add(filed, day, CODE["pl_appeal"])
+    due = np.flatnonzero(s.appeal_review_day == day)
+    s.appeal_review_day[due] = -1
+    due = due[s.restricted[due]]
+    return due, restore_factors(s, due, day, rs)["appeal_lift"]
+
+
+def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Events,
+                         reviews: tuple[np.ndarray, np.ndarray], rs: Restoration = Restoration()
+                         ) -> tuple[np.ndarray, ...]:
+    """Fire restrictions from today's hazard (cause drawn by share), the appeal reviews landing
+    today (`reviews`: lines and their chance, from `appeals`) and auto lifts from the restoration
+    hazard; record them.
+
+    Returns (indices restricted, their cause codes, indices restored, their channel codes).
     """
     n = s.n
     total = s.hazard.sum(axis=1)
@@ -466,15 +585,22 @@ def restrict_and_restore(s: State, day: int, rng: np.random.Generator, ev: Event
     share = np.cumsum(s.hazard[fired], axis=1) / total[fired, None]
     cause = (rng.random(len(fired))[:, None] > share).sum(axis=1)
     cause = np.minimum(cause, len(CAUSES) - 1)
-    # Restoration: after cooling off, likelier when clean since and the score has recovered.
-    cand = s.restricted & ~s.red_line & (day - s.restricted_day >= hz.restore_cooling_days)
-    score_ok = np.nan_to_num(_sigmoid((s.scores[:, 3] - 600) / 30.0))
-    p = hz.restore_rate * np.exp(-1.0 * s.late_since_restriction) * score_ok
-    restored = np.flatnonzero(cand & (rng.random(n) < p))
-    s.restricted[restored] = False
+    due, chance = reviews
+    lifted = due[rng.random(len(due)) < chance]
+    s.restricted[lifted] = False
+    auto, h = restore_hazard(s, day, rs)
+    auto = auto[rng.random(len(auto)) < -np.expm1(-h)]
+    s.restricted[auto] = False
+    restored = np.concatenate([auto, lifted])
+    channel = np.repeat(np.arange(2, dtype=np.int8), [len(auto), len(lifted)])
     s.restricted[fired] = True
     s.restricted_day[fired] = day
-    s.late_since_restriction[fired] = 0
+    s.restricted_cause[fired] = cause
+    s.score_at_restriction[fired] = s.scores[fired, 3]
+    s.appeal_review_day[fired] = -1
+    for counter in (s.late_since_restriction, s.clean_since_restriction, s.early_since_restriction,
+                    s.inquiries_since_restriction, s.bl_draws_since_restriction):
+        counter[fired] = 0
     ev.add(fired, day, CODE["pl_restricted"])
     ev.add(restored, day, CODE["pl_restored"])
-    return fired, cause
+    return fired, cause, restored, channel

@@ -31,6 +31,8 @@ SOURCES: dict[str, tuple[tuple[str, ...], str | None]] = {
     **{f"repayment.{k}": (_REPAY, k) for k in ("early", "on_time", "late")},
     **{f"{t}.{k}": ((t,), k) for t in _REPAY for k in ("early", "on_time", "late")},
     "pl_limit": (("pl_open", "pl_limit_change"), None),
+    "default": (("bl_default", "pl_default"), None),
+    "dpd": ((*_REPAY, "bl_default", "pl_default"), None),  # every event that carries days past due
 }
 _DPD_FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "early": lambda d: d < 0, "on_time": lambda d: d == 0, "late": lambda d: d > 0,
@@ -340,14 +342,19 @@ class Snapshot:
                          and window is not None and k[2] < window), default=None)
             total = np.zeros(self.n) if inner is None else self.cache[(tag, source, inner)].copy()
             hi = None if inner is None else self.day_edge(-inner)
-            for b, rows, m in self.parts(source, window, hi_us=hi):
-                u = b.u[rows]
-                w = None if weight is None else weight(b, rows)
-                if m is not None:
-                    u, w = u[m], (None if w is None else w[m])
-                total += np.bincount(u, weights=w, minlength=self.n)
-            self.cache[key] = total
+            self.cache[key] = self._add_counts(total, self.parts(source, window, hi_us=hi), weight)
         return self.cache[key]
+
+    def _add_counts(self, total: np.ndarray, parts: list[tuple[Block, Piece, np.ndarray | None]],
+                    weight: Callable[[Block, Piece], np.ndarray] | None) -> np.ndarray:
+        """`total` plus the per-user count (or `weight` sum) of the rows in `parts`."""
+        for b, rows, m in parts:
+            u = b.u[rows]
+            w = None if weight is None else weight(b, rows)
+            if m is not None:
+                u, w = u[m], (None if w is None else w[m])
+            total += np.bincount(u, weights=w, minlength=self.n)
+        return total
 
     def last(self, source: str, value: str, window: int | None = None,
              hi_us: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -396,6 +403,80 @@ class Snapshot:
             out = (self.as_of_us - t_us) / DAY_US
         out[~np.isfinite(t_us)] = np.nan
         return out
+
+
+def line_state_arrays(prep: PreparedEvents, as_of_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """(state code: 0 no line, 1 active, 2 restricted; time the state began in µs or -inf) per user row.
+
+    The events contract: the state is the last pl_restricted / pl_restored before as_of, active
+    if none, given a pl_open before as_of."""
+    snap = Snapshot(prep, as_of_us)
+    opened = snap.last("pl_open", "time")[0]
+    restricted = snap.last("pl_restricted", "time")[0]
+    restored = snap.last("pl_restored", "time")[0]
+    has_line = np.isfinite(opened)
+    is_restricted = has_line & np.isfinite(restricted) & (restricted >= restored)
+    state = np.where(is_restricted, 2, np.where(has_line, 1, 0)).astype(np.int8)
+    since = np.where(is_restricted, restricted, np.where(restored > opened, restored, opened))
+    return state, since
+
+
+@dataclass
+class AnchoredSnapshot(Snapshot):
+    """A snapshot whose windows are cut per user at the line's current restriction (spec `anchor`).
+
+    "since_restricted": [max(restriction, as_of - window), as_of); "restricted": [restriction - window,
+    restriction). Users whose line is not restricted have no rows. Every aggregation of Snapshot
+    works unchanged on it: only the row selection differs (a mask over the rows before as_of)."""
+
+    since_us: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float µs per user row, NaN if not restricted
+    anchor: str = "since_restricted"
+
+    def bounds(self, window: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-user [lo, hi) in µs (floats; lo = +inf where the line is not restricted)."""
+        since = np.where(np.isnan(self.since_us), np.inf, self.since_us)
+        span = np.inf if window is None else window * DAY_US
+        if self.anchor == "since_restricted":  # the window's start in local days, as every as_of window
+            start = -np.inf if window is None else float(self.day_edge(-window))
+            return np.maximum(since, start), np.full(self.n, float(self.as_of_us))
+        with np.errstate(invalid="ignore"):  # inf - inf where the line is not restricted: no rows either way
+            return np.where(np.isinf(since), np.inf, since - span), since
+
+    def parts(self, source: str, window: int | None = None, lo_us: int | None = None,
+              hi_us: int | None = None) -> list[tuple[Block, Piece, np.ndarray | None]]:
+        if lo_us is not None or hi_us is not None:
+            raise ValueError("an anchored snapshot takes its bounds from the restriction, not from lo_us/hi_us")
+        key = ("bounds", window)
+        if key not in self.cache:
+            self.cache[key] = self.bounds(window)
+        lo, hi = self.cache[key]
+        types, flt = SOURCES[source]
+        out = []
+        for etype in types:
+            b = self.prep.block(etype)
+            rkey = ("arows", etype, window)
+            if rkey not in self.cache:
+                rows = []
+                for piece in b.rows(None, self.as_of_us):
+                    idx = np.arange(piece.start, piece.stop) if isinstance(piece, slice) else piece
+                    u, t = b.u[idx], b.t[idx]
+                    rows.append(idx[(t >= lo[u]) & (t < hi[u])])
+                self.cache[rkey] = [r for r in rows if len(r)]
+            for rows in self.cache[rkey]:
+                out.append((b, rows, None if flt is None else _DPD_FILTERS[flt](b.dpd[rows])))
+        return out
+
+    def bincount(self, source: str, window: int | None, weight: Callable[[Block, Piece], np.ndarray] | None = None,
+                 tag: str = "count") -> np.ndarray:
+        """Per-user count (or weighted sum) in the anchored window; windows are not nested here."""
+        key = ("a" + tag, source, window)
+        if key not in self.cache:
+            self.cache[key] = self._add_counts(np.zeros(self.n), self.parts(source, window), weight)
+        return self.cache[key]
+
+    def at_restriction(self) -> "AnchoredSnapshot":
+        """The sibling snapshot over the behaviour before the restriction."""
+        return AnchoredSnapshot(self.prep, self.as_of_us, since_us=self.since_us, anchor="restricted")
 
 
 def _amount(b: Block, rows: Piece) -> np.ndarray:
@@ -542,6 +623,22 @@ def _segment_merchant(snap: Snapshot, f: Feature) -> np.ndarray:
     return np.full(snap.n, np.nan) if snap.prep.merchant is None else snap.prep.merchant
 
 
+def _days_restricted(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
+    return (snap.as_of_us - snap.since_us) / DAY_US
+
+
+def _change_since_restriction(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
+    """Latest value before as_of minus the latest value before the restriction (NaN without one before)."""
+    value = _value_field(f.source)
+    now = Snapshot(snap.prep, snap.as_of_us).last(f.source, value)[1]
+    return now - snap.at_restriction().last(f.source, value)[1]
+
+
+def _count_older(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
+    """Events in the anchored span but more than `window` days before as_of (e.g. appeals already reviewed)."""
+    return snap.bincount(f.source, None) - snap.bincount(f.source, f.window)
+
+
 # aggregation kind -> vectorised function (Snapshot, Feature) -> one float per user row.
 AGGREGATORS: dict[str, Callable[[Snapshot, Feature], np.ndarray]] = {
     "count": _count, "sum": _sum, "share": _share, "flag": _flag, "max_dpd": _max_dpd,
@@ -549,7 +646,8 @@ AGGREGATORS: dict[str, Callable[[Snapshot, Feature], np.ndarray]] = {
     "days_since_last": _days_since_last, "days_since_first": _days_since_first, "balance": _balance,
     "limit": _limit, "utilisation": _utilisation, "limit_change_ratio": _limit_change_ratio,
     "line_open": _line_open, "line_closed": _line_closed, "days_since_signup": _days_since_signup,
-    "segment_merchant": _segment_merchant,
+    "segment_merchant": _segment_merchant, "days_restricted": _days_restricted,
+    "change_since_restriction": _change_since_restriction, "count_older": _count_older,
 }
 
 
@@ -569,11 +667,20 @@ def features_from_prepared(prep: PreparedEvents, as_of: object,
     if prep.until_us is not None and _us(ts) > prep.until_us:
         raise ValueError(f"as_of {ts} is after the events were cut off at {pd.Timestamp(prep.until_us, unit='us', tz='UTC')}")
     values = np.empty((len(features), prep.n_users), dtype=np.float32)  # transposed: one float32 block, no copy
+    since = None
+    if any(f.anchor != "as_of" for f in features):
+        state, began = line_state_arrays(prep, _us(ts))
+        since = np.where(state == 2, began, np.nan)
 
     def run(group: list[int]) -> None:
-        snap = Snapshot(prep, _us(ts))  # one cache per thread: groups share few intermediates
+        snaps = {"as_of": Snapshot(prep, _us(ts))}  # one cache per thread: groups share few intermediates
         for i in group:
-            values[i] = AGGREGATORS[features[i].aggregation](snap, features[i])
+            f = features[i]
+            if f.anchor not in snaps:
+                snaps[f.anchor] = AnchoredSnapshot(prep, _us(ts), since_us=since, anchor=f.anchor)
+            values[i] = AGGREGATORS[f.aggregation](snaps[f.anchor], f)
+            if f.anchor != "as_of":
+                values[i][np.isnan(since)] = np.nan  # not restricted: the feature does not apply
 
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, _thread_groups(features)))

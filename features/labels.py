@@ -10,23 +10,17 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from linerisk.features.compute import (PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
-                              prepare_events, to_utc_timestamp)
+from linerisk.features.compute import (DAY_US, PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
+                                       line_state_arrays, prepare_events, to_utc_timestamp)
+from linerisk.features.spec import features_for
 
 STATES = ("no_line", "active", "restricted")
 
 
-def _state_arrays(prep: PreparedEvents, as_of_us: int) -> tuple[np.ndarray, np.ndarray]:
-    """(state code into STATES, time the state began in µs or -inf) per user row."""
-    snap = Snapshot(prep, as_of_us)
-    opened = snap.last("pl_open", "time")[0]
-    restricted = snap.last("pl_restricted", "time")[0]
-    restored = snap.last("pl_restored", "time")[0]
-    has_line = np.isfinite(opened)
-    is_restricted = has_line & np.isfinite(restricted) & (restricted >= restored)
-    state = np.where(is_restricted, 2, np.where(has_line, 1, 0)).astype(np.int8)
-    since = np.where(is_restricted, restricted, np.where(restored > opened, restored, opened))
-    return state, since
+_state_arrays = line_state_arrays  # (state code into STATES, time it began in µs or -inf) per user row
+# The population of each target at as_of and the event that ends a row's wait (its label).
+POPULATION = {"restrict": 1, "restore": 2}
+LABEL_EVENT = {"restrict": "pl_restricted", "restore": "pl_restored"}
 
 
 def line_state(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None,
@@ -50,40 +44,78 @@ def active_from_prepared(prep: PreparedEvents, as_of: object) -> pd.DataFrame:
     """Features at as_of of the users whose line is active then, from prepared events."""
     ts = to_utc_timestamp(as_of, prep.tz)
     state, _ = _state_arrays(prep, _us(ts))
-    return features_from_prepared(prep, ts)[state == 1]
+    return features_from_prepared(prep, ts, features_for("restrict"))[state == 1]
 
 
-def horizon_labels(prep: PreparedEvents, as_of_us: int, horizon_days: int) -> np.ndarray:
-    """1 where a pl_restricted event falls in [as_of, as_of + horizon), else 0 (int8 per user row)."""
+def first_event_days(prep: PreparedEvents, as_of_us: int, event_type: str) -> np.ndarray:
+    """Days from as_of to each user's first `event_type` event at or after as_of (NaN when none is logged)."""
+    first = np.full(prep.n_users, np.inf)
+    b = prep.block(event_type)
+    later = b.t >= as_of_us
+    np.minimum.at(first, b.u[later], b.t[later].astype(np.float64))
+    return np.where(np.isfinite(first), (first - as_of_us) / DAY_US, np.nan)
+
+
+def line_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None,
+                  features: tuple | None = None, tz: str = "UTC") -> pd.DataFrame:
+    """Features at as_of (all registry entries, or `features`) of the users with a personal line, plus
+    `line_state` (active / restricted): the population scored, events prepared once."""
+    return line_from_prepared(prepare_events(events, users, until=as_of, tz=tz), as_of, features)
+
+
+def line_from_prepared(prep: PreparedEvents, as_of: object, features: tuple | None = None) -> pd.DataFrame:
+    """`line_features` from prepared events."""
+    ts = to_utc_timestamp(as_of, prep.tz)
+    state, _ = _state_arrays(prep, _us(ts))
+    frame = features_from_prepared(prep, ts, features_for(None) if features is None else features)
+    frame["line_state"] = pd.array(np.asarray(STATES, dtype=object)[state], dtype="string")
+    return frame[state > 0]
+
+
+def horizon_labels(prep: PreparedEvents, as_of_us: int, horizon_days: int,
+                   event_type: str = "pl_restricted") -> np.ndarray:
+    """1 where an `event_type` event falls in [as_of, as_of + horizon), else 0 (int8 per user row)."""
     snap = Snapshot(prep, as_of_us)
     hits = np.zeros(prep.n_users, dtype=bool)
-    for b, rows, _ in snap.parts("pl_restricted", lo_us=as_of_us, hi_us=snap.day_edge(horizon_days)):
+    for b, rows, _ in snap.parts(event_type, lo_us=as_of_us, hi_us=snap.day_edge(horizon_days)):
         hits[b.u[rows]] = True
     return hits.astype(np.int8)
 
 
-def panel_block(prep: PreparedEvents, as_of: object, horizon_days: int = 90) -> pd.DataFrame:
-    """Features plus `label` at one as_of, for users whose line is active at as_of."""
+def panel_block(prep: PreparedEvents, as_of: object, horizon_days: int = 90, target: str = "restrict") -> pd.DataFrame:
+    """The target's features plus `label` at one as_of, for the target's population at as_of.
+
+    restrict: active lines, label = restricted within the horizon. restore: restricted lines, label =
+    restored within the horizon, plus `restore_days` (days to the first pl_restored, NaN if none is
+    logged) and `followup_days` (days of log after as_of), the survival view of the same rows."""
     ts = to_utc_timestamp(as_of, prep.tz)
     state, _ = _state_arrays(prep, _us(ts))
-    active = state == 1
-    frame = features_from_prepared(prep, ts)
-    frame["label"] = horizon_labels(prep, _us(ts), horizon_days)
-    return frame[active]
+    frame = features_from_prepared(prep, ts, features_for(target))
+    frame["label"] = horizon_labels(prep, _us(ts), horizon_days, LABEL_EVENT[target])
+    if target == "restore":
+        frame["restore_days"] = first_event_days(prep, _us(ts), "pl_restored")
+        end = max((b.t_max for b in prep.blocks.values()), default=_us(ts))
+        frame["followup_days"] = float((end - _us(ts)) / DAY_US)
+    return frame[state == POPULATION[target]]
 
 
 def iter_panel(events: pd.DataFrame, users: pd.DataFrame | None, snapshots: Iterable[object],
-               horizon_days: int = 90, tz: str = "UTC") -> Iterator[pd.DataFrame]:
+               horizon_days: int = 90, tz: str = "UTC", target: str = "restrict") -> Iterator[pd.DataFrame]:
     """Panel blocks one as_of at a time (events prepared once), so a caller can show progress."""
     prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # sorted once, sliced by every snapshot
     for as_of in snapshots:
-        yield panel_block(prep, as_of, horizon_days)
+        yield panel_block(prep, as_of, horizon_days, target)
 
 
 def build_panel(events: pd.DataFrame, users: pd.DataFrame | None, snapshots: Iterable[object],
-                horizon_days: int = 90, tz: str = "UTC") -> pd.DataFrame:
-    """Stacked snapshots: index user_id, spec columns, `as_of`, `label`; (user_id, as_of) is unique."""
-    blocks = list(iter_panel(events, users, snapshots, horizon_days, tz))
+                horizon_days: int = 90, tz: str = "UTC", target: str = "restrict") -> pd.DataFrame:
+    """Stacked snapshots: index user_id, the target's spec columns, `as_of`, `label`; (user_id, as_of) is unique.
+
+    target "restrict": active lines, label restricted within the horizon; "restore": restricted lines,
+    label restored within the horizon (see panel_block)."""
+    if target not in POPULATION:
+        raise ValueError(f"unknown target {target!r} (expected one of {', '.join(POPULATION)})")
+    blocks = list(iter_panel(events, users, snapshots, horizon_days, tz, target))
     if not blocks:
         raise ValueError("build_panel: no snapshots given")
     return pd.concat(blocks)

@@ -6,23 +6,41 @@ nothing else in the project lists feature names. A recovery action ("stop early 
 model's spec. Each entry names its `source` (which
 events), `aggregation` (how they are reduced) and `window`; features/compute.py maps
 each aggregation kind to one vectorised function.
+Two models read the registry: `targets` says which (the restriction model of active lines,
+"restrict", and the restoration model of restricted lines, "restore"), and each target has
+its own monotone direction (`direction` for restrict, `restore_direction` for restore), so
+the restriction model keeps exactly its own feature set while the restoration model adds
+the since-restriction features. `features_for(target)` is a model's view of the registry.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from linerisk.data.schema import RED_LINE_DPD
 from linerisk.features import valuefmt
 
 # The world's cause families (shared/design/world.md), then families that are not causes.
 CAUSE_FAMILIES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
                   "utilisation", "bl_closure")
-FAMILIES = CAUSE_FAMILIES + ("activity", "tenure")
+# `restriction` (how long the line has been shut), `appeal` (contacting the platform) and
+# `red_line` (a default or repeated misuse: never restored) are the restoration model's own.
+FAMILIES = CAUSE_FAMILIES + ("activity", "tenure", "restriction", "appeal", "red_line")
+# Causes the platform lifts readily, also on appeal (shared/design/world.md "Restoration").
+MINOR_CAUSES = ("early_repayment", "bl_closure", "utilisation", "multi_borrowing")
+
+# The models that read the registry: P(restricted within the horizon) of an active line, and
+# P(restored within the horizon) of a restricted one.
+TARGETS = ("restrict", "restore")
+# Where a window is cut: "as_of" [as_of - window, as_of); "since_restricted" the part of that
+# window after the line's current restriction began; "restricted" [restriction - window, restriction),
+# the behaviour that led to it. Anchored features are NaN for lines that are not restricted.
+ANCHORS = ("as_of", "since_restricted", "restricted")
 
 # Aggregations with no value for a user without such events (NaN): these need a `none_*` text.
 MAY_BE_MISSING = ("share", "last_dpd", "last", "change", "min", "days_since_last", "days_since_first", "balance",
-                  "utilisation", "limit", "limit_change_ratio")
+                  "utilisation", "limit", "limit_change_ratio", "change_since_restriction")
 
 # How a value is shown in a reason text.
 UNITS = ("count", "money", "share", "days", "score", "points", "ratio", "flag")
@@ -30,7 +48,8 @@ UNITS = ("count", "money", "share", "days", "score", "points", "ratio", "flag")
 # Aggregation kinds understood by features/compute.py (kept here so the spec validates itself).
 AGGREGATIONS = ("count", "sum", "share", "flag", "max_dpd", "sum_dpd_capped", "last_dpd", "last", "change",
                 "min", "days_since_last", "days_since_first", "balance", "utilisation", "limit",
-                "limit_change_ratio", "line_open", "line_closed", "days_since_signup", "segment_merchant")
+                "limit_change_ratio", "line_open", "line_closed", "days_since_signup", "segment_merchant",
+                "days_restricted", "change_since_restriction", "count_older")
 
 
 @dataclass(frozen=True)
@@ -79,12 +98,19 @@ class Feature:
     none_en: str = ""    # text when the user has no value (no such event before as_of); needed where one can be missing
     none_zh: str = ""
     levers: tuple[Lever, ...] = ()  # recovery actions that move this feature
+    targets: tuple[str, ...] = ("restrict",)  # the models that use it (TARGETS)
+    restore_direction: int = 0  # monotone constraint on P(restored) where the restoration model uses it
+    anchor: str = "as_of"       # where the window is cut (ANCHORS)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"feature {self.name}: unknown family {self.family!r}")
-        if self.direction not in (-1, 0, 1):
+        if self.direction not in (-1, 0, 1) or self.restore_direction not in (-1, 0, 1):
             raise ValueError(f"feature {self.name}: direction must be -1, 0 or +1")
+        if not self.targets or not set(self.targets) <= set(TARGETS):
+            raise ValueError(f"feature {self.name}: targets must be a non-empty subset of {TARGETS}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"feature {self.name}: unknown anchor {self.anchor!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"feature {self.name}: unknown aggregation {self.aggregation!r}")
         if self.unit not in UNITS:
@@ -130,6 +156,113 @@ def _activity() -> tuple[Feature, ...]:
     return tuple(out)
 
 
+BOTH = TARGETS  # a feature both models read
+RESTORE = ("restore",)
+# Days an appeal stays under review (the world's review lands within about 2-10 days): an older
+# appeal on a line still restricted was turned down.
+APPEAL_REVIEW_DAYS = 10
+
+# The red line: evidence in the events after which a line never comes back. Each rule: the
+# feature, the value at which it holds, the feature that dates it, and how it is stated.
+RED_LINE_CAP = 0.01  # the most a red-line line is ever given, for every horizon
+RED_LINE = (
+    {"feature": "default_count_ever", "at_least": 1, "dated_by": "days_since_default", "unit": "count",
+     "text_en": "a default (over 90 days past due) on record, the last on {date}",
+     "text_zh": "有违约记录（逾期超90天），最近一次在{date}"},
+    {"feature": "max_dpd_ever", "at_least": RED_LINE_DPD + 1, "dated_by": "days_since_default", "unit": "days",
+     "text_en": "a repayment {value} days past due, beyond the 90-day red line (default dated {date})",
+     "text_zh": "曾逾期{value}天，超过90天红线（违约日期{date}）"},
+    {"feature": "fund_misuse_count_ever", "at_least": 2, "dated_by": "days_since_fund_misuse", "unit": "count",
+     "text_en": "{value} fund-misuse flags on the business loan, the last on {date}",
+     "text_zh": "网商贷资金用途违规{value}次，最近一次在{date}"},
+)
+
+
+def _restoration() -> tuple[Feature, ...]:
+    """The restoration model's own features: behaviour since the current restriction, the behaviour that
+    led to it (the likely cause), appeals and their outcome so far, and the red-line evidence."""
+    def since(name, family, aggregation, source, d, en, zh, unit="count", window=None, **kw):
+        return Feature(name, family, window, aggregation, 0, kw.pop("actionable", True), en, zh, source=source,
+                       unit=unit, targets=RESTORE, restore_direction=d, anchor="since_restricted", **kw)
+
+    def before(name, family, aggregation, source, window, d, en, zh, unit="count", **kw):
+        return Feature(name, family, window, aggregation, 0, False, en, zh, source=source, unit=unit,
+                       targets=RESTORE, restore_direction=d, anchor="restricted", **kw)
+
+    def ever(name, aggregation, source, d, en, zh, unit="count", **kw):
+        return Feature(name, "red_line", None, aggregation, 0, False, en, zh, source=source, unit=unit,
+                       targets=RESTORE, restore_direction=d, **kw)
+
+    return (
+        since("days_restricted", "restriction", "days_restricted", "pl_restricted", 0,
+              "restricted for {value} days", "借呗已被限制{value}天", unit="days", actionable=False),
+        since("on_time_repayment_count_since", "overdue", "count", "repayment.on_time", +1,
+              "{value} on-time repayments since the restriction", "限制以来按时还款{value}次"),
+        since("late_repayment_count_since", "overdue", "count", "repayment.late", -1,
+              "{value} late repayments since the restriction", "限制以来逾期还款{value}次"),
+        since("max_dpd_since", "overdue", "max_dpd", "repayment", -1,
+              "up to {value} days past due since the restriction", "限制以来最长逾期{value}天", unit="days"),
+        since("early_repayment_count_since", "early_repayment", "count", "repayment.early", 0,
+              "{value} early repayments since the restriction", "限制以来提前还款{value}次"),
+        since("credit_score_change_since", "credit_score", "change_since_restriction", "credit_score", +1,
+              "credit score changed by {value} points since the restriction", "限制以来信用分变化{value}分",
+              unit="points", none_en="no credit score on record", none_zh="无信用分记录"),
+        since("credit_inquiry_count_since", "multi_borrowing", "count", "credit_inquiry", -1,
+              "{value} credit applications since the restriction", "限制以来征信查询{value}次"),
+        since("bl_drawdown_count_since", "activity", "count", "bl_drawdown", +1,
+              "{value} business-loan drawdowns since the restriction", "限制以来网商贷借款{value}次"),
+        since("fund_misuse_count_since", "fund_misuse", "count", "bl_fund_misuse", -1,
+              "{value} fund-misuse flags since the restriction", "限制以来资金用途违规{value}次"),
+        since("appeal_pending_count", "appeal", "count", "pl_appeal", +1,
+              f"{{value}} appeals to the platform in the last {APPEAL_REVIEW_DAYS} days, under review",
+              f"近{APPEAL_REVIEW_DAYS}天联系平台申诉{{value}}次，审核中", window=APPEAL_REVIEW_DAYS),
+        since("appeal_rejected_count", "appeal", "count_older", "pl_appeal", -1,
+              "{value} appeals since the restriction reviewed without a lift", "限制以来申诉{value}次未获恢复",
+              window=APPEAL_REVIEW_DAYS, actionable=False),
+        before("late_days_sum_before_restriction", "overdue", "sum_dpd_capped", "repayment.late", 90, -1,
+               "{value} days overdue in the 90 days before the restriction", "限制前90天累计逾期{value}天", unit="days"),
+        before("early_repayment_count_before_restriction", "early_repayment", "count", "repayment.early", 180, 0,
+               "{value} early repayments in the 180 days before the restriction", "限制前180天提前还款{value}次"),
+        before("late_repayment_count_before_restriction", "overdue", "count", "repayment.late", 180, -1,
+               "{value} late repayments in the 180 days before the restriction", "限制前180天逾期还款{value}次"),
+        before("max_dpd_before_restriction", "overdue", "max_dpd", "repayment", 365, -1,
+               "up to {value} days past due in the year before the restriction", "限制前一年最长逾期{value}天",
+               unit="days"),
+        before("credit_score_min_before_restriction", "credit_score", "min", "credit_score", 365, 0,
+               "credit score was as low as {value} in the year before the restriction", "限制前一年信用分最低{value}",
+               unit="score", none_en="no credit score on record before the restriction", none_zh="限制前无信用分记录"),
+        before("credit_inquiry_count_year_before_restriction", "multi_borrowing", "count", "credit_inquiry", 365, 0,
+               "{value} credit inquiries in the year before the restriction", "限制前一年征信查询{value}次"),
+        before("fund_misuse_count_before_restriction", "fund_misuse", "count", "bl_fund_misuse", 180, -1,
+               "{value} fund-misuse flags in the 180 days before the restriction", "限制前180天资金用途违规{value}次"),
+        before("credit_inquiry_count_before_restriction", "multi_borrowing", "count", "credit_inquiry", 90, 0,
+               "{value} credit inquiries in the 90 days before the restriction", "限制前90天征信查询{value}次"),
+        before("bl_closed_before_restriction", "bl_closure", "flag", "bl_close", 180, 0,
+               "business loan closed in the 180 days before the restriction: {value}", "限制前180天关闭网商贷：{value}",
+               unit="flag"),
+        before("credit_score_at_restriction", "credit_score", "last", "credit_score", None, 0,
+               "credit score was {value} when the line was restricted", "限制时信用分为{value}", unit="score",
+               none_en="no credit score on record before the restriction", none_zh="限制前无信用分记录"),
+        before("pl_utilisation_at_restriction", "utilisation", "utilisation", "pl", None, 0,
+               "{value} of the personal-line limit was in use when the line was restricted", "限制时借呗额度已使用{value}",
+               unit="share", none_en="no personal line", none_zh="未开通借呗"),
+        Feature("days_since_repayment", "overdue", None, "days_since_last", 0, True, "last repayment {value} days ago",
+                "距上次还款{value}天", source="repayment", unit="days", none_en="no repayment on record",
+                none_zh="无还款记录", targets=RESTORE),
+        Feature("bl_balance", "utilisation", None, "balance", 0, True, "{value} outstanding on the business loan",
+                "网商贷待还余额{value}", source="bl", unit="money", none_en="no business loan", none_zh="未开通网商贷",
+                targets=RESTORE),
+        ever("max_dpd_ever", "max_dpd", "dpd", -1, "up to {value} days past due on record", "历史最长逾期{value}天",
+             unit="days"),
+        ever("default_count_ever", "count", "default", -1, "{value} defaults (over 90 days past due) on record",
+             "历史违约（逾期超90天）{value}次"),
+        ever("days_since_default", "days_since_last", "default", 0, "last default {value} days ago", "距上次违约{value}天",
+             unit="days", none_en="no default on record", none_zh="无违约记录"),
+        ever("fund_misuse_count_ever", "count", "bl_fund_misuse", -1, "{value} fund-misuse flags on record",
+             "历史资金用途违规{value}次"),
+    )
+
+
 FEATURES: tuple[Feature, ...] = (
     # --- overdue: the simulator's overdue hazard reads late_days_sum_90d, counts and max dpd
     Feature("late_days_sum_90d", "overdue", 90, "sum_dpd_capped", 1, True,
@@ -137,10 +270,10 @@ FEATURES: tuple[Feature, ...] = (
             "近90天累计逾期{value}天（单笔最多计120天）", source="repayment.late", unit="days",
             levers=(Lever("repay_on_time_90d", to=0.0,
                            text_en="Clear the overdue balance and repay on time for 90 days (now: {value} days overdue in the last 90 days)",
-                           text_zh="结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）"),)),
+                           text_zh="结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）"),), targets=BOTH, restore_direction=-1),
     Feature("late_repayment_count_90d", "overdue", 90, "count", 1, True,
             "{value} late repayments in the last 90 days", "近90天逾期还款{value}次", source="repayment.late",
-            levers=(_REPAY,)),
+            levers=(_REPAY,), targets=BOTH, restore_direction=-1),
     Feature("bl_late_repayment_count_90d", "overdue", 90, "count", 1, True,
             "{value} late repayments on the business loan in the last 90 days", "近90天网商贷逾期还款{value}次",
             source="bl_repayment.late",
@@ -158,13 +291,13 @@ FEATURES: tuple[Feature, ...] = (
             levers=(_REPAY,)),
     Feature("max_dpd_90d", "overdue", 90, "max_dpd", 1, True,
             "up to {value} days past due in the last 90 days", "近90天最长逾期{value}天", source="repayment", unit="days",
-            levers=(_REPAY,)),
+            levers=(_REPAY,), targets=BOTH, restore_direction=-1),
     Feature("max_dpd_365d", "overdue", 365, "max_dpd", 1, True,
             "up to {value} days past due in the last 365 days", "近365天最长逾期{value}天", source="repayment", unit="days"),
     Feature("last_dpd", "overdue", None, "last_dpd", 1, True,
             "the latest repayment was {value} days late", "最近一笔还款逾期{value}天", source="repayment", unit="days",
             none_en="no repayment on record", none_zh="无还款记录",
-            levers=(_REPAY,)),
+            levers=(_REPAY,), targets=BOTH, restore_direction=-1),
     Feature("days_since_late_repayment", "overdue", None, "days_since_last", -1, True,
             "last late repayment {value} days ago", "距上次逾期还款{value}天", source="repayment.late", unit="days",
             none_en="no late repayment on record", none_zh="无逾期还款记录"),
@@ -173,7 +306,7 @@ FEATURES: tuple[Feature, ...] = (
             "{value} early repayments in the last 90 days", "近90天提前还款{value}次", source="repayment.early",
             levers=(Lever("no_early_repayment_90d", to=0.0,
                            text_en="Stop early repayments for 90 days (now: {value} in the last 90 days)",
-                           text_zh="90天内不再提前还款（近90天提前还款{value}次）"),)),
+                           text_zh="90天内不再提前还款（近90天提前还款{value}次）"),), targets=BOTH),
     Feature("bl_early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
             "{value} early repayments on the business loan in the last 90 days", "近90天网商贷提前还款{value}次",
             source="bl_repayment.early",
@@ -201,26 +334,26 @@ FEATURES: tuple[Feature, ...] = (
             source="bl_fund_misuse"),
     Feature("fund_misuse_count_365d", "fund_misuse", 365, "count", 1, True,
             "{value} fund-misuse flags on the business loan in the last 365 days", "近365天网商贷资金用途违规{value}次",
-            source="bl_fund_misuse"),
+            source="bl_fund_misuse", targets=BOTH, restore_direction=-1),
     Feature("fund_misuse_amount_180d", "fund_misuse", 180, "sum", 1, True,
             "{value} flagged as misused in the last 180 days", "近180天被认定违规使用的资金{value}",
             source="bl_fund_misuse", unit="money"),
     Feature("days_since_fund_misuse", "fund_misuse", None, "days_since_last", -1, True,
             "last fund-misuse flag {value} days ago", "距上次资金用途违规{value}天", source="bl_fund_misuse", unit="days",
-            none_en="no fund-misuse flag on record", none_zh="无资金用途违规记录"),
+            none_en="no fund-misuse flag on record", none_zh="无资金用途违规记录", targets=BOTH),
     # --- credit score
     Feature("credit_score_latest", "credit_score", None, "last", -1, True,
             "credit score is {value}", "信用分为{value}", source="credit_score", unit="score",
-            none_en="no credit score on record", none_zh="无信用分记录", levers=_SCORE_AFTER_NO_INQUIRIES),
+            none_en="no credit score on record", none_zh="无信用分记录", levers=_SCORE_AFTER_NO_INQUIRIES, targets=BOTH, restore_direction=+1),
     Feature("credit_score_change_90d", "credit_score", 90, "change", -1, True,
             "credit score changed by {value} points in the last 90 days", "近90天信用分变化{value}分",
             source="credit_score", unit="points",
             none_en="no credit-score change on record in the last 90 days", none_zh="近90天无信用分变化记录",
-            levers=_SCORE_AFTER_NO_INQUIRIES),
+            levers=_SCORE_AFTER_NO_INQUIRIES, targets=BOTH, restore_direction=+1),
     Feature("credit_score_min_365d", "credit_score", 365, "min", -1, True,
             "credit score was as low as {value} in the last 365 days", "近365天信用分最低{value}",
             source="credit_score", unit="score",
-            none_en="no credit score on record in the last 365 days", none_zh="近365天无信用分记录"),
+            none_en="no credit score on record in the last 365 days", none_zh="近365天无信用分记录", targets=BOTH),
     # --- multi-borrowing: credit applications elsewhere
     Feature("credit_inquiry_count_30d", "multi_borrowing", 30, "count", 1, True,
             "{value} credit inquiries in the last 30 days", "近30天征信查询{value}次", source="credit_inquiry",
@@ -229,21 +362,21 @@ FEATURES: tuple[Feature, ...] = (
                                    "the credit score then recovers about 4 points per recent inquiry at its next "
                                    "monthly report",
                            text_zh="30天内不再申请其他贷款（近30天征信查询{value}次）；下次月度更新时每次查询约可回升4分信用分"),
-                    Lever("no_credit_applications_90d", to=0.0))),
+                    Lever("no_credit_applications_90d", to=0.0)), targets=BOTH, restore_direction=-1),
     Feature("credit_inquiry_count_90d", "multi_borrowing", 90, "count", 1, True,
             "{value} credit inquiries in the last 90 days", "近90天征信查询{value}次", source="credit_inquiry",
             levers=(Lever("no_credit_applications_90d", to=0.0,
                            text_en="Make no new credit applications for 90 days (now: {value} in the last 90 days); "
                                    "the credit score then recovers about 4 points per inquiry of the last 30 days "
                                    "at its next monthly report",
-                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）；下次月度更新时近30天每次查询约可回升4分信用分"),)),
+                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）；下次月度更新时近30天每次查询约可回升4分信用分"),), targets=BOTH, restore_direction=-1),
     Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
     # --- utilisation of the personal line
     Feature("pl_balance", "utilisation", None, "balance", 1, True,
             "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money",
             none_en="no personal line", none_zh="未开通借呗",
-            levers=(Lever("utilisation_to_50", to=0.5, of="pl_limit"), Lever("utilisation_to_30", to=0.3, of="pl_limit"))),
+            levers=(Lever("utilisation_to_50", to=0.5, of="pl_limit"), Lever("utilisation_to_30", to=0.3, of="pl_limit")), targets=BOTH),
     Feature("pl_limit", "utilisation", None, "limit", 0, False,
             "personal-line limit is {value}", "借呗额度为{value}", source="pl_limit", unit="money",
             none_en="no personal line", none_zh="未开通借呗"),
@@ -255,7 +388,7 @@ FEATURES: tuple[Feature, ...] = (
                            text_zh="将借呗使用额度降至50%以下（目前已使用{value}）"),
                     Lever("utilisation_to_30", to=0.3,
                           text_en="Pay the personal line down to 30% of its limit (now: {value} in use)",
-                          text_zh="将借呗使用额度降至30%以下（目前已使用{value}）"))),
+                          text_zh="将借呗使用额度降至30%以下（目前已使用{value}）")), targets=BOTH),
     Feature("pl_limit_change_count_365d", "utilisation", 365, "count", 0, False,
             "{value} personal-line limit changes in the last 365 days", "近365天借呗额度调整{value}次",
             source="pl_limit_change"),
@@ -265,53 +398,67 @@ FEATURES: tuple[Feature, ...] = (
             none_en="no limit change on record", none_zh="无额度调整记录"),
     # --- business-loan closure: at most a small, short effect in the world
     Feature("bl_is_closed", "bl_closure", None, "line_closed", 0, False,
-            "business loan closed: {value}", "网商贷已关闭：{value}", source="bl", unit="flag"),
+            "business loan closed: {value}", "网商贷已关闭：{value}", source="bl", unit="flag", targets=BOTH),
     Feature("bl_closed_60d", "bl_closure", 60, "flag", 1, False,
             "business loan closed in the last 60 days: {value}", "近60天关闭网商贷：{value}", source="bl_close",
             unit="flag"),
     Feature("days_since_bl_close", "bl_closure", None, "days_since_last", -1, False,
             "business loan closed {value} days ago", "网商贷已关闭{value}天", source="bl_close", unit="days",
-            none_en="business loan never closed", none_zh="网商贷从未关闭"),
+            none_en="business loan never closed", none_zh="网商贷从未关闭", targets=BOTH),
     # --- activity: repayment timing mix and line history (history only: events before as_of)
     Feature("on_time_repayment_count_90d", "activity", 90, "count", 0, True,
-            "{value} on-time repayments in the last 90 days", "近90天按时还款{value}次", source="repayment.on_time"),
+            "{value} on-time repayments in the last 90 days", "近90天按时还款{value}次", source="repayment.on_time", targets=BOTH, restore_direction=+1),
     Feature("on_time_repayment_share_90d", "activity", 90, "share", 0, True,
             "{value} of repayments in the last 90 days were on time", "近90天{value}的还款按时",
             source="repayment.on_time", unit="share",
             none_en="no repayments in the last 90 days", none_zh="近90天无还款"),
     Feature("pl_restriction_count_365d", "activity", 365, "count", 0, False,
             "personal line restricted {value} times in the last 365 days", "近365天借呗被限制{value}次",
-            source="pl_restricted"),
+            source="pl_restricted", targets=BOTH),
     Feature("days_since_pl_restored", "activity", None, "days_since_last", 0, False,
             "personal line restored {value} days ago", "借呗恢复已{value}天", source="pl_restored", unit="days",
             none_en="personal line never restored", none_zh="借呗从未恢复"),
     *_activity(),
     # --- tenure and product holding; an open business loan marks a merchant with credit, not a closure
     Feature("bl_is_open", "tenure", None, "line_open", 0, False,
-            "business loan open: {value}", "网商贷在用：{value}", source="bl", unit="flag"),
+            "business loan open: {value}", "网商贷在用：{value}", source="bl", unit="flag", targets=BOTH),
     Feature("days_since_pl_open", "tenure", None, "days_since_first", 0, False,
             "personal line opened {value} days ago", "借呗已开通{value}天", source="pl_open", unit="days",
             none_en="no personal line", none_zh="未开通借呗"),
     Feature("days_since_signup", "tenure", None, "days_since_signup", 0, False,
-            "on the platform for {value} days", "注册已{value}天", source="users", unit="days"),
+            "on the platform for {value} days", "注册已{value}天", source="users", unit="days", targets=BOTH),
     Feature("is_merchant", "tenure", None, "segment_merchant", 0, False,
-            "merchant account: {value}", "商家用户：{value}", source="users", unit="flag"),
+            "merchant account: {value}", "商家用户：{value}", source="users", unit="flag", targets=BOTH),
+    *_restoration(),
 )
 
 
-def feature_names() -> list[str]:
-    return [f.name for f in FEATURES]
+def features_for(target: str | None = None) -> tuple[Feature, ...]:
+    """The registry as one model sees it: its features in spec order, `direction` its own (None: all entries)."""
+    if target is None:
+        return FEATURES
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r} (expected one of {', '.join(TARGETS)})")
+    mine = tuple(f for f in FEATURES if target in f.targets)
+    # the restriction levers move features by their restriction direction: the restoration view has its own
+    return mine if target == "restrict" else tuple(replace(f, direction=f.restore_direction, levers=())
+                                                   for f in mine)
 
 
-def spec_hash() -> str:
-    """sha256 of the spec: a model refuses features built from another spec."""
-    payload = json.dumps([asdict(f) for f in FEATURES], sort_keys=True, ensure_ascii=False)
+def feature_names(target: str | None = None) -> list[str]:
+    """Names in spec order: every registry entry, or one target's features."""
+    return [f.name for f in features_for(target)]
+
+
+def spec_hash(target: str = "restrict") -> str:
+    """sha256 of one model's view of the spec: a model refuses features built from another spec."""
+    payload = json.dumps([asdict(f) for f in features_for(target)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def monotone_constraints() -> list[int]:
-    """LightGBM `monotone_constraints`, one entry per feature in spec order."""
-    return [f.direction for f in FEATURES]
+def monotone_constraints(target: str = "restrict") -> list[int]:
+    """LightGBM `monotone_constraints` of one target's model, one entry per feature in spec order."""
+    return [f.direction for f in features_for(target)]
 
 
 def features_by_family() -> dict[str, list[Feature]]:

@@ -22,6 +22,7 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
                                       plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
                                       plot_shap_summary)
 from linerisk.models.report import render_report, training_card
+from linerisk.models.restore import evaluate_curve, red_line_check
 from linerisk.models.train import (Split, TrainParams, baseline_proba, oracle_scores, reference_distributions,
                                    split_out_of_time, split_random, suspicious_columns, train_baseline, train_model)
 
@@ -66,6 +67,15 @@ class FidelityWorld:
     truth_snapshots: pd.DataFrame
     truth_restrictions: pd.DataFrame
     source: str = ""
+    events: pd.DataFrame | None = None  # kept for the restoration report's "why it was restricted"
+    users: pd.DataFrame | None = None
+
+
+# Per target: the truth file of its population at each snapshot, the oracle's column in it, the registered name.
+TRUTH_FILE = {"restrict": "truth_snapshots.parquet", "restore": "truth_recovery_snapshots.parquet"}
+ORACLE_COLUMN = {"restrict": "oracle_prob", "restore": "restore_oracle_prob"}
+MODEL_NAME = {"restrict": "linerisk", "restore": "linerisk-restore"}
+_COUNTED = {"restrict": ("active", "restricted"), "restore": ("restricted", "restored")}
 
 
 # ---------------------------------------------------------------------------- panels
@@ -82,7 +92,8 @@ def snapshot_dates(events: pd.DataFrame, truth: pd.DataFrame | None, horizon_day
 
 
 def world_panel(events: pd.DataFrame, users: pd.DataFrame, snapshots: Iterable[object], horizon_days: int,
-                what: str = "events", tz: str = "UTC", read: Validated | None = None) -> pd.DataFrame:
+                what: str = "events", tz: str = "UTC", read: Validated | None = None,
+                target: str = "restrict") -> pd.DataFrame:
     """The labelled panel (user_id a column) at `snapshots`, logging each snapshot's size and positives.
 
     With `read` (the validation the events came from), every row read is accounted for: used up to the
@@ -96,13 +107,15 @@ def world_panel(events: pd.DataFrame, users: pd.DataFrame, snapshots: Iterable[o
         raise InputError(f"{what}: no snapshot dates with a full {horizon_days}-day horizon")
     prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # sorted once, sliced by every snapshot
     blocks = []
+    population, outcome = _COUNTED[target]
     for as_of in snapshots:
-        block = panel_block(prep, as_of, horizon_days)
+        block = panel_block(prep, as_of, horizon_days, target)
         blocks.append(block)
-        log.info(f"  as_of {pd.Timestamp(as_of):%Y-%m-%d}: {len(block):,} active users, "
-                 f"{int(block['label'].sum()):,} restricted within {horizon_days} days")
-    if read is not None:
-        count = read.account(*prep.consumed(max(pd.Timestamp(t) for t in snapshots) + pd.Timedelta(days=horizon_days)))
+        log.info(f"  as_of {pd.Timestamp(as_of):%Y-%m-%d}: {len(block):,} {population} lines, "
+                 f"{int(block['label'].sum()):,} {outcome} within {horizon_days} days")
+    if read is not None:  # labels read the horizon; the restoration panel's survival columns the whole log
+        cut = None if target == "restore" else max(pd.Timestamp(t) for t in snapshots) + pd.Timedelta(days=horizon_days)
+        count = read.account(*prep.consumed(cut))
         log.info(count.summary())
         count.check()
     panel = pd.concat(blocks)
@@ -173,7 +186,8 @@ FIDELITY_NOTE = ("Reason families of the model on a world simulated with another
                  "bl_closure among the reasons.")
 
 
-def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str
+def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd.DataFrame | None, what: str,
+               oracle_column: str = "oracle_prob"
                ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics and ROC inputs on `frame` for the model (calibrated and raw), the baseline and, with truth, the oracle."""
     y, X = frame["label"].to_numpy(), frame[names]
@@ -184,7 +198,7 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
                "baseline_logreg": evaluate(y, p_base)}
     curves = {"model": (y, p_model), "baseline": (y, p_base)}
     if truth is not None:
-        oracle = oracle_scores(frame, truth).to_numpy()
+        oracle = oracle_scores(frame, truth, oracle_column).to_numpy()
         have = ~np.isnan(oracle)
         if have.sum() and 0 < y[have].sum() < have.sum():
             results["oracle"] = evaluate(y[have], oracle[have])
@@ -195,10 +209,59 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
     return results, curves
 
 
+CURVE_NOTE = ("P(restored within d days) against what happened, on rows followed for at least d days (so the "
+              "outcome by d is known); ECE over 10 equal-frequency bins; C-index: Uno's IPCW concordance "
+              "(scikit-survival) of P(restored within a year) against the time to restoration, up to 365 days. "
+              "chained: the model's 90-day periods chained with the line's clock advanced (the curve used); "
+              "constant_hazard: the first period's probability carried on at a constant hazard (the alternative).")
+
+
+WHY_NOTE = ("The restriction model's reasons on the day each line of the unseen world's latest snapshot was "
+            "restricted, against the cause the simulator drew for that restriction (latent apart in the overall).")
+
+
+def restoration_sections(model, split: Split, truth: pd.DataFrame | None, unseen: FidelityWorld | None,
+                         flat: dict[str, float], restriction_model: str | None = None
+                         ) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The restoration report's own sections (curve calibration and concordance, the red line, and with a
+    restriction model "why it was restricted" on the unseen world); adds their figures to `flat`."""
+    sections = {}
+    if unseen is not None and restriction_model is not None:
+        from linerisk import api
+        from linerisk.models.batch import require_feature_spec
+        from linerisk.models.restore_plan import why_restricted_fidelity
+
+        package = api.load_model(restriction_model)
+        require_feature_spec(package, "restrict")
+        scorer = package.scorer
+        latest = unseen.panel[unseen.panel["as_of"] == unseen.panel["as_of"].max()].set_index("user_id")
+        since = latest["as_of"] - pd.to_timedelta(latest["days_restricted"].astype("float64").round(6), unit="D")
+        log.info(f"why it was restricted: {len(since):,} restricted lines of the unseen world")
+        overall, by_cause = why_restricted_fidelity(scorer, unseen.events, unseen.users, since, unseen.truth_restrictions)
+        flat.update({f"unseen_why_{k}": v for k, v in overall.items()})
+        sections["Why it was restricted (unseen world)"] = (WHY_NOTE, pd.DataFrame(
+            {"value": pd.Series(overall, dtype="float64")}))
+        sections["Why it was restricted, by cause"] = ("n = restricted lines per drawn cause.", by_cause)
+    checks = {"test": (split.test, truth)}
+    if unseen is not None:
+        checks["unseen"] = (unseen.panel, unseen.truth_snapshots)
+    for what, (frame, frame_truth) in checks.items():
+        log.info(f"restoration curve on {what}: {len(frame):,} rows")
+        curve_flat, table = evaluate_curve(model, frame, split.train, what)
+        flat.update(curve_flat)
+        sections[f"Restoration curve ({what})"] = (CURVE_NOTE, table)
+        red = red_line_check(model, frame, frame_truth)
+        flat.update({f"{what}_{k}": v for k, v in red.items()})
+        sections[f"Red line ({what})"] = ("Rows past the red line by the events (a default, over 90 days past due, "
+                                          "or a second misuse flag) and by the truth; their largest probabilities.",
+                                          pd.DataFrame({"value": pd.Series(red, dtype="float64")}))
+    return sections
+
+
 def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: TrainParams,
                  truth: pd.DataFrame | None = None, time_split: bool = True, source: str = "",
                  fidelity: FidelityWorld | None = None, split: Split | None = None,
-                 fit: Callable[[Split], Any] | None = None) -> TrainResult:
+                 fit: Callable[[Split], Any] | None = None, restriction_model: str | None = None) -> TrainResult:
     """Split, fit model and baseline, evaluate on test (with the oracle when truth is given), measure reason
     fidelity on `fidelity` (another world) when given, build the report.
 
@@ -220,16 +283,25 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
              + (f", as_of {frame['as_of'].min():%Y-%m-%d}..{frame['as_of'].max():%Y-%m-%d}" if "as_of" in frame else ""))
     log.info(f"training LightGBM (max_depth={params.max_depth}, lr={params.learning_rate}, up to {params.n_estimators} rounds)")
     t0 = time.perf_counter()
-    model = (fit(split) if fit is not None else
-             train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec))
+    target = spec.get("target", "restrict")
+    if fit is not None:
+        model = fit(split)
+    elif target == "restore":  # the curve's later periods are calibrated on the lines followed that long
+        from linerisk.models.restore import train_restoration_model
+
+        model = train_restoration_model(split.train[names], split.train["label"], split.valid[names],
+                                        split.valid["label"], params, spec, curve_panel=pd.concat([split.train, split.valid]))
+    else:
+        model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)
     fit_seconds = time.perf_counter() - t0
     log.info(f"best iteration {model.best_iteration_}, calibration {model.calibrator_['method']}, {fit_seconds:.1f}s")
 
     log.info("training logistic-regression baseline")
     baseline = train_baseline(split.train[names], split.train["label"], C=params.baseline_C, seed=params.seed)
-    results, curves = compare_on(split.test, names, model, baseline, truth, "test")
+    results, curves = compare_on(split.test, names, model, baseline, truth, "test", ORACLE_COLUMN[target])
     if fidelity is not None:
-        unseen, _ = compare_on(fidelity.panel, names, model, baseline, fidelity.truth_snapshots, "unseen world")
+        unseen, _ = compare_on(fidelity.panel, names, model, baseline, fidelity.truth_snapshots, "unseen world",
+                               ORACLE_COLUMN[target])
         results.update({f"unseen_{k}": v for k, v in unseen.items() if k != "model_uncalibrated"})
     y, X_test = split.test["label"].to_numpy(), split.test[names]
     p_model = curves["model"][1]
@@ -246,7 +318,9 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
     importance = family_importance(contrib, model.gain_importance(), spec)
     sections = {"Mean |SHAP| by family (test sample, log-odds)": (
         "Per behaviour family: mean absolute SHAP of the family sum, and its share of split gain.", importance)}
-    if fidelity is not None:
+    if target == "restore":
+        sections.update(restoration_sections(model, split, truth, fidelity, flat, restriction_model))
+    elif fidelity is not None:
         from linerisk.models.explain import evaluate_fidelity
 
         log.info(f"reason fidelity on {fidelity.source or 'the fidelity world'}: {len(fidelity.panel):,} rows")
@@ -275,10 +349,11 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
                "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
-    html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
+    title = "linerisk restoration model report" if target == "restore" else "linerisk training report"
+    html_text = render_report(title, table, lift_table(y, p_model), figures, details, sections)
     card = {"source": source, "spec": model.spec_, "parts": split._asdict(), "split": split_note, "metrics": table,
             "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
-            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
+            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None and target == "restrict" else None}
     return TrainResult(model, split, table, flat, html_text, params=params, source=source, curves=curves, card=card)
 
 

@@ -18,7 +18,9 @@ from linerisk.models.scoring import scorer_from_files
 
 
 class LineRiskModel(mlflow.pyfunc.PythonModel):
-    """Feature columns in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out.
+    """Feature columns in; the package's answer out: for `linerisk`, probability, band and the top-3 reasons
+    (family, code, texts, SHAP log-odds); for `linerisk-restore` (a restoration package, chosen by its spec),
+    restore_probability, the curve's median and the red line, and the reasons holding restoration back.
 
     MLflow hands `predict` a frame, or a mapping of column -> array under a tensor signature (as
     `linerisk serve` gives it); the Scorer was built once in `load_context`."""

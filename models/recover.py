@@ -158,8 +158,10 @@ _RANGES = {"share": (0.0, 1.0), "score": (350.0, 950.0), "count": (0.0, np.inf),
            "money": (0.0, np.inf)}
 
 
-def lever_values(levers: tuple[Lever, ...], X: pd.DataFrame, spec: dict[str, Any]) -> list[dict[int, np.ndarray]]:
-    """Per lever, {feature column: new value per row}, direction-respecting (only ever lowers risk) and in range.
+def lever_values(levers: tuple[Lever, ...], X: pd.DataFrame, spec: dict[str, Any],
+                 toward_target: bool = False) -> list[dict[int, np.ndarray]]:
+    """Per lever, {feature column: new value per row}, direction-respecting and in range: it only ever lowers
+    the model's probability, or with `toward_target` (the restoration model, whose target is good) raises it.
 
     Features outside the spec, not actionable or unconstrained are left alone; a NaN stays NaN."""
     position = {f["name"]: i for i, f in enumerate(spec["features"])}
@@ -176,7 +178,8 @@ def lever_values(levers: tuple[Lever, ...], X: pd.DataFrame, spec: dict[str, Any
             new = np.broadcast_to(np.asarray(target, dtype=np.float64), cur.shape)
             lo, hi = _RANGES.get(entry.get("unit", ""), (-np.inf, np.inf))
             new = np.clip(new, lo, hi)
-            new = np.minimum(cur, new) if entry["direction"] > 0 else np.maximum(cur, new)
+            up = entry["direction"] > 0 if toward_target else entry["direction"] < 0  # which way is better
+            new = np.maximum(cur, new) if up else np.minimum(cur, new)
             moves[position[name]] = np.where(np.isnan(cur), cur, new)
         out.append(moves)
     return out

@@ -38,6 +38,7 @@ _HERE = Path(__file__).resolve().parent
 # Shipped inside the model (MLflow code_paths) as a minimal `linerisk` package, so the served
 # model imports them by their full names: the scorer, its SHAP kernel and the value formatter.
 CODE_FILES = {"models/scoring.py": _HERE / "scoring.py", "models/treeshap.py": _HERE / "treeshap.py",
+              "models/restore_scoring.py": _HERE / "restore_scoring.py",
               "features/valuefmt.py": _HERE.parent / "features" / "valuefmt.py"}
 
 
@@ -177,6 +178,11 @@ class ModelPackage:
     @property
     def spec_hash(self) -> str:
         return str(self.scorer.spec.get("spec_hash", ""))
+
+    @property
+    def target(self) -> str:
+        """What the model predicts: "restrict" (packages from before the restoration model carry no target)."""
+        return str(self.scorer.spec.get("target", "restrict"))
 
 
 @_in_store
@@ -398,7 +404,8 @@ def _auc_on(model: mlflow.pyfunc.PyFuncModel, test: pd.DataFrame) -> float:
     if missing:
         raise KeyError(f"the data lacks the model's column(s) {', '.join(missing[:5])}")
     scores = model.predict(test[columns])
-    return float(roc_auc_score(test[LABEL_COLUMN].to_numpy(), scores["probability"].to_numpy()))
+    column = "restore_probability" if "restore_probability" in scores.columns else "probability"
+    return float(roc_auc_score(test[LABEL_COLUMN].to_numpy(), scores[column].to_numpy()))
 
 
 @_in_store

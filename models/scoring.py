@@ -435,7 +435,11 @@ def load_files(paths: dict[str, str]) -> tuple[Scorer, dict[str, bytes]]:
     with open(paths["manifest"], encoding="utf-8") as fh:
         manifest = json.load(fh)
     contents = read_verified(paths, manifest)
-    scorer = Scorer(contents["booster"].decode("utf-8"), json.loads(contents["calibrator"]), json.loads(contents["spec"]))
+    spec = json.loads(contents["spec"])
+    cls = Scorer
+    if spec.get("target") == "restore":  # a restoration package: its curve and red line (shipped beside this)
+        from linerisk.models.restore_scoring import RestoreScorer as cls
+    scorer = cls(contents["booster"].decode("utf-8"), json.loads(contents["calibrator"]), spec)
     return scorer, contents
 
 

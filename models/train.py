@@ -35,6 +35,7 @@ from linerisk.models.scoring import DEFAULT_BAND_EDGES, Scorer, apply_calibrator
 ISOTONIC_MIN_CLASS_COUNT = 50_000
 # Isotonic output is kept inside [floor, 1 - floor]: a step with no events must not claim certainty.
 ISOTONIC_FLOOR = 1e-4
+HORIZON_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -128,19 +129,24 @@ def model_spec(features: Iterable[Any] | None = None, X: pd.DataFrame | None = N
     return {"features": rows, "spec_hash": spec_hash, "categories": categories, "band_edges": list(DEFAULT_BAND_EDGES)}
 
 
-def registry_spec() -> dict[str, Any]:
-    """The model spec of the feature registry (features/spec.py) with its hash."""
+def registry_spec(target: str = "restrict") -> dict[str, Any]:
+    """The model spec of one target's view of the feature registry (its features, directions and hash)."""
     from linerisk.features import spec as feature_spec
 
-    return model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = model_spec(features=feature_spec.features_for(target), spec_hash=feature_spec.spec_hash(target))
+    if target == "restore":  # what the restoration scorer needs besides the features
+        spec.update(period_days=HORIZON_DAYS,
+                    red_line={"rules": [dict(r) for r in feature_spec.RED_LINE], "cap": feature_spec.RED_LINE_CAP})
+    return {**spec, "target": target}
 
 
 def default_spec(X: pd.DataFrame) -> dict[str, Any]:
-    """The feature registry's spec when X has exactly its columns (so monotone constraints apply), else one from X."""
+    """The registry's spec of the target whose columns X has exactly (so monotone constraints apply), else one from X."""
     from linerisk.features import spec as feature_spec
 
-    if feature_spec.FEATURES and list(X.columns) == feature_spec.feature_names():
-        return registry_spec()
+    for target in feature_spec.TARGETS:
+        if list(X.columns) == feature_spec.feature_names(target):
+            return registry_spec(target)
     return model_spec(X=X)
 
 
@@ -293,6 +299,8 @@ class RestrictionModel:
     learned state is text and JSON only (booster_text_, calibrator_, spec_): no pickle.
     """
 
+    scorer_class = Scorer  # how a fitted package scores (the restoration model has its own)
+
     def __init__(self, params: TrainParams | None = None, spec: dict[str, Any] | None = None):
         self.params = params
         self.spec = spec
@@ -325,10 +333,14 @@ class RestrictionModel:
         self.n_features_in_ = len(self.feature_names_in_)
         self.scorer_ = Scorer(self.booster_text_, {"method": "none"}, spec)
         self.calibrator_ = fit_calibrator(self.scorer_.raw_score(X_valid), np.asarray(y_valid), params.calibration)
-        reference = attribution_reference(Xt, self.scorer_.raw_score(X_train), spec, params)
+        self.scorer_ = self.scorer_class(self.booster_text_, self.calibrator_, spec)
+        # the restriction model's reasons compare a user with its best-achievable self (issue 16); the
+        # restoration model keeps path-dependent SHAP
+        reference = (attribution_reference(Xt, self.scorer_.raw_score(X_train), spec, params)
+                     if self.scorer_class is Scorer else None)
         if reference:  # a spec without directional features keeps path-dependent SHAP
             self.spec_ = {**spec, "attribution": {"method": "owen_families_vs_reference", "reference": reference}}
-        self.scorer_ = Scorer(self.booster_text_, self.calibrator_, self.spec_)
+            self.scorer_ = Scorer(self.booster_text_, self.calibrator_, self.spec_)
         return self
 
     def _check_fitted(self) -> None:
@@ -434,13 +446,14 @@ def baseline_proba(baseline: Pipeline, X: pd.DataFrame) -> np.ndarray:
     return baseline.predict_proba(X)[:, 1]
 
 
-def oracle_scores(test: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
-    """`oracle_prob` for test rows, joined on (user_id, as_of); NaN where the truth has no row."""
+def oracle_scores(test: pd.DataFrame, truth: pd.DataFrame, column: str = "oracle_prob") -> pd.Series:
+    """The truth's `column` (default `oracle_prob`) for test rows, joined on (user_id, as_of); NaN where the
+    truth has no row."""
     rows = test.reset_index() if "user_id" not in test.columns and "user_id" in (test.index.names or []) else test
     keys = rows[["user_id", "as_of"]].assign(as_of=lambda d: utc_naive(d["as_of"]))
-    right = truth[["user_id", "as_of", "oracle_prob"]].assign(as_of=lambda d: utc_naive(d["as_of"]))
+    right = truth[["user_id", "as_of", column]].assign(as_of=lambda d: utc_naive(d["as_of"]))
     merged = keys.merge(right, on=["user_id", "as_of"], how="left", validate="many_to_one")
-    return pd.Series(merged["oracle_prob"].to_numpy(), index=test.index, name="oracle_prob")
+    return pd.Series(merged[column].to_numpy(), index=test.index, name=column)
 
 
 def reference_distributions(X: pd.DataFrame, scores: np.ndarray, spec: dict[str, Any],

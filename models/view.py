@@ -1,6 +1,7 @@
 """One user's explanation as plain JSON-able data: what `linerisk explain --json` prints and
 `linerisk.explain` returns. Probability, band, reasons and what helps come from `Scorer.explain`,
-the path back from models/recover.py; no I/O.
+the path back from models/recover.py; for a restricted line, the way back (models/restore_plan.py);
+no I/O.
 """
 from __future__ import annotations
 
@@ -61,4 +62,64 @@ def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id
                        "text_zh": s.text_zh, "probability": float(s.probability)}
                       for s in way.actions.steps.itertuples()],
         },
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if pd.isna(value) else pd.Timestamp(value).isoformat()
+
+
+def _local_day(value: Any, tz: str) -> str | None:
+    """An instant as the date it falls on in `tz` (YYYY-MM-DD), as `linerisk score` writes restore_expected."""
+    return None if pd.isna(value) else pd.Timestamp(value).tz_convert(tz).strftime("%Y-%m-%d")
+
+
+CURVE_VIEW_DAYS = tuple(range(0, 366, 30)) + (365,)
+
+
+def explain_restricted_user(scorer: Any, restore_scorer: Any, events: pd.DataFrame, users: pd.DataFrame,
+                            user_id: Any, as_of: object, tz: str = "UTC") -> dict[str, Any]:
+    """What `linerisk explain` shows for a restricted line, as plain JSON-able data: why it was most likely
+    restricted, the red line, P(restored within 90 days and a year), the expected date, what holds it back and
+    what would bring it sooner."""
+    import numpy as np
+
+    from linerisk.features.compute import build_features, to_utc_timestamp
+    from linerisk.features.labels import line_state
+    from linerisk.models.restore_plan import likely_minor, restoration_actions, why_restricted
+
+    ts = to_utc_timestamp(as_of, tz)
+    mine_users = users[users["user_id"] == user_id]
+    mine = events[events["user_id"] == user_id]
+    features = build_features(mine, ts, mine_users, tz)
+    since = line_state(mine, ts, mine_users, tz)["state_since"]
+    why = why_restricted(scorer, mine, mine_users, since, tz)
+    row = restore_scorer.score(features.reset_index()).iloc[0]
+    X = features[[f["name"] for f in restore_scorer.spec["features"]]]
+    h = restore_scorer.hazards(X.astype("float64"))
+    red = bool(row["red_line"])
+    curve = restore_scorer.cumulative(h, list(CURVE_VIEW_DAYS), np.asarray([red]))[0]
+    evidence = restore_scorer.red_line_evidence(X.iloc[0], ts)
+    actions = restoration_actions(restore_scorer, features, likely_minor(why), ts)
+    first = why.iloc[0]
+    return {
+        "user_id": user_id if isinstance(user_id, str) else int(user_id),
+        "as_of": ts.isoformat(),
+        "line_state": "restricted",
+        "state_since": _iso(since.iloc[0]),
+        "probability": None,
+        "band": None,
+        "why_restricted": {"as_of": _iso(first["as_of"]), "probability": float(first["probability"]),
+                           "likely_minor": bool(likely_minor(why)[0]), "reasons": _ranked(first, "reason")},
+        "red_line": {"holds": red, **({k: evidence[k] for k in ("text_en", "text_zh", "date", "value")}
+                                      if evidence else {})},
+        "restore": {"probability_90d": float(row["restore_probability"]),
+                    "probability_365d": float(row["restore_probability_365d"]),
+                    "expected": _local_day(row["restore_expected"], tz),
+                    "curve": [{"days": int(d), "probability": float(p)} for d, p in zip(CURVE_VIEW_DAYS, curve)]},
+        "holding_back": _ranked(row, "reason"),
+        "actions": [{"code": a.code, "text_en": a.text_en, "text_zh": a.text_zh, "days": int(a.days),
+                     "probability_90d": float(a.probability), "probability_365d": float(a.probability_365d),
+                     "expected": _local_day(a.expected, tz)}
+                    for a in actions.itertuples()],
     }

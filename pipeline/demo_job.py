@@ -1,9 +1,10 @@
 """`linerisk demo`: the whole path on the embedded defaults, then where every result is.
 
 Simulates a training world and a second world with the next seed (which the model never sees),
-trains and registers the model (with explanation fidelity measured on the second world),
-promotes it to @champion, scores the second world at its end date and explains its riskiest
-user. Each step is the same `linerisk` subcommand a user would type; this module only wires them.
+trains and registers the restriction model (with explanation fidelity measured on the second
+world) and the restoration model (curve, red line and "why it was restricted" measured there),
+promotes both to @champion, scores the second world at its end date (both populations) and
+explains its riskiest active user and a restricted one. Each step is the same `linerisk` subcommand a user would type; this module only wires them.
 """
 from __future__ import annotations
 
@@ -75,20 +76,33 @@ def command(users, months, seed, config_path) -> None:
     name, version, _ = registry.resolve("linerisk@challenger")
     _run(["registry", "promote", version, "--name", name, "--force"])
 
+    restore_report = demo / "restore_report.html"
+    _run(["train", "--target", "restore", "--data", str(train_world), "--fidelity-data", str(new_world),
+          "--restriction-model", f"{name}@champion", "--out", str(restore_report)]
+         + (["--config", str(config_path)] if config_path else []))
+    restore_name, restore_version, _ = registry.resolve("linerisk-restore@challenger")
+    _run(["registry", "promote", restore_version, "--name", restore_name, "--force"])
+
     as_of = _end_date(new_world)
     scores = demo / "scores.parquet"
-    _run(["score", "--model", f"{name}@champion", "--events", str(new_world / "events.parquet"),
+    events = str(new_world / "events.parquet")
+    _run(["score", "--model", f"{name}@champion", "--restore-model", f"{restore_name}@champion", "--events", events,
           "--as-of", as_of, "--out", str(scores)])
-    riskiest = pd.read_parquet(scores, columns=["user_id", "probability"]).nlargest(1, "probability")
-    user = str(riskiest["user_id"].iloc[0])
-    _run(["explain", "--model", f"{name}@champion", "--events", str(new_world / "events.parquet"),
-          "--as-of", as_of, "--user", user])
+    scored = pd.read_parquet(scores, columns=["user_id", "line_state", "probability", "restore_probability",
+                                              "red_line"])
+    riskiest = scored.nlargest(1, "probability")
+    # a restricted line with a way back: the median restoration chance among those not past the red line
+    hopeful = scored[(scored["line_state"] == "restricted") & ~scored["red_line"]].sort_values("restore_probability")
+    for user in (riskiest["user_id"].iloc[0], *hopeful["user_id"].iloc[[len(hopeful) // 2]][: len(hopeful)]):
+        _run(["explain", "--model", f"{name}@champion", "--restore-model", f"{restore_name}@champion",
+              "--events", events, "--as-of", as_of, "--user", str(user)])
 
     click.secho("\nWhere the results are", bold=True)
     for what, where in (("training world", train_world), ("unseen world (seed + 1)", new_world),
-                        ("training report", report), ("scores", scores),
+                        ("training report", report), ("restoration report", restore_report), ("scores", scores),
                         ("MLflow store", registry.tracking_uri()),
-                        ("registered model", f"models:/{name}@champion (version {version})")):
+                        ("registered model", f"models:/{name}@champion (version {version})"),
+                        ("restoration model", f"models:/{restore_name}@champion (version {restore_version})")):
         click.echo(f"  {what:<24} {where}")
     click.echo(f"\nbrowse runs: mlflow ui --backend-store-uri {registry.tracking_uri()}")
     click.echo(f"serve:       {serve_command(name)}")

@@ -20,6 +20,8 @@ import pyarrow.dataset as ds
 from linerisk import api
 from linerisk.data.schema import InputError, validate_events
 from linerisk.features.compute import prepare_events, to_utc_timestamp
+from linerisk.features.labels import line_state
+from linerisk.models.view import explain_restricted_user
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
@@ -40,6 +42,50 @@ def _user_key(users: pd.DataFrame, user: str) -> Any:
         except ValueError:
             raise InputError(f"user {user!r} is not in the users table (user ids are integers)") from None
     return str(user)
+
+
+def render_restricted(view: dict[str, Any], model: str = "") -> str:
+    """The restricted line's explanation as terminal text (English and Chinese)."""
+    pct = lambda p: f"{100 * p:.1f}%"  # noqa: E731
+    lines = [f"user {view['user_id']} at {view['as_of'][:10]}" + (f"  (models {model})" if model else ""),
+             f"personal line: restricted since {(view['state_since'] or '?')[:10]}", ""]
+    why = view["why_restricted"]
+    lines.append(f"Why it was most likely restricted (restriction model as of {why['as_of'][:10]}: "
+                 f"{pct(why['probability'])} within 90 days):")
+    for r in why["reasons"] or [{"rank": "-", "family": "none", "code": "", "text_en": "no family stood out",
+                                 "text_zh": "无", "contribution": 0.0}]:
+        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
+        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    red, rest = view["red_line"], view["restore"]
+    lines.append("")
+    if red["holds"]:
+        lines.append(f"Red line: HOLDS -- {red['text_en']}")
+        lines.append(f"          {red['text_zh']}")
+    else:
+        lines.append("Red line: does not hold (no default over 90 days past due, fewer than two misuse flags)")
+    lines.append(f"P(restored within 90 days): {pct(rest['probability_90d'])}   within a year: "
+                 f"{pct(rest['probability_365d'])}")
+    lines.append("expected: " + (f"by {rest['expected'][:10]} (the curve passes one half)" if rest["expected"]
+                                 else "not within a year"))
+    curve = np.asarray([c["probability"] for c in rest["curve"]])
+    lines.append(f"  monthly for a year: {sparkline(curve)}  {pct(curve[0])} -> {pct(curve[-1])}")
+    lines.append("What holds restoration back (SHAP on the restoration log-odds):")
+    for r in view["holding_back"] or [{"rank": "-", "family": "none", "code": "", "text_en": "nothing stands out",
+                                      "text_zh": "无", "contribution": 0.0}]:
+        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
+        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    lines.append("What would bring it sooner:")
+    if red["holds"]:
+        lines.append("  nothing: past the red line the line does not come back")
+    elif not view["actions"]:
+        lines.append("  no action changes the outlook; the line lifts with time, if at all")
+    for a in view["actions"]:
+        when = f"expected by {a['expected'][:10]}" if a["expected"] else "not within a year"
+        lines.append(f"  - {a['text_en']}")
+        lines.append(f"    {a['text_zh']}")
+        lines.append(f"    -> within 90 days {pct(a['probability_90d'])}, within a year {pct(a['probability_365d'])}, "
+                     f"{when}")
+    return "\n".join(lines)
 
 
 def render(view: dict[str, Any], model: str = "") -> str:
@@ -84,6 +130,8 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.command("explain")
 @click.option("--model", "model_ref", default="linerisk@champion", show_default=True,
               help="Registered model: name@alias, name/version or name (= @champion).")
+@click.option("--restore-model", "restore_model_ref", default="linerisk-restore@champion", show_default=True,
+              help="Registered restoration model, for a restricted line.")
 @click.option("--events", "events_path", type=click.Path(path_type=Path), required=True,
               help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
@@ -94,14 +142,15 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Recovery threshold [default: upper edge of the medium band].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, user: str,
-            threshold: float | None, as_json: bool) -> None:
+def command(model_ref: str, restore_model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str,
+            user: str, threshold: float | None, as_json: bool) -> None:
     """Explain one user's restriction risk: probability, band, reasons, what helps, and the path back."""
     try:
         ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
-    package = load_model_package(model_ref)  # first: a wrong model fails before any data is read
+    package = load_model_package(model_ref, expect="restrict")  # first: a wrong model fails before any data is read
+    scorer, name, version = package.scorer, package.name, package.version
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     key = _user_key(users, user)
@@ -118,9 +167,21 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    view = api.explain(validated.good, users, ts, key, package, threshold=threshold, tz=tz)
-    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json
-               else render(view, f"{package.name} v{package.version}"))
+    events = validated.good
+    mine = users[users["user_id"] == key]
+    state = str(line_state(events, ts, mine, tz)["state"].iloc[0])
+    if state == "no_line":
+        raise InputError(f"user {user!r} has no personal line at {ts:%Y-%m-%d} (no pl_open before it)")
+    if state == "restricted":
+        restore = load_model_package(restore_model_ref, expect="restore")
+        view = explain_restricted_user(package.scorer, restore.scorer, events, users, key, ts, tz)
+        view["model"] = {"name": package.name, "version": package.version}
+        view["restore_model"] = {"name": restore.name, "version": restore.version}
+        text = render_restricted(view, f"{package.name} v{package.version}, {restore.name} v{restore.version}")
+    else:
+        view = api.explain(events, users, ts, key, package, threshold=threshold, tz=tz)
+        text = render(view, f"{package.name} v{package.version}")
+    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from linerisk.data.schema import NO_ROWS, InputError, RowCount
 from linerisk.features.compute import features_from_prepared, prepare_events, to_utc_timestamp
 from linerisk.features.labels import default_snapshots, panel_block
-from linerisk.features.spec import FEATURES, spec_hash
+from linerisk.features.spec import FEATURES, TARGETS, feature_names, spec_hash
 from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, quarantine_path_for, read_events, read_users, users_path_for,
@@ -28,21 +28,29 @@ from linerisk.pipeline.partitions import Partition, global_candidates, partition
 
 
 def describe_spec(as_json: bool = False) -> str:
-    """The feature spec as a readable table (or JSON): name, family, window, direction, actionable, texts
-    (and, in JSON, the recovery levers that move each feature)."""
-    rows = [{"name": f.name, "family": f.family, "window": f.window, "aggregation": f.aggregation,
-             "source": f.source, "direction": f.direction, "actionable": f.actionable,
+    """The feature spec as a readable table (or JSON): name, family, window, directions per target, actionable,
+    texts (and, in JSON, the recovery levers that move each feature)."""
+    rows = [{"name": f.name, "family": f.family, "window": f.window, "anchor": f.anchor, "aggregation": f.aggregation,
+             "source": f.source, "targets": list(f.targets), "direction": f.direction,
+             "restore_direction": f.restore_direction, "actionable": f.actionable,
              "text_en": f.text_en, "text_zh": f.text_zh, "none_en": f.none_en, "none_zh": f.none_zh,
              "levers": [lever.action for lever in f.levers]} for f in FEATURES]
     if as_json:
-        return json.dumps({"spec_hash": spec_hash(), "features": rows}, ensure_ascii=False, indent=2)
+        return json.dumps({"spec_hash": {t: spec_hash(t) for t in TARGETS}, "features": rows}, ensure_ascii=False,
+                          indent=2)
     width = max(len(r["name"]) for r in rows)
-    lines = [f"{'name':<{width}}  {'family':<16} {'window':>6}  {'dir':>3}  {'act':<3}  text (en / zh)"]
+    lines = [f"{'name':<{width}}  {'family':<16} {'window':>6}  {'restrict':>8}  {'restore':>7}  {'act':<3}  "
+             "text (en / zh)"]
     for r in rows:
         window = "all" if r["window"] is None else f"{r['window']}d"
-        lines.append(f"{r['name']:<{width}}  {r['family']:<16} {window:>6}  {r['direction']:>+3d}  "
+        window += "" if r["anchor"] == "as_of" else ("<R" if r["anchor"] == "restricted" else ">R")
+        dirs = [f"{r[key]:>+{w}d}" if t in r["targets"] else f"{'-':>{w}}"
+                for t, key, w in (("restrict", "direction", 8), ("restore", "restore_direction", 7))]
+        lines.append(f"{r['name']:<{width}}  {r['family']:<16} {window:>6}  {dirs[0]}  {dirs[1]}  "
                      f"{'yes' if r['actionable'] else 'no':<3}  {r['text_en']} / {r['text_zh']}")
-    lines.append(f"{len(rows)} features, spec hash {spec_hash()[:12]}")
+    lines.append(f"{len(rows)} features ({', '.join(f'{t}: {len(feature_names(t))}' for t in TARGETS)}); "
+                 "window <R ends at the restriction, >R starts no earlier than it; spec hash "
+                 + ", ".join(f"{t} {spec_hash(t)[:12]}" for t in TARGETS))
     return "\n".join(lines)
 
 
@@ -61,7 +69,10 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
               help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", multiple=True,
               help="Snapshot time (date = midnight in --timezone, or ISO time); repeat for several, or 'auto' with --labels.")
-@click.option("--labels", is_flag=True, help="Add the 90-day label; keep only users whose line is active.")
+@click.option("--labels", is_flag=True,
+              help="Add the label and keep the target's population (restrict: active lines; restore: restricted).")
+@click.option("--target", type=click.Choice(TARGETS), default="restrict", show_default=True,
+              help="With --labels: which model's panel (its features, population and label).")
 @click.option("--horizon-days", default=90, show_default=True, type=click.IntRange(min=1), help="Label horizon.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output Parquet (or .csv) file.")
 @timezone_option
@@ -72,7 +83,7 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
 @click.option("--single-file", is_flag=True,
               help="With --scheduler: one --out file instead of a dataset directory of part files.")
 @scheduler_option
-def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool,
+def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool, target: str,
             horizon_days: int, out: Path | None, tz: str, describe: bool, as_json: bool, chunk_users: int,
             single_file: bool, scheduler: str | None) -> None:
     """Build point-in-time features (events strictly before --as-of), optionally with labels."""
@@ -90,6 +101,8 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
         raise InputError(f"events: {events_path} does not exist")
     users = read_users(users_path or users_path_for(events_path))
     if scheduler:
+        if target != "restrict":
+            raise click.UsageError("--scheduler builds the restriction features (--target restrict)")
         if snapshots == "auto":
             raise click.UsageError("--as-of auto reads the whole log at once; give the dates with --scheduler")
         with runner_for(scheduler) as runner:
@@ -107,7 +120,7 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
         snapshots = default_snapshots(events, horizon_days=horizon_days, tz=tz)
         if not snapshots:
             raise InputError(f"events: {events_path} spans too little time for a {horizon_days}-day horizon")
-    frame, consumed = features_frame(events, users, snapshots, labels, horizon_days, tz, progress=True)
+    frame, consumed = features_frame(events, users, snapshots, labels, horizon_days, tz, progress=True, target=target)
     count = validated.account(*consumed)
     click.echo(count.summary(), err=True)
     count.check()
@@ -115,21 +128,24 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)
     write_quarantine(validated.quarantined, quarantine)
-    built = Built(out, len(frame), int(frame["label"].sum()) if labels else 0, len(validated.quarantined))
+    built = Built(out, len(frame), int(frame["label"].sum()) if labels else 0, len(validated.quarantined),
+                  target=target)
     click.echo(built.summary(labels), err=True)
 
 
 def features_frame(events: pd.DataFrame, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
-                   horizon_days: int, tz: str = "UTC", progress: bool = False) -> tuple[pd.DataFrame, tuple[int, int]]:
-    """Features of `users` at each snapshot (stacked), or the labelled panel of their active lines; and
+                   horizon_days: int, tz: str = "UTC", progress: bool = False, target: str = "restrict"
+                   ) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """Features of `users` at each snapshot (stacked), or the labelled panel of the target's lines; and
     (rows the features consumed, rows at or after the cut) for the row count."""
     def bar(items, desc):
         return tqdm(items, desc=desc, unit="snapshot", disable=None if progress else True)
 
     if labels:
         prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # prepared once for every snapshot
-        frame = pd.concat([panel_block(prep, t, horizon_days) for t in bar(snapshots, "panel")])
-        cut = max(snapshots) + pd.Timedelta(days=horizon_days)  # labels read the horizon
+        frame = pd.concat([panel_block(prep, t, horizon_days, target) for t in bar(snapshots, "panel")])
+        # labels read the horizon; the restoration panel's survival columns read the whole log
+        cut = None if target == "restore" else max(snapshots) + pd.Timedelta(days=horizon_days)
     elif len(snapshots) == 1:
         prep = prepare_events(events, users, until=snapshots[0], tz=tz)
         frame, cut = features_from_prepared(prep, snapshots[0]), None
@@ -149,9 +165,10 @@ class Built:
     positives: int = 0
     quarantined: int = 0
     rows_count: RowCount = NO_ROWS
+    target: str = "restrict"
 
     def summary(self, labels: bool) -> str:
-        what = f"{self.rows:,} rows x {len(FEATURES)} features"
+        what = f"{self.rows:,} rows x {len(feature_names(self.target) if labels else FEATURES)} features"
         if labels:
             what += f", positive rate {self.positives / max(self.rows, 1):.1%}"
         return f"wrote {self.out} ({what}); quarantine {quarantine_path_for(self.out)} ({self.quarantined:,} rows)"

@@ -45,15 +45,16 @@ def read_table(path: str | os.PathLike, what: str = "input") -> pd.DataFrame:
     raise InputError(f"{what}: {p} is neither Parquet nor CSV")
 
 
-def load_model_package(ref: str):
-    """A registered model's package (sha256-checked), refused with one line if its feature spec is not this code's.
+def load_model_package(ref: str, expect: str | None = None):
+    """A registered model's package (sha256-checked), refused with one line if its feature spec is not this code's
+    or (with `expect`) it predicts another target.
 
     Features are built by this code's spec, so a model trained on another spec would read wrong columns."""
     from linerisk import api
     from linerisk.models.batch import require_feature_spec
 
     package = api.load_model(ref)
-    require_feature_spec(package)
+    require_feature_spec(package, expect)
     return package
 
 

@@ -76,6 +76,8 @@ def command(ctx: click.Context, scores_path: Path, model_ref: str | None, featur
     scores = read_table(scores_path, "scores")
     if "probability" not in scores.columns:
         raise InputError(f"scores: {scores_path} has no probability column")
+    if "line_state" in scores.columns:  # the restriction model answers for the active lines only
+        scores = scores[scores["line_state"] == "active"]
     ref = _model_ref(scores, model_ref)
     try:
         package = registry.load_package(ref)

@@ -1,8 +1,10 @@
-"""`linerisk score`: events + as_of -> one row per active user: probability, band, top-3 reasons.
+"""`linerisk score`: events + as_of -> one row per user with a line (the Scores contract of architecture.md).
 
-Reading, writing and printing only: validation is data.schema, the scores of each chunk are
-models.batch.score_users (what `linerisk.score` runs: features of the active lines, the
-model's Scorer), drift counts are models.drift.
+Active lines: probability, band and the top-3 reasons from the restriction model; restricted lines:
+restore_probability, restore_expected and what holds restoration back from the restoration model
+(`--restore-model`; `--active-only` scores the active lines alone). Reading, writing and printing
+only: validation is data.schema, the scores of each chunk are models.batch.score_users (what
+`linerisk.score` runs), drift counts are models.drift (restriction model, active lines).
 
 Bounded memory: users are taken in partitions of `--chunk-users` (pipeline.partitions: one
 filtered scan each, duplicate event ids checked globally first) and `score_partition` runs
@@ -29,10 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import NO_ROWS, RowCount, Validated
+from linerisk.data.schema import NO_ROWS, InputError, RowCount, Validated
 from linerisk.features.compute import to_utc_timestamp
 from linerisk.models import drift
-from linerisk.models.batch import SCORE_COLUMNS, score_users
+from linerisk.models.batch import SCORE_COLUMNS, local_date, score_users
 from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
@@ -41,6 +43,7 @@ from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, 
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 DEFAULT_CHUNK_USERS = 100_000
+DEFAULT_RESTORE_MODEL = "models:/linerisk-restore@champion"
 
 
 def drift_path_for(out: str | Path) -> Path:
@@ -86,32 +89,39 @@ class PartScores:
     rows: RowCount
     quarantined: pd.DataFrame
     users_scored: int = 0
+    restricted_scored: int = 0
+    red_line: int = 0
     bands: dict[str, int] = field(default_factory=dict)
     counts: dict[str, Any] | None = None
 
 
 def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package, tz: str = "UTC",
-                    pause: float = 0.0) -> PartScores:
+                    pause: float = 0.0, restore=None) -> PartScores:
     """Validate -> features -> score one partition: the one function both the single-process and the
     cluster path run, so their rows are the same."""
     events, checked = read_partition(part, source, tz)
-    scores, features, consumed = score_users(package, events, part.users, as_of, tz)
+    scores, features, consumed = score_users(package, events, part.users, as_of, tz, restore)
     del events
     result = PartScores(None, checked.account(*consumed), checked.quarantined)  # candidates: read globally, used here
     if len(features):
         result.scores = scores
         result.users_scored = len(scores)
+        result.restricted_scored = int((scores["line_state"] == "restricted").sum())
+        result.red_line = int(scores["red_line"].sum())
         result.bands = {band: int(n) for band, n in scores["band"].value_counts().items()}
-        result.counts = drift.batch_counts(features, scores["probability"].to_numpy(), package.reference)
+        active = (scores["line_state"] == "active").to_numpy()
+        if active.any():  # drift is the restriction model's: active lines only
+            result.counts = drift.batch_counts(features[active], scores["probability"].to_numpy()[active],
+                                               package.reference)
     if pause:
         time.sleep(pause)
     return result
 
 
 def score_part_file(part: Partition, source: EventSource, as_of: pd.Timestamp, package, staging: Path,
-                    fmt: str, schema: pa.Schema, tz: str = "UTC", pause: float = 0.0) -> PartScores:
+                    fmt: str, schema: pa.Schema, tz: str = "UTC", pause: float = 0.0, restore=None) -> PartScores:
     """`score_partition`, then its scores written atomically as the partition's part file (on a worker)."""
-    result = score_partition(part, source, as_of, package, tz, pause)
+    result = score_partition(part, source, as_of, package, tz, pause, restore)
     frame = result.scores if result.scores is not None else pd.DataFrame(columns=SCORE_COLUMNS)
     with atomic_path(staging / part_name(part.index, f".{fmt}")) as tmp:
         writer = _Writer(tmp, fmt, schema)
@@ -131,6 +141,8 @@ class ScoreRun:
 
     out: Path
     users_scored: int = 0
+    restricted_scored: int = 0
+    red_line: int = 0
     rows: RowCount = NO_ROWS
     quarantined: list[pd.DataFrame] = field(default_factory=list)
     bands: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BAND_NAMES, 0))
@@ -151,6 +163,8 @@ class ScoreRun:
         self.rows += part.rows
         self.quarantined.append(part.quarantined)
         self.users_scored += part.users_scored
+        self.restricted_scored += part.restricted_scored
+        self.red_line += part.red_line
         for band, n in part.bands.items():
             self.bands[band] += n
         if part.counts is not None:
@@ -158,8 +172,10 @@ class ScoreRun:
 
     def summary(self) -> str:
         bands = ", ".join(f"{b} {n:,}" for b, n in self.bands.items())
-        return (f"scored {self.users_scored:,} active users in {self.seconds:.1f} s "
-                f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s)\n"
+        return (f"scored {self.users_scored:,} users with a line in {self.seconds:.1f} s "
+                f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s): "
+                f"{self.users_scored - self.restricted_scored:,} active, {self.restricted_scored:,} restricted "
+                f"({self.red_line:,} past the red line)\n"
                 f"{self.rows.summary()}\n"
                 f"bands: {bands}\n"
                 f"score PSI vs training reference: {self.score_psi:.4f} ({drift.psi_band(self.score_psi)})\n"
@@ -167,7 +183,9 @@ class ScoreRun:
 
 
 def _arrow_schema(user_id_type: pa.DataType) -> pa.Schema:
-    types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64()}
+    types = {"user_id": user_id_type, "as_of": pa.timestamp("us", tz="UTC"), "probability": pa.float64(),
+             "restore_probability": pa.float64(), "restore_expected": pa.date32(),
+             "red_line": pa.bool_()}
     return pa.schema([(c, types.get(c, pa.float64() if c.endswith("_contribution") else pa.string()))
                       for c in SCORE_COLUMNS])
 
@@ -206,21 +224,27 @@ def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
     if reference.get("score") and run.counts.get("score", {}).get("n"):
         run.score_psi = drift.entry_psi(reference["score"], run.counts["score"])
     write_json({"model_name": package.name, "model_version": package.version, "as_of": str(as_of),
-                "users_scored": run.users_scored, **run.counts}, drift_path_for(out))
+                "users_scored": run.users_scored - run.restricted_scored, **run.counts}, drift_path_for(out))
 
 
 def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
                  pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False,
-                 tz: str = "UTC") -> ScoreRun:
-    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts.
-    Naive event times are wall-clock times in `tz`, whose local days the feature windows count.
+                 tz: str = "UTC", restore_model_ref: str | None = DEFAULT_RESTORE_MODEL) -> ScoreRun:
+    """Score every user with a personal line at `as_of` (active lines only when `restore_model_ref` is None);
+    write `out`, its quarantine and the drift counts of the active lines. Naive event times are wall-clock
+    times in `tz`, whose local days the feature windows count.
 
     With a distributed `runner` each partition is scored on a worker into a part file and `out` is
     a dataset directory of them (one file with `single_file`); the rows are the same either way."""
     started = time.perf_counter()
     runner = runner or Runner()
-    package = load_model_package(model_ref)
+    package = load_model_package(model_ref, expect="restrict")
+    try:
+        restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
+    except InputError as exc:
+        raise InputError(f"{exc} (restricted lines need a restoration model: train one with "
+                         "`linerisk train --target restore`, or score with --active-only)") from None
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
@@ -233,22 +257,22 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     bar = tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True)
     with bar:
         if runner.distributed:
-            _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file,
+            _score_distributed(run, parts, source, as_of, package, restore, out, fmt, schema, runner, single_file,
                                tz, pause_after_chunk, bar)
         else:
-            _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause_after_chunk, bar)
+            _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, tz, pause_after_chunk, bar)
     run.seconds = time.perf_counter() - started
     return run
 
 
-def _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause, bar) -> None:
+def _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, tz, pause, bar) -> None:
     """One process: partitions one after another, appended to one partial file renamed into place at the end."""
     partial = claim_partial(out)
     writer = _Writer(partial, fmt, schema)
     done = False
     try:
         for part in parts:
-            result = score_partition(part, source, as_of, package, tz, pause)
+            result = score_partition(part, source, as_of, package, tz, pause, restore)
             if result.scores is not None:
                 writer.write(result.scores)
             run.add(result)
@@ -263,7 +287,7 @@ def _score_here(run, parts, source, as_of, package, out, fmt, schema, tz, pause,
             partial.unlink(missing_ok=True)
 
 
-def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, runner, single_file, tz, pause,
+def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, schema, runner, single_file, tz, pause,
                        bar) -> None:
     """On the cluster: one task per partition writes its part file into a staging directory, which
     becomes `out` (or is streamed into the single file `out`) once every part is there."""
@@ -271,7 +295,9 @@ def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, run
     sizes = [len(p.users) for p in parts]
     with staged(out) as staging:
         shared = runner.share(package)
-        results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, tz, pause)
+        shared_restore = None if restore is None else runner.share(restore)
+        results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, tz, pause,
+                             shared_restore)
         for size, result in zip(sizes, results):
             run.add(result)
             bar.update(size)
@@ -286,6 +312,9 @@ def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, run
 @click.command("score")
 @click.option("--model", "model_ref", default="models:/linerisk@champion", show_default=True,
               help="Registered model: name@alias or name/version (optionally models:/...).")
+@click.option("--restore-model", "restore_model_ref", default=DEFAULT_RESTORE_MODEL, show_default=True,
+              help="Registered restoration model, for the restricted lines.")
+@click.option("--active-only", is_flag=True, help="Score the active lines only (no restoration model needed).")
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
               help="Events: Parquet file/dir or CSV (the events contract).")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
@@ -304,11 +333,12 @@ def _score_distributed(run, parts, source, as_of, package, out, fmt, schema, run
 @click.option("--single-file", is_flag=True,
               help="With --scheduler: one --out file instead of a dataset directory of part files.")
 @scheduler_option
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, out: Path,
-            chunk_users: int, fmt: str | None, pause_after_chunk: float, single_file: bool,
-            scheduler: str | None) -> ScoreRun:
-    """Score every user whose personal line is active at --as-of: calibrated probability, band and the
-    top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
+def command(model_ref: str, restore_model_ref: str, active_only: bool, events_path: Path, users_path: Path | None,
+            as_of: str, tz: str, out: Path, chunk_users: int, fmt: str | None, pause_after_chunk: float,
+            single_file: bool, scheduler: str | None) -> ScoreRun:
+    """Score every user with a personal line at --as-of. Active lines: calibrated P(restricted within 90 days),
+    band and the top-3 reasons; restricted lines: P(restored within 90 days), the expected date and what holds
+    restoration back (family, code, text in English and Chinese, SHAP log-odds); the red line for both."""
     try:
         ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
@@ -316,6 +346,7 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
     fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
     with runner_for(scheduler) as runner:
         run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
-                           pause_after_chunk=pause_after_chunk, runner=runner, single_file=single_file, tz=tz)
+                           pause_after_chunk=pause_after_chunk, runner=runner, single_file=single_file, tz=tz,
+                           restore_model_ref=None if active_only else restore_model_ref)
     click.echo(run.summary())
     return run

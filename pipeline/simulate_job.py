@@ -21,12 +21,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from linerisk.data.simulate import WorldParams, corrupt_chunk, iter_world, simulate_chunk
-from linerisk.data.world import CAUSES
+from linerisk.data.world import CAUSES, CHANNELS
 from linerisk.pipeline.cluster import Runner, Staging, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import atomic_path, sha256_file, write_json
 
-FILES = ("events", "users", "truth_restrictions", "truth_snapshots")
+FILES = ("events", "users", "truth_restrictions", "truth_snapshots", "truth_restorations",
+         "truth_recovery_snapshots")
 
 
 def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int = 2,
@@ -47,6 +48,7 @@ def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int 
 
 def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: bool) -> dict:
     users, restrictions, snapshots, corruption = [], [], [], []
+    restorations, recovery = [], []
     writer = None
     with tqdm(total=p.users, unit="user", desc="simulate", disable=None if progress else True,
               bar_format="{l_bar}{bar}| {n:,.0f}/{total:,} users [{elapsed}<{remaining}]") as bar:
@@ -60,22 +62,27 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
             users.append(tables.users)
             restrictions.append(tables.restrictions)
             snapshots.append(tables.snapshots)
+            restorations.append(tables.restorations)
+            recovery.append(tables.recovery_snapshots)
     writer.close()
     pq.write_table(pa.concat_tables(users), tmp / "users.parquet")
     pq.write_table(pa.concat_tables(restrictions), tmp / "truth_restrictions.parquet")
     pq.write_table(pa.concat_tables(snapshots), tmp / "truth_snapshots.parquet")
+    pq.write_table(pa.concat_tables(restorations), tmp / "truth_restorations.parquet")
+    pq.write_table(pa.concat_tables(recovery), tmp / "truth_recovery_snapshots.parquet")
     files = list(FILES)
     if corruption:
         pq.write_table(pa.concat_tables(corruption), tmp / "truth_corruption.parquet")
         files.append("truth_corruption")
     causes = Counter(pa.concat_tables(restrictions)["cause"].to_pylist())
+    channels = Counter(pa.concat_tables(restorations)["channel"].to_pylist())
     rows = {f: pq.ParquetFile(tmp / f"{f}.parquet").metadata.num_rows for f in files}
     sha = {f"{f}.parquet": sha256_file(tmp / f"{f}.parquet") for f in files}
-    return _manifest(p, tmp, corrupt_rate, rows, causes, sha)
+    return _manifest(p, tmp, corrupt_rate, rows, causes, channels, sha)
 
 
 def _manifest(p: WorldParams, root: Path, corrupt_rate: float, rows: dict[str, int], causes: Counter,
-              sha256: dict[str, str]) -> dict:
+              channels: Counter, sha256: dict[str, str]) -> dict:
     manifest = {
         "generator": "linerisk simulate",
         "seed": p.seed,
@@ -83,6 +90,7 @@ def _manifest(p: WorldParams, root: Path, corrupt_rate: float, rows: dict[str, i
         "corrupt_rate": corrupt_rate,
         "rows": rows,
         "restrictions_by_cause": {c: causes.get(c, 0) for c in CAUSES},
+        "restorations_by_channel": {c: channels.get(c, 0) for c in CHANNELS},
         "sha256": sha256,
     }
     write_json(manifest, root / "manifest.json")
@@ -91,11 +99,12 @@ def _manifest(p: WorldParams, root: Path, corrupt_rate: float, rows: dict[str, i
 
 @dataclass
 class WrittenChunk:
-    """What a worker wrote for one chunk: row counts and sha256 per part file, causes, corruption truth."""
+    """What a worker wrote for one chunk: row counts and sha256 per part file, causes, channels, corruption truth."""
 
     rows: dict[str, int]
     sha256: dict[str, str]
     causes: Counter
+    channels: Counter
     corruption: pd.DataFrame | None
 
 
@@ -109,8 +118,10 @@ def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: flo
         corrupt_chunk(p, index, tables, corrupt_rate)  # rows numbered from the chunk's first: offset by the client
         corruption = tables.corruption.to_pandas()
     events = tables.events
-    written = WrittenChunk({}, {}, Counter(tables.restrictions["cause"].to_pylist()), corruption)
-    for name, table in zip(FILES, (events, tables.users, tables.restrictions, tables.snapshots)):
+    written = WrittenChunk({}, {}, Counter(tables.restrictions["cause"].to_pylist()),
+                           Counter(tables.restorations["channel"].to_pylist()), corruption)
+    for name, table in zip(FILES, (events, tables.users, tables.restrictions, tables.snapshots, tables.restorations,
+                                   tables.recovery_snapshots), strict=True):
         rel = f"{name}.parquet/{part_name(index, '.parquet')}"
         path = staging / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +134,7 @@ def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: flo
 
 def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, runner: Runner, progress: bool) -> dict:
     chunks = p.chunks()
-    rows, sha, causes, corruption = Counter(), {}, Counter(), []
+    rows, sha, causes, channels, corruption = Counter(), {}, Counter(), Counter(), []
     with tqdm(total=p.users, unit="user", desc="simulate", disable=None if progress else True) as bar:
         for (_, _, n), part in zip(chunks, runner.map(simulate_part, chunks, p, corrupt_rate, staging.path)):
             if part.corruption is not None:
@@ -131,6 +142,7 @@ def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, ru
             rows.update(part.rows)
             sha.update(part.sha256)
             causes.update(part.causes)
+            channels.update(part.channels)
             bar.update(n)
     names = list(sha)
     if corruption:
@@ -139,7 +151,7 @@ def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, ru
         rows["truth_corruption"] = truth.num_rows
         sha["truth_corruption.parquet"] = sha256_file(staging.path / "truth_corruption.parquet")
         names.append("truth_corruption.parquet")
-    manifest = _manifest(p, staging.path, corrupt_rate, dict(rows), causes, sha)
+    manifest = _manifest(p, staging.path, corrupt_rate, dict(rows), causes, channels, sha)
     staging.commit([*names, "manifest.json"])
     return manifest
 
@@ -167,6 +179,8 @@ def command(users, months, seed, out, corrupt_rate, oracle_users, config_path, j
         manifest = write_world(p, out, corrupt_rate, jobs, runner=runner)
     secs = time.perf_counter() - start
     causes = ", ".join(f"{c} {n:,}" for c, n in manifest["restrictions_by_cause"].items())
+    back = ", ".join(f"{c} {n:,}" for c, n in manifest["restorations_by_channel"].items())
     rows = manifest["rows"]
     click.echo(f"simulated {p.users:,} users, {rows['events']:,} events, "
-               f"{rows['truth_restrictions']:,} restrictions ({causes}) in {secs:.1f} s -> {out}")
+               f"{rows['truth_restrictions']:,} restrictions ({causes}), "
+               f"{rows['truth_restorations']:,} restorations ({back}) in {secs:.1f} s -> {out}")

@@ -15,7 +15,8 @@ import pandas as pd
 
 from linerisk import api
 from linerisk.data.schema import InputError
-from linerisk.models.experiment import FidelityWorld, TrainResult, snapshot_dates, training_panel, world_panel
+from linerisk.models.experiment import (MODEL_NAME, TRUTH_FILE, FidelityWorld, TrainResult, run_training,
+                                        snapshot_dates, training_panel, world_panel)
 from linerisk.models.report import CARD_FILE, markdown_table
 from linerisk.models.train import TrainParams, registry_spec
 from linerisk.pipeline.cluster import runner_for, scheduler_option
@@ -32,18 +33,22 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
         raise InputError(f"training parameters: {exc}") from None
 
 
-def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC"
+def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC", target: str = "restrict"
                      ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
-    """Panel, spec and truth snapshots from a `linerisk simulate` directory, every event row accounted for;
-    naive times and day windows in `tz`."""
+    """Panel, spec and truth snapshots of `target` from a `linerisk simulate` directory, every event row
+    accounted for; naive times and day windows in `tz`."""
     data_dir = Path(data_dir)
     users = read_users(data_dir / "users.parquet")
     validated = read_events(data_dir / "events.parquet", users, tz)
-    truth_path = data_dir / "truth_snapshots.parquet"
+    truth_path = data_dir / TRUTH_FILE[target]
     truth = read_table(truth_path, "truth snapshots") if truth_path.exists() else None
     snapshots = snapshot_dates(validated.good, truth, horizon_days, tz)
-    panel = world_panel(validated.good, users, snapshots, horizon_days, what=str(data_dir), tz=tz, read=validated)
-    return panel, registry_spec(), truth
+    panel = world_panel(validated.good, users, snapshots, horizon_days, what=str(data_dir), tz=tz, read=validated,
+                        target=target)
+    spec = registry_spec(target)
+    if target == "restore":
+        spec["period_days"] = horizon_days  # the curve's period is the label's horizon
+    return panel, spec, truth
 
 
 def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = (),
@@ -52,15 +57,20 @@ def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str,
     return training_panel(read_table(path, "features"), label, time_col, drop, id_col, allow, what=f"features {path}")
 
 
-def load_fidelity_world(data_dir: Path, horizon_days: int, tz: str = "UTC") -> FidelityWorld:
-    """Panel at the world's snapshot dates plus truth_snapshots and truth_restrictions (both required)."""
+def load_fidelity_world(data_dir: Path, horizon_days: int, tz: str = "UTC", target: str = "restrict"
+                        ) -> FidelityWorld:
+    """Panel at the world's snapshot dates plus the target's truth snapshots and truth_restrictions (both required)."""
     data_dir = Path(data_dir)
-    for name in ("truth_snapshots.parquet", "truth_restrictions.parquet"):
+    for name in (TRUTH_FILE[target], "truth_restrictions.parquet"):
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
-    panel, _, truth = load_world_panel(data_dir, horizon_days, tz)
-    return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
-                         str(data_dir))
+    panel, _, truth = load_world_panel(data_dir, horizon_days, tz, target)
+    world = FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
+                          str(data_dir))
+    if target == "restore":
+        world.users = read_users(data_dir / "users.parquet")
+        world.events = read_events(data_dir / "events.parquet", world.users, tz).good
+    return world
 
 
 def _print_summary(result: TrainResult) -> None:
@@ -97,7 +107,13 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--horizon-days", type=int)
 @click.option("--num-threads", type=int, help="LightGBM threads (fixed for determinism) [default: 2].")
 @click.option("--log-every", type=int, help="Print validation loss every N boosting rounds (0 = quiet).")
-@click.option("--name", default="linerisk", show_default=True, help="Registered model name.")
+@click.option("--target", type=click.Choice(tuple(TRUTH_FILE)), default="restrict", show_default=True,
+              help="restrict: P(an active line is restricted within the horizon); restore: P(a restricted line is "
+                   "restored within it) and the curve to a year (needs --data).")
+@click.option("--name", default=None, help="Registered model name [default: linerisk, or linerisk-restore].")
+@click.option("--restriction-model", default=None,
+              help="With --target restore and --fidelity-data: the registered restriction model whose reasons on the "
+                   "day of each restriction are scored against the unseen world's true causes.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
 @click.option("--keep-user-ids", is_flag=True,
@@ -110,8 +126,8 @@ def _print_summary(result: TrainResult) -> None:
               help="With --scheduler: training rows sampled to choose the boosting rounds (early stopping) "
                    "and to fit the baseline.")
 @scheduler_option
-def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, tz, name, out, no_register,
-            fidelity_dir, keep_user_ids, chunk_users, sample_rows, scheduler, **flags) -> TrainResult:
+def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, tz, target, name, restriction_model,
+            out, no_register, fidelity_dir, keep_user_ids, chunk_users, sample_rows, scheduler, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -120,10 +136,14 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
     params = load_params(config, flags)
     import matplotlib
     matplotlib.use("Agg")  # the report is drawn off-screen, also where a display exists
+    if target == "restore" and not data_dir:
+        raise click.UsageError("--target restore needs --data (the restoration features come from the spec)")
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
     if scheduler and not data_dir:
         raise click.UsageError("--scheduler trains on a `linerisk simulate` directory (--data)")
+    if scheduler and target == "restore":
+        raise click.UsageError("--scheduler trains the restriction model only (--target restrict)")
     if data_dir and scheduler:
         from linerisk.pipeline.train_cluster import train_on_cluster
 
@@ -131,9 +151,13 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
         with runner_for(scheduler) as runner:
             result = train_on_cluster(data_dir, params, runner, chunk_users, sample_rows, fidelity, tz)
     elif data_dir:
-        panel, _, truth = load_world_panel(data_dir, params.horizon_days, tz)
-        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz) if fidelity_dir else None
-        result = api.train(panel, truth=truth, fidelity=fidelity, params=params, source=str(data_dir))
+        panel, spec, truth = load_world_panel(data_dir, params.horizon_days, tz, target)
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz, target) if fidelity_dir else None
+        if target == "restore":  # the restoration model's own spec (directions, curve, red line)
+            result = run_training(panel, spec, params, truth, source=str(data_dir), fidelity=fidelity,
+                                  restriction_model=restriction_model)
+        else:
+            result = api.train(panel, truth=truth, fidelity=fidelity, params=params, source=str(data_dir))
     else:
         result = api.train(read_table(features_path, "features"), params=params, label=label, time_col=time_col,
                            drop=tuple(drop), id_col=id_col, allow=tuple(allow), source=str(features_path))
@@ -141,7 +165,7 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
         from linerisk.models import registry  # imports mlflow: only when registering
 
         click.echo(f"[{dt.datetime.now():%H:%M:%S}] logging to MLflow at {registry.tracking_uri()}", err=True)
-        api.register(result, name, keep_user_ids=keep_user_ids)
+        api.register(result, name or MODEL_NAME[target], keep_user_ids=keep_user_ids)
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
     write_text(result.model_card(), result.report_path.with_name(CARD_FILE))  # the report links to it

@@ -26,7 +26,8 @@ def world(small_world):
     from linerisk.data.simulate import World
 
     return World(*(pd.read_parquet(small_world / f"{name}.parquet")
-                   for name in ("events", "users", "truth_restrictions", "truth_snapshots")))
+                   for name in ("events", "users", "truth_restrictions", "truth_snapshots", "truth_restorations",
+                                "truth_recovery_snapshots")))
 
 
 @pytest.fixture(scope="module")

@@ -70,3 +70,52 @@ def stacked_population(world: Path) -> pd.DataFrame:
     events = pd.read_parquet(world / "events.parquet")
     frames = [population(events, d).assign(as_of=d) for d in snapshot_dates(world)]
     return pd.concat(frames)
+
+
+def red_line_times(events: pd.DataFrame) -> pd.Series:
+    """Per user, when the red line was crossed: the first default event or the second misuse flag."""
+    defaults = events[events["event_type"].isin(["bl_default", "pl_default"])].groupby("user_id")["event_time"].min()
+    misuse = events[events["event_type"] == "bl_fund_misuse"].sort_values("event_time")
+    second = misuse.groupby("user_id")["event_time"].nth(1)
+    second = pd.Series(second.to_numpy(), index=misuse.loc[second.index, "user_id"].to_numpy())
+    both = pd.concat([defaults, second])
+    return both.groupby(level=0).min()
+
+
+def recovery_population(events: pd.DataFrame, restrictions: pd.DataFrame, as_of: pd.Timestamp,
+                        horizon_days: int = 90) -> pd.DataFrame:
+    """Users whose line is restricted at `as_of`: label (restored within the horizon), the true
+    cause, whether the red line holds, and what they did since the restriction; one row per user."""
+    past = events[events["event_time"] < as_of]
+    status = past[past["event_type"].isin(["pl_restricted", "pl_restored"])].sort_values("event_time")
+    last = status.groupby("user_id").last()
+    out = last.loc[last["event_type"] == "pl_restricted", ["event_time"]].rename(columns={"event_time": "since"})
+    cause = restrictions.set_index(["user_id", "event_time"])["cause"]
+    out["cause"] = cause.reindex(pd.MultiIndex.from_arrays([out.index, out["since"]])).to_numpy()
+    fut = events[(events["event_time"] >= as_of) & (events["event_time"] < as_of + horizon_days * DAY)]
+    out["label"] = out.index.isin(fut.loc[fut["event_type"] == "pl_restored", "user_id"].unique())
+    out["red_line"] = red_line_times(past).reindex(out.index).notna()
+    since = past.join(out["since"], on="user_id", how="inner")
+    since = since[since["event_time"] >= since["since"]]
+
+    def count(mask: pd.Series) -> pd.Series:
+        return since[mask].groupby("user_id").size().reindex(out.index, fill_value=0)
+
+    repay = since["event_type"].str.endswith("repayment")
+    out["late_since"] = count(repay & (since["days_past_due"] > 0))
+    out["clean_since"] = count(repay & (since["days_past_due"] <= 0))
+    out["inquiries_since"] = count(since["event_type"] == "credit_inquiry")
+    out["appeals_since"] = count(since["event_type"] == "pl_appeal")
+    scores = past[past["event_type"] == "credit_score"].sort_values("event_time")
+    before = scores.merge(out["since"].reset_index(), on="user_id")
+    before = before[before["event_time"] < before["since"]].groupby("user_id")["credit_score"].last()
+    out["score_change"] = scores.groupby("user_id")["credit_score"].last().reindex(out.index) - before.reindex(out.index)
+    out["days_restricted"] = (as_of - out["since"]) / DAY
+    return out
+
+
+def stacked_recovery(world: Path) -> pd.DataFrame:
+    events = pd.read_parquet(world / "events.parquet")
+    restrictions = pd.read_parquet(world / "truth_restrictions.parquet")
+    frames = [recovery_population(events, restrictions, d).assign(as_of=d) for d in snapshot_dates(world)]
+    return pd.concat(frames)

@@ -34,6 +34,12 @@ USERS = pd.DataFrame({"user_id": [1, 2], "signup_date": ["2024-01-01", "2024-01-
     ("score_out_of_range", {"credit_score": [None, None, 999, None]}),
     ("unknown_user", {"user_id": [1, 1, 2, 3]}),
     ("duplicate_event_id", {"event_id": ["a", "b", "c", "c"]}),
+    ("dpd_out_of_range", {"event_type": ["pl_open", "bl_default", "credit_score", "credit_inquiry"],
+                          "days_past_due": [None, 90, None, None]}),
+    ("missing_required", {"event_type": ["pl_open", "pl_default", "credit_score", "credit_inquiry"],
+                          "amount": [1000.0, None, None, None], "days_past_due": [None, 91, None, None]}),
+    ("must_be_null", {"event_type": ["pl_open", "pl_appeal", "credit_score", "credit_inquiry"],
+                      "amount": [1000.0, 50.0, None, None], "days_past_due": [None, None, None, None]}),
 ])
 def test_each_rule_quarantines_exactly_the_broken_row(rule, change):
     events = good_events().assign(**change)
@@ -43,8 +49,19 @@ def test_each_rule_quarantines_exactly_the_broken_row(rule, change):
     assert checked.n_read == 4
 
 
+def test_appeals_and_defaults_past_90_days_pass():
+    t = pd.Timestamp("2024-03-01", tz="UTC")
+    events = pd.DataFrame({
+        "event_id": ["a", "b", "c"], "user_id": [1, 2, 2], "event_time": [t, t, t],
+        "event_type": ["pl_appeal", "bl_default", "pl_default"],
+        "amount": [None, 30_000.0, 1_200.0], "days_past_due": [None, 91, 120], "credit_score": [None, None, None],
+    })
+    checked = validate_events(events, USERS)
+    assert checked.quarantined.empty and len(checked.good) == 3
+
+
 def test_rules_cover_every_kind_the_contract_lists():
-    assert len(RULES) == 8
+    assert len(RULES) == 9
 
 
 def test_clean_events_pass_typed_per_contract():

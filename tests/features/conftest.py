@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES
+from linerisk.data.schema import DEFAULT_TYPES, EVENT_FIELDS, EVENT_TYPES
 
 AS_OF = pd.Timestamp("2025-07-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -95,7 +95,9 @@ def random_log(n_users: int = 300, n_events: int = 30_000, days: int = 730, seed
     needs = {f: np.isin(types, [t for t, s in EVENT_FIELDS.items() if s.get(f) == "req"]) for f in
              ("amount", "days_past_due", "credit_score")}
     amount = np.where(needs["amount"], rng.gamma(2.0, 2000.0, n_events).round(2), np.nan)
-    dpd = pd.array(np.where(needs["days_past_due"], rng.integers(-20, 40, n_events), 0), dtype="Int32")
+    dpd = np.where(needs["days_past_due"], rng.integers(-20, 40, n_events), 0)
+    dpd = np.where(np.isin(types, DEFAULT_TYPES), dpd + 111, dpd)  # a default is beyond 90 days past due
+    dpd = pd.array(dpd, dtype="Int32")
     dpd[~needs["days_past_due"]] = pd.NA
     score = pd.array(np.where(needs["credit_score"], rng.integers(350, 951, n_events), 0), dtype="Int32")
     score[~needs["credit_score"]] = pd.NA

@@ -45,11 +45,11 @@ def test_panel_features_equal_single_snapshot_features(rich_log):
     events, users = rich_log
     snapshots = [pd.Timestamp("2025-03-01", tz="UTC"), pd.Timestamp("2025-06-01", tz="UTC")]
     panel = build_panel(events, users, snapshots)
-    assert list(panel.columns) == feature_names() + ["as_of", "label"]
+    assert list(panel.columns) == feature_names("restrict") + ["as_of", "label"]
     assert not panel.reset_index()[["user_id", "as_of"]].duplicated().any()
     for t in snapshots:
         block = panel[panel["as_of"] == t]
-        single = build_features(events, t, users).loc[block.index]
+        single = build_features(events, t, users).loc[block.index, [*feature_names("restrict"), "as_of"]]
         pdt.assert_frame_equal(block.drop(columns="label"), single)
         active = line_state(events, t, users)["state"] == "active"
         assert sorted(block.index) == sorted(active[active].index)
@@ -90,5 +90,6 @@ def test_active_features_are_the_features_of_users_whose_line_is_active(tiny_eve
 
     state = line_state(tiny_events, AS_OF, tiny_users)["state"]
     expected = build_features(tiny_events, AS_OF, tiny_users)[(state == "active").to_numpy()]
+    expected = expected[[*feature_names("restrict"), "as_of"]]
     pdt.assert_frame_equal(active_features(tiny_events, AS_OF, tiny_users), expected)
     assert sorted(expected.index) == [1, 3, 4]

@@ -14,7 +14,7 @@ def test_features_job_builds_a_labelled_panel_from_a_simulated_world(small_world
     panel = pd.read_parquet(out)
     assert panel["as_of"].nunique() >= 1
     assert 0.01 < panel["label"].mean() < 0.5
-    assert not [c for c in feature_names() if panel[c].isna().all()]
+    assert not [c for c in feature_names("restrict") if panel[c].isna().all()]
     # the seeds' strongest mechanism shows in the features: recent overdue, higher restriction rate
     overdue = panel["late_days_sum_90d"] > 0
     assert panel.loc[overdue, "label"].mean() > panel.loc[~overdue, "label"].mean()

@@ -8,10 +8,11 @@ from linerisk.features.compute import AGGREGATORS, SOURCES
 from linerisk.features.spec import FAMILIES, FEATURES, Feature, reason_text
 
 
-def test_spec_has_between_40_and_80_uniquely_named_features():
-    names = spec.feature_names()
-    assert 40 <= len(names) <= 80
-    assert len(set(names)) == len(names)
+@pytest.mark.parametrize("target", spec.TARGETS)
+def test_each_model_reads_between_30_and_80_uniquely_named_features(target):
+    names = spec.feature_names(target)
+    assert 30 <= len(names) <= 80
+    assert len(set(spec.feature_names())) == len(spec.feature_names())
 
 
 def test_every_feature_is_documented_in_english_and_chinese():
@@ -45,10 +46,28 @@ def test_features_the_simulator_hazard_reads_exist(name):
 
 def test_monotone_constraints_follow_spec_order_and_risk_direction():
     constraints = spec.monotone_constraints()
-    assert constraints == [f.direction for f in FEATURES]
+    assert constraints == [f.direction for f in FEATURES if "restrict" in f.targets]
     assert spec.get("late_repayment_count_90d").direction == 1
     assert spec.get("early_repayment_count_90d").direction == 1
     assert spec.get("credit_score_latest").direction == -1
+
+
+def test_the_restoration_model_reads_each_feature_in_its_own_direction():
+    restore = dict(zip(spec.feature_names("restore"), spec.monotone_constraints("restore")))
+    # a better score and clean repayment since the restriction bring the line back; late ones and
+    # new applications hold it back; the red-line evidence only ever lowers the chance
+    assert restore["credit_score_latest"] == 1 and spec.get("credit_score_latest").direction == -1
+    assert restore["credit_score_change_since"] == 1
+    assert restore["on_time_repayment_count_since"] == 1 and restore["late_repayment_count_since"] == -1
+    assert restore["credit_inquiry_count_since"] == -1 and restore["appeal_pending_count"] == 1
+    assert all(restore[f.name] <= 0 for f in FEATURES if f.family == "red_line")
+
+
+def test_the_restriction_model_keeps_its_own_features_and_no_since_restriction_one():
+    restrict = spec.features_for("restrict")
+    assert all(f.anchor == "as_of" for f in restrict)
+    assert {f.family for f in restrict} == set(spec.CAUSE_FAMILIES) | {"activity", "tenure"}
+    assert [f.name for f in restrict] == [f.name for f in FEATURES if "restrict" in f.targets]
 
 
 def test_get_unknown_feature_names_it():
@@ -70,8 +89,16 @@ def test_reason_text_formats_counts_shares_money_and_flags():
 def test_spec_hash_is_stable_and_changes_with_the_spec(monkeypatch):
     first = spec.spec_hash()
     assert first == spec.spec_hash()
-    monkeypatch.setattr(spec, "FEATURES", FEATURES[:-1])
+    monkeypatch.setattr(spec, "FEATURES", FEATURES[1:])
     assert spec.spec_hash() != first
+
+
+def test_each_target_has_its_own_spec_hash_and_a_restore_only_change_leaves_the_restriction_hash(monkeypatch):
+    restrict, restore = spec.spec_hash("restrict"), spec.spec_hash("restore")
+    assert restrict != restore
+    assert FEATURES[-1].targets == ("restore",)
+    monkeypatch.setattr(spec, "FEATURES", FEATURES[:-1])
+    assert spec.spec_hash("restrict") == restrict and spec.spec_hash("restore") != restore
 
 
 def test_a_feature_without_a_value_slot_is_rejected():

@@ -37,8 +37,8 @@ def world_model(world: Path):
     panel = build_panel(events, users, snaps, horizon_days=90).reset_index()
     rng = np.random.default_rng(0)
     label = (rng.random(len(panel)) < 1 / (1 + np.exp(-known_logit(panel)))).astype(np.int8)
-    spec = registry_spec()
-    names = feature_spec.feature_names()
+    spec = registry_spec("restrict")
+    names = feature_spec.feature_names("restrict")
     half = rng.random(len(panel)) < 0.7
     return train_model(panel.loc[half, names], label[half], panel.loc[~half, names], label[~half],
                        TrainParams(**FAST), spec)

@@ -181,7 +181,7 @@ def test_a_frame_with_exactly_the_registry_columns_trains_under_the_registry_spe
     if not feature_spec.FEATURES:
         pytest.skip("feature registry is empty")
     rng = np.random.default_rng(0)
-    names = feature_spec.feature_names()
+    names = feature_spec.feature_names("restrict")
     X = pd.DataFrame(rng.normal(size=(600, len(names))).astype("float32"), columns=names)
     y = (rng.random(600) < 1 / (1 + np.exp(-(X.iloc[:, 0] - 2)))).astype(int)
     model = train_model(X[:400], y[:400], X[400:], y[400:], TrainParams(**{**FAST, "n_estimators": 20}))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from linerisk.pipeline.cli import main
-from linerisk.pipeline.score_job import SCORE_COLUMNS, drift_path_for, partial_paths
+from linerisk.pipeline.score_job import SCORE_COLUMNS, drift_path_for, local_date, partial_paths
 from tests.pipeline.scoring_world import AS_OF
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def score(world: Path, out: Path, *extra: str, events: Path | None = None) -> in
                  "--as-of", AS_OF, "--out", str(out), *extra])
 
 
-def test_scores_every_active_user_with_the_contract_columns(store, small_world, tmp_path, capsys):
+def test_scores_every_user_with_a_line_with_the_contract_columns(store, small_world, tmp_path, capsys):
     from linerisk.features.labels import line_state
     from linerisk.pipeline.io import read_events, read_users
 
@@ -34,30 +34,69 @@ def test_scores_every_active_user_with_the_contract_columns(store, small_world, 
     assert list(scores.columns) == SCORE_COLUMNS
     users = read_users(small_world / "users.parquet")
     state = line_state(read_events(small_world / "events.parquet", users).good, AS_OF, users)["state"]
-    assert sorted(scores["user_id"]) == sorted(state.index[state == "active"])
+    assert sorted(scores["user_id"]) == sorted(state.index[state != "no_line"])
+    assert (scores.set_index("user_id")["line_state"] == state[state != "no_line"].astype(str)).all()
     assert scores["user_id"].is_monotonic_increasing and scores["user_id"].is_unique
     assert (scores["as_of"] == pd.Timestamp(AS_OF, tz="UTC")).all()
-    assert scores["probability"].between(0, 1).all()
-    assert set(scores["band"]) <= {"low", "medium", "high", "very_high"}
+    active, restricted = scores["line_state"] == "active", scores["line_state"] == "restricted"
+    assert active.any() and restricted.any()
+    # each population carries its own model's answer, the other's columns null
+    assert scores.loc[active, "probability"].between(0, 1).all() and scores.loc[restricted, "probability"].isna().all()
+    assert set(scores.loc[active, "band"]) <= {"low", "medium", "high", "very_high"}
+    assert scores.loc[restricted, "band"].isna().all()
+    assert scores.loc[restricted, "restore_probability"].between(0, 1).all()
+    assert scores.loc[active, ["restore_probability", "restore_expected"]].isna().all().all()
+    expected = pd.to_datetime(scores.loc[restricted & scores["restore_expected"].notna(), "restore_expected"])
+    assert len(expected) and (expected > pd.Timestamp(AS_OF)).all()  # a date (the day, in --timezone)
+    assert (expected <= pd.Timestamp(AS_OF) + pd.Timedelta(days=365)).all()
+    assert (scores.loc[scores["red_line"] & restricted, "restore_probability"] <= 0.01).all()
     assert (scores["model_name"] == "linerisk").all() and (scores["model_version"] == "1").all()
-    # reasons: k-th reason present exactly when its contribution is, and contributions descend
+    assert (scores["restore_model_version"] == "1").all()
+    # reasons: k-th reason present exactly when its contribution is, and contributions descend in size;
+    # active lines: what pushes risk up (> 0); restricted lines: what holds restoration back (< 0)
+    sign = np.where(active, 1.0, -1.0)
     for k in (1, 2, 3):
         present = scores[f"reason_{k}_contribution"].notna()
         for field in ("family", "code", "text_en", "text_zh"):
             assert (scores[f"reason_{k}_{field}"].notna() == present).all()
-        assert (scores.loc[present, f"reason_{k}_contribution"] > 0).all()
+        assert (scores.loc[present, f"reason_{k}_contribution"] * sign[present] > 0).all()
         codes = scores.loc[present, f"reason_{k}_code"]
         assert (codes.str.split(":").str[0] == scores.loc[present, f"reason_{k}_family"]).all()
     both = scores["reason_2_contribution"].notna()
-    assert (scores.loc[both, "reason_1_contribution"] >= scores.loc[both, "reason_2_contribution"]).all()
+    assert (scores.loc[both, "reason_1_contribution"].abs() >= scores.loc[both, "reason_2_contribution"].abs()).all()
     text = capsys.readouterr().out
-    assert f"scored {len(scores):,} active users" in text and "score PSI vs training reference" in text
+    assert (f"scored {len(scores):,} users with a line" in text and f"{int(restricted.sum()):,} restricted" in text
+            and "score PSI vs training reference" in text)
     times = pd.read_parquet(small_world / "events.parquet", columns=["event_time"])["event_time"]
     future = int((pd.to_datetime(times, utc=True) >= pd.Timestamp(AS_OF, tz="UTC")).sum())
     assert future > 0  # the world runs on after AS_OF: those rows are read, not used, and said so
     assert f"rows read {len(times):,} = used {len(times) - future:,} + future {future:,} + quarantined 0" in text
     assert (tmp_path / "scores.quarantine.parquet").exists() and drift_path_for(out).exists()
     assert not partial_paths(out)
+
+
+def test_active_only_scores_the_active_lines_without_a_restoration_model(store, small_world, tmp_path):
+    full, active = tmp_path / "full.parquet", tmp_path / "active.parquet"
+    assert score(small_world, full) == 0
+    assert score(small_world, active, "--active-only", "--restore-model", "no-such-model@champion") == 0
+    a, f = pd.read_parquet(active), pd.read_parquet(full)
+    assert (a["line_state"] == "active").all() and a["restore_model_version"].isna().all()
+    expected = f[f["line_state"] == "active"].drop(columns="restore_model_version").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns="restore_model_version"), expected)
+
+
+def test_a_missing_restoration_model_is_one_line_naming_the_way_out(store, small_world, tmp_path, capsys):
+    assert score(small_world, tmp_path / "s.parquet", "--restore-model", "no-such-model@champion") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-model" in err[0] and "--active-only" in err[0]
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_models_swapped_between_the_options_are_refused(store, small_world, tmp_path, capsys):
+    assert score(small_world, tmp_path / "s.parquet", "--restore-model", "linerisk@champion") == 2
+    assert "is a restriction model; this needs a restoration model" in capsys.readouterr().err
+    assert score(small_world, tmp_path / "s.parquet", "--model", "linerisk-restore@champion") == 2
+    assert "is a restoration model; this needs a restriction model" in capsys.readouterr().err
 
 
 def test_one_user_at_a_time_equals_the_batch_and_chunking_changes_nothing(store, small_world, tmp_path):
@@ -71,16 +110,24 @@ def test_one_user_at_a_time_equals_the_batch_and_chunking_changes_nothing(store,
     a, b = pd.read_parquet(whole), pd.read_csv(chunked)
     pd.testing.assert_series_equal(a["user_id"], b["user_id"])
     np.testing.assert_allclose(a["probability"], b["probability"], rtol=1e-12)
+    np.testing.assert_allclose(a["restore_probability"], b["restore_probability"], rtol=1e-12)
     for col in ("band", "reason_1_code", "reason_2_text_zh", "reason_3_text_en"):
         assert a[col].fillna("").tolist() == b[col].fillna("").tolist(), col
 
     scorer = registry.load_package("linerisk@champion").scorer
     users = read_users(small_world / "users.parquet")
+    restore = registry.load_package("linerisk-restore@champion").scorer
     features = build_features(read_events(small_world / "events.parquet", users).good, AS_OF, users).reset_index()
-    some = a.sample(8, random_state=0)
-    singles = pd.concat([scorer.score(features[features["user_id"] == u]) for u in some["user_id"]])
-    expected = some[singles.columns].reset_index(drop=True)
-    pd.testing.assert_frame_equal(singles.reset_index(drop=True), expected, check_dtype=False)
+    for state, model in (("active", scorer), ("restricted", restore)):
+        some = a[a["line_state"] == state].sample(8, random_state=0)
+        singles = pd.concat([model.score(features[features["user_id"] == u]) for u in some["user_id"]])
+        if "restore_expected" in singles:  # the batch writes the date in --timezone (UTC here)
+            singles["restore_expected"] = local_date(singles["restore_expected"], "UTC")
+        common = [c for c in singles.columns if c in some.columns]
+        expected = some[common].reset_index(drop=True)
+        if "restore_expected" in expected:  # Parquet dates read back as dates
+            expected["restore_expected"] = pd.to_datetime(expected["restore_expected"]).astype("datetime64[s]")
+        pd.testing.assert_frame_equal(singles[common].reset_index(drop=True), expected, check_dtype=False)
 
 
 def _slow_run(store, world: Path, out: Path, pause: float) -> subprocess.Popen:

@@ -23,7 +23,7 @@ def feature_frame(world: Path, n: int) -> pd.DataFrame:
 
     users = read_users(world / "users.parquet")
     features = build_features(read_events(world / "events.parquet", users).good, AS_OF, users)
-    return features[feature_names()].head(n).astype("float64")
+    return features[feature_names("restrict")].head(n).astype("float64")
 
 
 def split_payload(frame: pd.DataFrame) -> dict:

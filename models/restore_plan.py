@@ -1,0 +1,170 @@
+"""The way back for a restricted line: why it was most likely restricted, and what would bring it back sooner.
+
+Why: the restriction model's reasons as of the day the line was restricted (its features from the
+events before that day), the same SHAP families `linerisk explain` shows for an active line.
+
+What would bring it sooner: restoration levers, behaviours a user can carry out (repay on time for
+90 days, no new credit applications, use the business loan normally and repay it on time, contact
+the platform when the likely cause is minor). Each moves the restoration model's features the way
+it would once done (only ever towards restoration, by the spec's restore directions) and advances
+the line's clock by the time it takes; the credit score is left where it is (it moves through these
+behaviours, it is not an action of its own). A line past the red line has no path back: no action.
+Pure functions over DataFrames.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from linerisk.features.compute import build_features, to_utc_timestamp
+from linerisk.features.spec import MINOR_CAUSES
+from linerisk.models.recover import Lever, lever_values
+from linerisk.models.restore_scoring import CURVE_DAYS
+from linerisk.models.scoring import Scorer
+
+
+def _plus(name: str, n: float) -> tuple[str, None, float, None]:
+    return name, None, n, None
+
+
+def _to(name: str, value: float) -> tuple[str, float, None, None]:
+    return name, value, None, None
+
+
+# Days each lever takes before the line is re-scored (the appeal is reviewed within days: 0).
+RESTORE_LEVERS: tuple[tuple[Lever, int], ...] = (
+    (Lever("repay_on_time_90d", "overdue",
+           "Repay every instalment on time for 90 days (now: {value} late repayments since the restriction)",
+           "连续90天按时还款（限制以来逾期还款{value}次）",
+           (_plus("on_time_repayment_count_since", 3), _to("on_time_repayment_count_90d", 3.0),
+            _to("late_repayment_count_90d", 0.0), _to("late_days_sum_90d", 0.0), _to("max_dpd_90d", 0.0),
+            _to("last_dpd", 0.0)),
+           "late_repayment_count_since"), 90),
+    (Lever("no_credit_applications_90d", "multi_borrowing",
+           "Make no new credit applications for 90 days (now: {value} since the restriction)",
+           "90天内不再申请其他贷款（限制以来征信查询{value}次）",
+           (_to("credit_inquiry_count_30d", 0.0), _to("credit_inquiry_count_90d", 0.0)), "credit_inquiry_count_since"), 90),
+    (Lever("use_business_loan_90d", "activity",
+           "Use the business loan normally and repay it on time for 90 days (now: {value} drawdowns since the restriction)",
+           "90天内正常使用网商贷并按时还款（限制以来借款{value}次）",
+           (_plus("bl_drawdown_count_since", 2), _plus("on_time_repayment_count_since", 2)),
+           "bl_drawdown_count_since"), 90),
+    (Lever("contact_platform", "appeal",
+           "Contact the platform to ask for a review: the likely cause is minor (now: {value} appeals under review)",
+           "主动联系平台申请复核：可能的原因较轻（目前审核中的申诉{value}次）",
+           (_to("appeal_pending_count", 1.0),), "appeal_pending_count"), 0),
+)
+
+
+def why_restricted(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, restricted_since: pd.Series,
+                   tz: str = "UTC") -> pd.DataFrame:
+    """The restriction model's answer per user as of the day its line was restricted (events before that local
+    day): probability and the reason columns, indexed by user_id. `restricted_since`: user_id -> restriction time."""
+    from linerisk.models.explain import explain_frame
+
+    local = pd.to_datetime(restricted_since, utc=True).dt.tz_convert(tz).dt.normalize()
+    days = local.dt.tz_convert("UTC")
+    parts = []
+    for day, ids in days.groupby(days).groups.items():  # one feature pass per distinct day
+        mine = users[users["user_id"].isin(ids)]
+        features = build_features(events[events["user_id"].isin(ids)], day, mine, tz)
+        ex = explain_frame(scorer, features)
+        parts.append(ex.scores.assign(as_of=day))
+    return pd.concat(parts).loc[restricted_since.index] if parts else pd.DataFrame()
+
+
+def why_restricted_fidelity(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, restricted_since: pd.Series,
+                            truth_restrictions: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """How often "why it was restricted" names the cause the simulator drew: recall@1/@3 of the restriction
+    model's reasons on the day of each line's restriction (latent apart), overall and per cause."""
+    from linerisk.models.explain import cause_recall_at_k
+
+    why = why_restricted(scorer, events, users, restricted_since)
+    truth = pd.DataFrame({"user_id": truth_restrictions["user_id"].to_numpy(),
+                          "day": pd.to_datetime(truth_restrictions["event_time"], utc=True).dt.normalize(),
+                          "cause": truth_restrictions["cause"].astype(str).to_numpy()})
+    keys = pd.DataFrame({"user_id": restricted_since.index.to_numpy(),
+                         "day": pd.to_datetime(restricted_since, utc=True).dt.normalize().to_numpy()})
+    cause = keys.merge(truth.drop_duplicates(["user_id", "day"], keep="last"), on=["user_id", "day"], how="left")
+    return cause_recall_at_k(why, pd.Series(pd.array(cause["cause"].to_numpy(), dtype="string"), index=why.index))
+
+
+def likely_minor(why: pd.DataFrame) -> np.ndarray:
+    """True where the restriction model's top reason on the day of the restriction is a minor cause."""
+    return why["reason_1_family"].isin(MINOR_CAUSES).to_numpy(dtype=bool, na_value=False)
+
+
+def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, as_of: object,
+                        levers: tuple[tuple[Lever, int], ...] = RESTORE_LEVERS) -> pd.DataFrame:
+    """Per restricted user (features indexed by user_id) and lever that changes something: the lever's code,
+    texts, days it takes, and, counted from today, P(restored within 90 days and within a year) and the expected
+    date (the status quo while the action takes its days, the line as it then stands after); a last row `all`
+    with every such lever. None past the red line; `contact_platform` only where `minor`."""
+    ts = to_utc_timestamp(as_of)
+    names = [f["name"] for f in scorer.spec["features"]]
+    X = features[names].astype(np.float64)
+    red = scorer.red_line(X)
+    clocks = [f["name"] for f in scorer.spec["features"] if f.get("aggregation") == "days_restricted"]
+    rows, moved, combined_days = [], X.copy(), np.zeros(len(X))
+    useful = np.zeros(len(X), dtype=bool)
+    for lever, days in levers:
+        moves = lever_values((lever,), X, scorer.spec, toward_target=True)[0]
+        allowed = ~red & (minor if lever.code == "contact_platform" else True)
+        new = X.copy()
+        changed = np.zeros(len(X), dtype=bool)
+        for col, value in moves.items():
+            changed |= ~np.isclose(value, X.iloc[:, col].to_numpy(), equal_nan=True)
+            new.iloc[:, col] = np.where(allowed, value, X.iloc[:, col].to_numpy())
+            moved.iloc[:, col] = np.where(allowed & changed, value, moved.iloc[:, col].to_numpy())
+        changed &= allowed
+        for name in clocks:
+            new[name] = X[name] + days
+        useful |= changed
+        combined_days = np.where(changed, np.maximum(combined_days, days), combined_days)
+        rows.append((lever, days, new, changed))
+    for name in clocks:
+        moved[name] = X[name] + combined_days
+    days_grid = np.arange(CURVE_DAYS + 1)
+    red_x = scorer.red_line(X)
+    now = scorer.cumulative(scorer.hazards(X), days_grid, red_x)  # status quo, from today
+    out = []
+    for lever, days, frame, changed in [*rows, (None, combined_days, moved, useful)]:
+        keep = np.flatnonzero(changed)
+        if not len(keep):
+            continue
+        wait = np.broadcast_to(days, len(X))[keep].astype(int)
+        after = np.empty((len(keep), len(days_grid)))
+        for w in np.unique(wait):  # the line once the action is done stands `w` days after today
+            at = wait == w
+            after[at] = scorer.cumulative(scorer.hazards(frame.iloc[keep[at]], int(w) // scorer.period_days),
+                                          days_grid, red_x[keep[at]])
+        curve = _from_today(now[keep], after, wait)
+        reached = curve >= 0.5
+        median = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
+        out.append(pd.DataFrame({
+            "user_id": X.index[keep], "code": "all" if lever is None else lever.code,
+            "family": None if lever is None else lever.family,
+            "text_en": "All of the above" if lever is None else [
+                lever.text_en.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
+            "text_zh": "以上全部做到" if lever is None else [
+                lever.text_zh.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
+            "days": wait, "probability": curve[:, 90], "probability_365d": curve[:, CURVE_DAYS],
+            "expected": pd.DatetimeIndex([ts + pd.Timedelta(days=int(m)) if m >= 0 else pd.NaT for m in median])}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["user_id", "code", "family", "text_en", "text_zh", "days", "probability", "probability_365d",
+                 "expected"])
+
+
+def _from_today(now: np.ndarray, after: np.ndarray, wait: np.ndarray) -> np.ndarray:
+    """P(restored by day t) from today: the status-quo curve `now` while the action takes `wait` days, then the
+    curve of the line as it stands once the action is done (`after`, counted from its completion)."""
+    t = np.arange(now.shape[1])[None, :]
+    shifted = np.take_along_axis(after, np.clip(t - wait[:, None], 0, now.shape[1] - 1), axis=1)
+    at_wait = np.take_along_axis(now, np.minimum(wait, now.shape[1] - 1)[:, None], axis=1)
+    return np.where(t < wait[:, None], now, 1.0 - (1.0 - at_wait) * (1.0 - shifted))
+
+
+def _fmt(value: object) -> str:
+    return "0" if pd.isna(value) else f"{float(value):,.0f}"
