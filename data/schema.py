@@ -69,10 +69,45 @@ class Validated:
     def n_read(self) -> int:
         return len(self.good) + len(self.quarantined)
 
+    def by_rule(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.quarantined["rule"].value_counts().items()} if len(self.quarantined) else {}
+
+    def account(self, used: int, future: int) -> "RowCount":
+        """The row count of this validation, given what the features consumed and what lay at/after as_of."""
+        return RowCount(self.n_read, used, future, self.by_rule())
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """Where every event row read went: `used` by the features, `future` (at or after as_of, so not used) or
+    quarantined (by rule). `check` fails closed when they do not add up to `read`: a row lost is an error."""
+
+    read: int
+    used: int
+    future: int
+    quarantined: dict[str, int]
+
+    @property
+    def n_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+    def __add__(self, other: "RowCount") -> "RowCount":
+        rules = {k: self.quarantined.get(k, 0) + other.quarantined.get(k, 0) for k in {*self.quarantined, *other.quarantined}}
+        return RowCount(self.read + other.read, self.used + other.used, self.future + other.future, rules)
+
     def summary(self) -> str:
-        by_rule = self.quarantined["rule"].value_counts().to_dict() if len(self.quarantined) else {}
-        detail = "".join(f", {k}={v}" for k, v in sorted(by_rule.items()))
-        return f"rows read {self.n_read:,} = used {len(self.good):,} + quarantined {len(self.quarantined):,}{detail}"
+        detail = "".join(f", {k}={v}" for k, v in sorted(self.quarantined.items()) if v)
+        return (f"rows read {self.read:,} = used {self.used:,} + future {self.future:,} "
+                f"+ quarantined {self.n_quarantined:,}{detail}")
+
+    def check(self) -> "RowCount":
+        lost = self.read - self.used - self.future - self.n_quarantined
+        if lost:
+            raise InputError(f"{self.summary()} does not add up: {lost:,} row(s) unaccounted for")
+        return self
+
+
+NO_ROWS = RowCount(0, 0, 0, {})
 
 
 def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
@@ -82,13 +117,26 @@ def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) ->
         raise InputError(f"{what}: missing column(s) {', '.join(missing)}")
 
 
-def _parse_times(values: pd.Series) -> pd.Series:
-    """Event times as UTC timestamps; unparseable values become NaT (flagged by the caller)."""
+# an ISO time ending in an offset ("Z", "+08:00", "-0530"); a bare date's "-01" is no offset
+_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d*)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def parse_times(values: pd.Series, tz: str = "UTC") -> pd.Series:
+    """Times as UTC instants (datetime64[us, UTC]): naive times are wall-clock times in `tz`, times with an
+    offset keep their instant. Unparseable values, and local times that do not exist or occur twice (a
+    DST change in `tz`), become NaT (flagged by the caller). Vectorised; UTC input costs nothing extra."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     if pd.api.types.is_datetime64_dtype(values.dtype):
-        return values.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
-    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
+        local = values.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT") if tz != "UTC" else values.dt.tz_localize("UTC")
+        return local.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    out = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
+    if tz != "UTC":
+        naive = ~values.astype("string").str.contains(_OFFSET, regex=True).fillna(True).to_numpy(dtype=bool)
+        if naive.any():
+            local = out.dt.tz_localize(None).dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+            out = out.where(~naive, local.dt.tz_convert("UTC").astype("datetime64[us, UTC]"))
+    return out
 
 
 def _numeric(values: pd.Series, what: str) -> pd.Series:
@@ -98,10 +146,11 @@ def _numeric(values: pd.Series, what: str) -> pd.Series:
         raise InputError(f"events: column {what} is not numeric ({exc})") from None
 
 
-def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None) -> Validated:
+def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz: str = "UTC") -> Validated:
     """Check every row against the contract; return good rows typed per contract and bad rows with their rule.
 
-    `users` enables the unknown-user rule. The input frame is not modified.
+    `users` enables the unknown-user rule; naive times are wall-clock times in `tz` (good rows carry UTC
+    instants). The input frame is not modified.
     """
     require_columns(events, EVENT_COLUMNS, "events")
     n = len(events)
@@ -111,7 +160,7 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None) -> 
         rule[(rule < 0) & mask] = code
 
     etype = events["event_type"].astype("string")
-    times = _parse_times(events["event_time"])
+    times = parse_times(events["event_time"], tz)
     fields = {f: _numeric(events[f], f) for f in VALUE_FIELDS}
     present = {f: fields[f].notna().to_numpy(dtype=bool) for f in VALUE_FIELDS}
     known = etype.isin(EVENT_TYPES).fillna(False).to_numpy(bool)

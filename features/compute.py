@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES, require_columns
+from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES, parse_times, require_columns
 from linerisk.features.spec import FEATURES, Feature, feature_names
 
 DAY_US = 86_400_000_000
@@ -37,13 +37,15 @@ _DPD_FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def to_utc_timestamp(value: object) -> pd.Timestamp:
-    """A time (Timestamp, date, ISO string) as a tz-aware UTC Timestamp in microseconds."""
+def to_utc_timestamp(value: object, tz: str = "UTC") -> pd.Timestamp:
+    """A time (Timestamp, date, ISO string) as a tz-aware UTC Timestamp in microseconds: a naive time is
+    wall-clock time in `tz` (a date is midnight there), a time with an offset keeps its instant."""
     ts = pd.Timestamp(value)
     if ts is pd.NaT:
         raise ValueError(f"not a time: {value!r}")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.as_unit("us")
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(tz, ambiguous=True, nonexistent="shift_forward")
+    return ts.tz_convert("UTC").as_unit("us")
 
 
 def _us(ts: pd.Timestamp) -> int:
@@ -121,20 +123,36 @@ class PreparedEvents:
     signup_us: np.ndarray | None = None  # float64 µs per user (NaN unknown)
     merchant: np.ndarray | None = None   # float32 0/1 per user (NaN unknown)
     until_us: int | None = None          # events at or after this were dropped
+    n_future: int = 0                    # how many: rows at or after until_us
+    tz: str = "UTC"                      # the zone whose local days the windows count
 
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
 
+    def consumed(self, cut: object | None = None) -> tuple[int, int]:
+        """(rows the features can read: in a block and before `cut`, rows at or after `cut` or until_us).
+
+        Rows dropped for any other reason are in neither, so a caller's row count shows them."""
+        if cut is None:
+            return sum(len(b.t) for b in self.blocks.values()), self.n_future
+        cut_us = _us(to_utc_timestamp(cut, self.tz))
+        used = sum(int(np.count_nonzero(b.t < cut_us)) for b in self.blocks.values())
+        return used, self.n_future + sum(len(b.t) for b in self.blocks.values()) - used
+
     def block(self, event_type: str) -> Block:
         return self.blocks.get(event_type, _EMPTY)
 
 
-def _time_us(col: pd.Series) -> np.ndarray:
-    """Event times as int64 µs since the epoch (UTC); naive times are taken as UTC."""
-    if not (isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype)):
-        col = pd.to_datetime(col, utc=True, format="ISO8601")
-    return col.to_numpy(dtype="datetime64[us]").view(np.int64)
+def _time_us(col: pd.Series, tz: str = "UTC") -> np.ndarray:
+    """Times as int64 µs since the epoch (UTC); naive times are wall-clock times in `tz`."""
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or (tz == "UTC" and pd.api.types.is_datetime64_dtype(col.dtype)):
+        return col.to_numpy(dtype="datetime64[us]").view(np.int64)  # no copy for UTC input
+    times = parse_times(col, tz)
+    if (times.isna() & col.notna()).any():
+        raise ValueError(f"{col.name}: unparseable times, or local times that do not exist or occur twice in {tz} "
+                         "(validate first: they are quarantined as unparseable_time)")
+    return times.to_numpy(dtype="datetime64[us]").view(np.int64)
 
 
 def _type_codes(col: pd.Series) -> np.ndarray:
@@ -207,16 +225,20 @@ def _day_index(idx: np.ndarray, t_all: np.ndarray, sort_by_day: bool
 
 
 def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
-                   until: object | None = None, sort_by_day: bool = False) -> PreparedEvents:
+                   until: object | None = None, sort_by_day: bool = False, tz: str = "UTC") -> PreparedEvents:
     """Split events into per-type blocks keyed to user rows; `events` is not modified.
 
-    Rows are `users` in their order when given (events of other users are ignored), else the
-    sorted users seen in events before `until`. Events at or after `until` are dropped.
+    Rows are `users` in their order when given (events of other users raise ValueError: validation
+    quarantines them as unknown_user first), else the sorted users seen in events before `until`.
+    Events at or after `until` are dropped (and counted, `n_future`).
     `sort_by_day` orders each type by day once so that later snapshots slice instead of mask.
+    Naive times (events, `until`, signup dates) are wall-clock times in `tz`, whose local days the
+    windows count.
     """
     require_columns(events, ("user_id", "event_time", "event_type", "amount", "days_past_due", "credit_score"), "events")
-    t_all = _time_us(events["event_time"])
-    keep = None if until is None else t_all < _us(to_utc_timestamp(until))
+    t_all = _time_us(events["event_time"], tz)
+    until_us = None if until is None else _us(to_utc_timestamp(until, tz))
+    keep = None if until is None else t_all < until_us
     if users is not None:
         user_ids = pd.Index(users["user_id"], name="user_id")
     else:
@@ -226,6 +248,10 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
         codes_job = pool.submit(_type_codes, events["event_type"])
         pos = _user_positions(user_ids, events["user_id"])
         codes = codes_job.result()
+    if users is not None and (pos < 0).any():
+        stranger = events["user_id"].to_numpy()[np.flatnonzero(pos < 0)[0]]
+        raise ValueError(f"events: {int((pos < 0).sum()):,} row(s) of users missing from the users table "
+                         f"(e.g. {stranger}); validate them first (they are quarantined as unknown_user)")
 
     valid = pos >= 0
     if keep is not None:
@@ -251,11 +277,12 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
     signup = merchant = None
     if users is not None:
         if "signup_date" in users:
-            signup = _time_us(users["signup_date"]).astype(np.float64)
+            signup = _time_us(users["signup_date"], tz).astype(np.float64)
             signup[users["signup_date"].isna().to_numpy()] = np.nan
         if "segment" in users:
             merchant = (users["segment"] == "merchant").to_numpy(dtype=np.float32, na_value=np.nan)
-    return PreparedEvents(user_ids, blocks, signup, merchant, None if until is None else _us(to_utc_timestamp(until)))
+    return PreparedEvents(user_ids, blocks, signup, merchant, until_us,
+                          0 if keep is None else int(len(keep) - np.count_nonzero(keep)), tz)
 
 
 Piece = slice | np.ndarray
@@ -273,6 +300,17 @@ class Snapshot:
     def n(self) -> int:
         return self.prep.n_users
 
+    def day_edge(self, days: int) -> int:
+        """µs of as_of moved `days` local days (negative: back), so windows are whole days of prep.tz."""
+        if self.prep.tz == "UTC":
+            return self.as_of_us + days * DAY_US
+        key = ("day_edge", days)
+        if key not in self.cache:
+            local = pd.Timestamp(self.as_of_us, unit="us", tz="UTC").tz_convert(self.prep.tz).tz_localize(None)
+            moved = (local + pd.Timedelta(days=days)).tz_localize(self.prep.tz, ambiguous=True, nonexistent="shift_forward")
+            self.cache[key] = _us(moved.tz_convert("UTC"))
+        return self.cache[key]
+
     def parts(self, source: str, window: int | None = None, lo_us: int | None = None,
               hi_us: int | None = None) -> list[tuple[Block, Piece, np.ndarray | None]]:
         """(block, rows, dpd filter mask or None) for `source` events in [as_of - window, as_of).
@@ -280,7 +318,7 @@ class Snapshot:
         `lo_us` / `hi_us` override the bounds (µs); no window and no `lo_us` means all history.
         """
         hi = self.as_of_us if hi_us is None else hi_us
-        lo = lo_us if lo_us is not None else (None if window is None else self.as_of_us - window * DAY_US)
+        lo = lo_us if lo_us is not None else (None if window is None else self.day_edge(-window))
         types, flt = SOURCES[source]
         out = []
         for etype in types:
@@ -301,7 +339,7 @@ class Snapshot:
             inner = max((k[2] for k in self.cache if k[:2] == key[:2] and k[2] is not None
                          and window is not None and k[2] < window), default=None)
             total = np.zeros(self.n) if inner is None else self.cache[(tag, source, inner)].copy()
-            hi = None if inner is None else self.as_of_us - inner * DAY_US
+            hi = None if inner is None else self.day_edge(-inner)
             for b, rows, m in self.parts(source, window, hi_us=hi):
                 u = b.u[rows]
                 w = None if weight is None else weight(b, rows)
@@ -416,7 +454,7 @@ def _last(snap: Snapshot, f: Feature) -> np.ndarray:
 def _change(snap: Snapshot, f: Feature) -> np.ndarray:
     """Latest value minus the latest value at or before as_of - window."""
     value = _value_field(f.source)
-    then = snap.last(f.source, value, hi_us=snap.as_of_us - f.window * DAY_US + 1)[1]
+    then = snap.last(f.source, value, hi_us=snap.day_edge(-f.window) + 1)[1]
     return snap.last(f.source, value)[1] - then
 
 
@@ -527,7 +565,7 @@ def _thread_groups(features: tuple[Feature, ...]) -> list[list[int]]:
 def features_from_prepared(prep: PreparedEvents, as_of: object,
                            features: tuple[Feature, ...] = FEATURES) -> pd.DataFrame:
     """Feature frame (index user_id, float32 columns in spec order, plus `as_of`) at one as_of."""
-    ts = to_utc_timestamp(as_of)
+    ts = to_utc_timestamp(as_of, prep.tz)
     if prep.until_us is not None and _us(ts) > prep.until_us:
         raise ValueError(f"as_of {ts} is after the events were cut off at {pd.Timestamp(prep.until_us, unit='us', tz='UTC')}")
     values = np.empty((len(features), prep.n_users), dtype=np.float32)  # transposed: one float32 block, no copy
@@ -545,12 +583,14 @@ def features_from_prepared(prep: PreparedEvents, as_of: object,
     return out
 
 
-def build_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per user (all of `users`, else users with an event before as_of) from events before as_of.
+def build_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None,
+                   tz: str = "UTC") -> pd.DataFrame:
+    """One row per user (all of `users`, else users with an event before as_of) from events before as_of;
+    naive times and day windows are in `tz`.
 
     Pure: the same function serves training, scoring and the served model.
     """
-    prep = prepare_events(events, users, until=as_of)
+    prep = prepare_events(events, users, until=as_of, tz=tz)
     return features_from_prepared(prep, as_of)
 
 

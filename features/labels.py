@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from linerisk.features.compute import (DAY_US, PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
+from linerisk.features.compute import (PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
                               prepare_events, to_utc_timestamp)
 
 STATES = ("no_line", "active", "restricted")
@@ -29,20 +29,26 @@ def _state_arrays(prep: PreparedEvents, as_of_us: int) -> tuple[np.ndarray, np.n
     return state, since
 
 
-def line_state(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None) -> pd.DataFrame:
+def line_state(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None,
+               tz: str = "UTC") -> pd.DataFrame:
     """Per user at as_of: `state` (no_line / active / restricted) and `state_since` (UTC time it began)."""
-    ts = to_utc_timestamp(as_of)
-    prep = prepare_events(events, users, until=ts)
+    ts = to_utc_timestamp(as_of, tz)
+    prep = prepare_events(events, users, until=ts, tz=tz)
     state, since = _state_arrays(prep, _us(ts))
     since_ts = pd.to_datetime(np.where(np.isfinite(since), since, np.nan), unit="us", utc=True).as_unit("us")
     return pd.DataFrame({"state": pd.Categorical.from_codes(state, STATES),
                          "state_since": since_ts}, index=prep.user_ids.copy())
 
 
-def active_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None) -> pd.DataFrame:
+def active_features(events: pd.DataFrame, as_of: object, users: pd.DataFrame | None = None,
+                    tz: str = "UTC") -> pd.DataFrame:
     """Features at as_of of the users whose line is active then (the population scored), events prepared once."""
-    ts = to_utc_timestamp(as_of)
-    prep = prepare_events(events, users, until=ts)
+    return active_from_prepared(prepare_events(events, users, until=as_of, tz=tz), as_of)
+
+
+def active_from_prepared(prep: PreparedEvents, as_of: object) -> pd.DataFrame:
+    """Features at as_of of the users whose line is active then, from prepared events."""
+    ts = to_utc_timestamp(as_of, prep.tz)
     state, _ = _state_arrays(prep, _us(ts))
     return features_from_prepared(prep, ts)[state == 1]
 
@@ -51,14 +57,14 @@ def horizon_labels(prep: PreparedEvents, as_of_us: int, horizon_days: int) -> np
     """1 where a pl_restricted event falls in [as_of, as_of + horizon), else 0 (int8 per user row)."""
     snap = Snapshot(prep, as_of_us)
     hits = np.zeros(prep.n_users, dtype=bool)
-    for b, rows, _ in snap.parts("pl_restricted", lo_us=as_of_us, hi_us=as_of_us + horizon_days * DAY_US):
+    for b, rows, _ in snap.parts("pl_restricted", lo_us=as_of_us, hi_us=snap.day_edge(horizon_days)):
         hits[b.u[rows]] = True
     return hits.astype(np.int8)
 
 
 def panel_block(prep: PreparedEvents, as_of: object, horizon_days: int = 90) -> pd.DataFrame:
     """Features plus `label` at one as_of, for users whose line is active at as_of."""
-    ts = to_utc_timestamp(as_of)
+    ts = to_utc_timestamp(as_of, prep.tz)
     state, _ = _state_arrays(prep, _us(ts))
     active = state == 1
     frame = features_from_prepared(prep, ts)
@@ -67,37 +73,38 @@ def panel_block(prep: PreparedEvents, as_of: object, horizon_days: int = 90) -> 
 
 
 def iter_panel(events: pd.DataFrame, users: pd.DataFrame | None, snapshots: Iterable[object],
-               horizon_days: int = 90) -> Iterator[pd.DataFrame]:
+               horizon_days: int = 90, tz: str = "UTC") -> Iterator[pd.DataFrame]:
     """Panel blocks one as_of at a time (events prepared once), so a caller can show progress."""
-    prep = prepare_events(events, users, sort_by_day=True)  # sorted once, sliced by every snapshot
+    prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # sorted once, sliced by every snapshot
     for as_of in snapshots:
         yield panel_block(prep, as_of, horizon_days)
 
 
 def build_panel(events: pd.DataFrame, users: pd.DataFrame | None, snapshots: Iterable[object],
-                horizon_days: int = 90) -> pd.DataFrame:
+                horizon_days: int = 90, tz: str = "UTC") -> pd.DataFrame:
     """Stacked snapshots: index user_id, spec columns, `as_of`, `label`; (user_id, as_of) is unique."""
-    blocks = list(iter_panel(events, users, snapshots, horizon_days))
+    blocks = list(iter_panel(events, users, snapshots, horizon_days, tz))
     if not blocks:
         raise ValueError("build_panel: no snapshots given")
     return pd.concat(blocks)
 
 
 def default_snapshots(events: pd.DataFrame, horizon_days: int = 90, warmup_days: int = 180,
-                      step_days: int = 90) -> list[pd.Timestamp]:
-    """Midnight-UTC dates every `step_days` after a warm-up, each with a full horizon before the last event.
+                      step_days: int = 90, tz: str = "UTC") -> list[pd.Timestamp]:
+    """Local midnights (of `tz`, as UTC instants) every `step_days` after a warm-up, each with a full
+    horizon before the last event.
 
     The warm-up counts from the first behaviour event: `bl_open` / `pl_open` rows may date from
     long before the log starts (accounts opened at signup), so they do not start the clock.
     """
-    t = _time_us(events["event_time"])
+    t = _time_us(events["event_time"], tz)
     behaviour = ~events["event_type"].isin(["bl_open", "pl_open"]).to_numpy(dtype=bool, na_value=False)
     if not behaviour.any():
         return []
-    first = pd.Timestamp(int(t[behaviour].min()), unit="us", tz="UTC").normalize()
+    first = pd.Timestamp(int(t[behaviour].min()), unit="us", tz="UTC").tz_convert(tz).normalize().tz_localize(None)
     last = pd.Timestamp(int(t.max()), unit="us", tz="UTC")
-    out, as_of = [], first + pd.Timedelta(days=warmup_days)
-    while as_of + pd.Timedelta(days=horizon_days) <= last:
-        out.append(as_of.as_unit("us"))
-        as_of += pd.Timedelta(days=step_days)
+    out, day = [], first + pd.Timedelta(days=warmup_days)
+    while to_utc_timestamp(day + pd.Timedelta(days=horizon_days), tz) <= last:
+        out.append(to_utc_timestamp(day, tz))
+        day += pd.Timedelta(days=step_days)
     return out

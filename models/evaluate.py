@@ -1,12 +1,11 @@
-"""Evaluation: metrics on held-out data, plots, and the HTML training report.
+"""Evaluation: metrics on held-out data and plots.
 
-Pure: metrics return dicts/DataFrames, plots return matplotlib figures, the report is a
-string with PNGs embedded; pipeline/train_job.py writes it.
+Pure: metrics return dicts/DataFrames, plots return matplotlib figures (models/report.py
+renders them into the HTML report; pipeline/train_job.py writes it).
 """
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import Any, Mapping
 
@@ -86,19 +85,6 @@ def metric_table(results: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Models as rows, metrics as columns (e.g. model vs baseline vs oracle)."""
     cols = ["auc", "ks", "pr_auc", "brier", "log_loss", "ece", "rows", "positives"]
     return pd.DataFrame({name: {c: m.get(c, np.nan) for c in cols} for name, m in results.items()}).T
-
-
-def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """A DataFrame as a GitHub markdown table (no extra dependency)."""
-    def fmt(v: Any) -> str:
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else (f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 10 else format(v, floatfmt))
-        return str(v)
-    head = ["", *map(str, frame.columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for idx, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(idx), *(fmt(v) for v in row)]) + " |")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- plots
@@ -203,27 +189,3 @@ def figure_png(fig: Figure) -> str:
         import matplotlib.pyplot as plt
         plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def render_report(title: str, metrics: pd.DataFrame, lift: pd.DataFrame, figures: Mapping[str, str],
-                  details: Mapping[str, Any], sections: Mapping[str, tuple[str, pd.DataFrame]] | None = None) -> str:
-    """The training report: metric table, lift table, run details, extra `sections` (heading -> (note,
-    table)) and embedded PNG figures."""
-    def table(frame: pd.DataFrame) -> str:
-        return frame.to_html(float_format=lambda v: f"{v:.4f}", border=0, classes="t")
-    items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                    for k, v in details.items())
-    extra = "".join(f"<h2>{html.escape(head)}</h2><p>{html.escape(note)}</p>{table(frame)}"
-                    for head, (note, frame) in (sections or {}).items())
-    imgs = "".join(f"<figure><img src='data:image/png;base64,{b64}'/><figcaption>{html.escape(name)}</figcaption>"
-                   f"</figure>" for name, b64 in figures.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table.t,table.d{{border-collapse:collapse}}
-td,th{{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}} figure{{display:inline-block;margin:1em}}
-</style></head><body><h1>{html.escape(title)}</h1>
-<h2>Test metrics</h2>{table(metrics)}
-<p>ECE: 10 equal-frequency bins. KS: max(TPR - FPR). Oracle: the simulator's own probability (ceiling).</p>
-<h2>Lift by decile (model, test)</h2>{table(lift.set_index("decile"))}
-<h2>Run</h2><table class="d">{items}</table>
-{extra}<h2>Plots</h2>{imgs}</body></html>
-"""

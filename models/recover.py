@@ -95,17 +95,18 @@ class TimeProjection:
 
 def project_time(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user_ids: Any, as_of: object,
                  threshold: float | None = None, step_days: int = STEP_DAYS,
-                 horizon_days: int = HORIZON_DAYS) -> TimeProjection:
-    """Recompute features forward every `step_days` up to `horizon_days` with no new events; score all at once."""
+                 horizon_days: int = HORIZON_DAYS, tz: str = "UTC") -> TimeProjection:
+    """Recompute features forward every `step_days` up to `horizon_days` with no new events; score all at once.
+    Day windows count local days of `tz`, as where the features at as_of were built."""
     from linerisk.features.compute import to_utc_timestamp
 
-    ts = to_utc_timestamp(as_of)
+    ts = to_utc_timestamp(as_of, tz)
     ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")
     offsets = np.arange(0, horizon_days, step_days)
     threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
     shifted, pseudo = _shifted_logs(events, users, ids, ts, offsets)
     names = [f["name"] for f in scorer.spec["features"]]
-    raw = build_features(shifted, ts, pseudo)[names].to_numpy(dtype=np.float64)
+    raw = build_features(shifted, ts, pseudo, tz)[names].to_numpy(dtype=np.float64)
     steps = raw.reshape(len(ids), len(offsets), len(names))
     projected = age_features(steps, scorer.spec).reshape(-1, len(names))
     p = scorer.probability(pd.DataFrame(projected, columns=names)).reshape(len(ids), len(offsets))

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,14 +176,27 @@ def _package_files(model, reference: dict[str, Any], root: Path) -> dict[str, st
 
 
 def _signature_frame(X: pd.DataFrame) -> pd.DataFrame:
-    """Numeric columns as float64 in the signature, so float32 or int input converts safely."""
+    """What users send, from the training frame's own dtypes: integers stay int64 (an int64 column must not
+    be refused), floats are float64 (so float32 converts safely), booleans bool, anything else text."""
     out = X.copy()
     for c in out.columns:
-        if pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_bool_dtype(out[c]):
-            out[c] = out[c].astype("float64")
+        col = out[c]
+        if pd.api.types.is_bool_dtype(col) and not col.isna().any():
+            out[c] = col.astype("bool")
+        elif pd.api.types.is_integer_dtype(col) and not col.isna().any():
+            out[c] = col.astype("int64")
+        elif pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            out[c] = col.astype("float64")
         else:
-            out[c] = out[c].astype("object")
+            out[c] = col.astype("object")
     return out
+
+
+def pseudonymise(ids: pd.Series, key: str) -> pd.Series:
+    """User ids replaced by keyed SipHash pseudonyms (16 hex digits): rows of one user still share a value,
+    but without the key (never stored) nobody can recover or link the raw id."""
+    hashed = pd.util.hash_pandas_object(ids.astype("string"), index=False, hash_key=key).to_numpy()
+    return pd.Series(np.char.mod("%016x", hashed), index=ids.index, dtype="string")
 
 
 def _pip_requirements() -> list[str]:
@@ -195,9 +209,12 @@ def _pip_requirements() -> list[str]:
 def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], reference: dict[str, Any],
                    test_frame: pd.DataFrame, report_html: str | None = None, name: str = DEFAULT_NAME,
                    tags: dict[str, str] | None = None, extra_artifacts: dict[str, str] | None = None,
+                   keep_user_ids: bool = False, signature_frame: pd.DataFrame | None = None,
                    ) -> RegisteredVersion:
     """One MLflow run: params, metrics, report, spec + hash, test frame, and the pyfunc model
-    registered as `name` with alias @challenger. `test_frame` holds the features and `label`."""
+    registered as `name` with alias @challenger. `test_frame` holds the features and `label`; its
+    user ids are stored as pseudonyms unless `keep_user_ids`. The signature and input example come
+    from `signature_frame` (the training frame, default the test frame) with its own dtypes."""
     configure()
     feature_names = [f["name"] for f in model.spec_["features"]]
     missing = [c for c in (*feature_names, LABEL_COLUMN) if c not in test_frame.columns]
@@ -213,8 +230,12 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         (root / "feature_spec.json").write_text(json.dumps(model.spec_, indent=1, ensure_ascii=False))
         mlflow.log_artifact(str(root / "feature_spec.json"), "spec")
         test_path = root / "test.parquet"
-        test_frame[[*feature_names, LABEL_COLUMN, *[c for c in ("user_id", "as_of") if c in test_frame]]] \
-            .reset_index(drop=True).to_parquet(test_path, index=False)
+        stored = test_frame[[*feature_names, LABEL_COLUMN, *[c for c in ("user_id", "as_of") if c in test_frame]]] \
+            .reset_index(drop=True)
+        if "user_id" in stored and not keep_user_ids:
+            stored["user_id"] = pseudonymise(stored["user_id"], secrets.token_hex(8))
+        mlflow.set_tag("linerisk.user_ids", "raw" if keep_user_ids or "user_id" not in stored else "pseudonymised")
+        stored.to_parquet(test_path, index=False)
         mlflow.log_artifact(str(test_path), Path(TEST_ARTIFACT).parent.as_posix())
         if report_html is not None:
             mlflow.log_text(report_html, "report/report.html")
@@ -224,8 +245,8 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         pkg = root / "package"
         pkg.mkdir()
         artifacts = _package_files(model, reference, pkg)
-        example = _signature_frame(test_frame[feature_names].head(5))
-        output = model.score(test_frame[feature_names].head(5))
+        example = _signature_frame((test_frame if signature_frame is None else signature_frame)[feature_names].head(5))
+        output = model.score(example)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(_HERE / "pyfunc_model.py"), code_paths=[str(_stage_code(root / "code"))],
             artifacts=artifacts, signature=infer_signature(example, output), input_example=example,
@@ -239,7 +260,17 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         return RegisteredVersion(run.info.run_id, name, version, f"models:/{name}/{version}")
 
 
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Add a text artifact (e.g. the model card, which names the version) to a finished run."""
+    configure()
+    MlflowClient().log_text(run_id, text, artifact_file)
+
+
 # ---------------------------------------------------------------------------- promotion
+
+class RegistryError(RuntimeError):
+    """The registry could not answer (down, permission, missing artifact): a promotion stops, changing nothing."""
+
 
 @dataclass(frozen=True)
 class PromotionDecision:
@@ -251,36 +282,90 @@ class PromotionDecision:
     promoted: bool
     forced: bool
     reason: str
+    data: str = ""
 
     def summary(self) -> str:
         def f(v):
             return "n/a" if v is None else f"{v:.4f}"
         verdict = "PROMOTED" if self.promoted else "REFUSED"
-        return (f"{verdict}: {self.name} v{self.version} (test AUC {f(self.challenger_auc)}) vs champion "
+        return (f"{verdict}{' (forced)' if self.forced else ''}: {self.name} v{self.version} "
+                f"(AUC {f(self.challenger_auc)}) vs champion "
                 f"{'v' + self.champion_version if self.champion_version else 'none'} "
-                f"(AUC {f(self.champion_auc)}) on v{self.version}'s test data: {self.reason}")
+                f"(AUC {f(self.champion_auc)}) on {self.data or 'no data'}: {self.reason}")
+
+
+def _registry_call(what: str, fn, *args, **kwargs):
+    """Run one registry call; any MLflow error becomes a RegistryError naming `what`."""
+    try:
+        return fn(*args, **kwargs)
+    except MlflowException as exc:
+        raise RegistryError(f"registry at {tracking_uri()}: cannot {what} ({exc.message.splitlines()[0][:200]})") from None
+
+
+def _champion(client: MlflowClient, name: str):
+    """The @champion version, or None when the model has no such alias; any other failure raises RegistryError."""
+    aliases = _registry_call(f"read the aliases of {name!r}", client.get_registered_model, name).aliases or {}
+    if CHAMPION not in aliases:
+        return None
+    return _registry_call(f"read {name}@{CHAMPION}", client.get_model_version, name, str(aliases[CHAMPION]))
 
 
 def _test_frame(run_id: str) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_ARTIFACT, dst_path=tmp)
+        path = _registry_call(f"download the test part of run {run_id}", mlflow.artifacts.download_artifacts,
+                              run_id=run_id, artifact_path=TEST_ARTIFACT, dst_path=tmp)
         return pd.read_parquet(path)
 
 
-def _auc_on(uri: str, test: pd.DataFrame) -> float:
-    model = mlflow.pyfunc.load_model(uri)
+def _describe_part(version: str, frame: pd.DataFrame) -> str:
+    span = ""
+    if "as_of" in frame and len(frame):
+        times = pd.to_datetime(frame["as_of"], utc=True)
+        span = f", as_of {times.min():%Y-%m-%d}..{times.max():%Y-%m-%d}"
+    return f"v{version}'s test part ({len(frame):,} rows{span})"
+
+
+def _newest(frame: pd.DataFrame) -> pd.Timestamp | None:
+    return pd.to_datetime(frame["as_of"], utc=True).max() if "as_of" in frame and len(frame) else None
+
+
+def comparison_data(challenger, champion) -> tuple[pd.DataFrame, str]:
+    """The data neither model trained on: the newer of the two test parts (by latest as_of; without times,
+    the later-registered version's), with a line saying which."""
+    parts = {str(mv.version): _test_frame(mv.run_id) for mv in (challenger, champion) if mv is not None}
+    if len(parts) == 1:
+        (version, frame), = parts.items()
+        return frame, _describe_part(version, frame)
+    newest = {v: _newest(f) for v, f in parts.items()}
+    if all(t is not None for t in newest.values()):
+        version = max(parts, key=lambda v: (newest[v], int(v)))
+    else:
+        version = max(parts, key=int)
+    return parts[version], _describe_part(version, parts[version])
+
+
+def _load(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    return _registry_call(f"load {uri}", mlflow.pyfunc.load_model, uri)
+
+
+def _auc_on(model: mlflow.pyfunc.PyFuncModel, test: pd.DataFrame) -> float:
+    """AUC of a loaded model on `test`; raises KeyError/ValueError/MlflowException when it cannot score it."""
     schema = model.metadata.get_input_schema()
     columns = schema.input_names() if schema is not None else [c for c in test.columns if c != LABEL_COLUMN]
     missing = [c for c in columns if c not in test.columns]
     if missing:
-        raise KeyError(f"test data lacks the model's column(s) {', '.join(missing[:5])}")
+        raise KeyError(f"the data lacks the model's column(s) {', '.join(missing[:5])}")
     scores = model.predict(test[columns])
     return float(roc_auc_score(test[LABEL_COLUMN].to_numpy(), scores["probability"].to_numpy()))
 
 
-def promote(name: str, version: str | int, force: bool = False) -> PromotionDecision:
-    """Move @champion to `version` if its test AUC is not worse than the champion's, both re-scored
-    on the test part stored with `version`'s run; `force` overrides. Tags both versions."""
+def promote(name: str, version: str | int, force: bool = False, data: pd.DataFrame | None = None,
+            data_name: str = "") -> PromotionDecision:
+    """Move @champion to `version` if its AUC is not worse than the champion's, both scored on data neither
+    trained on (`data`, else the newer of the two test parts); `force` overrides and is tagged `forced`.
+
+    Fails closed: any registry error (down, permission, missing artifact) raises RegistryError before any
+    alias or tag changes; only a model without a @champion alias counts as "no champion"."""
     configure()
     client = MlflowClient()
     version = str(version)
@@ -288,44 +373,56 @@ def promote(name: str, version: str | int, force: bool = False) -> PromotionDeci
         mv = client.get_model_version(name, version)
     except MlflowException:
         raise LookupError(f"no version {version} of model {name!r} in {tracking_uri()}") from None
-    try:
-        champ = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champ = None
-    test = _test_frame(mv.run_id)
-    challenger_auc = _auc_on(f"models:/{name}/{version}", test)
-    champion_auc, champ_version = None, (str(champ.version) if champ else None)
-    if champ is None:
-        promoted, reason = True, "no current champion"
-    elif champ_version == version:
-        promoted, reason = True, "already the champion"
-        champion_auc = challenger_auc
+    champ = _champion(client, name)
+    champ_version = str(champ.version) if champ is not None else None
+    rival = champ if champ_version not in (None, version) else None
+    if data is not None:
+        if LABEL_COLUMN not in data:
+            raise ValueError(f"--data {data_name}: no {LABEL_COLUMN!r} column")
+        test, where = data, f"{data_name or 'the given data'} ({len(data):,} rows)"
     else:
-        try:
-            champion_auc = _auc_on(f"models:/{name}/{champ_version}", test)
-        except (MlflowException, ValueError, KeyError) as exc:
-            promoted, reason = force, f"champion cannot score this test data ({str(exc).splitlines()[0][:120]})"
+        test, where = comparison_data(mv, rival)
+    challenger = _load(f"models:/{name}/{version}")
+    champion = _load(f"models:/{name}/{champ_version}") if rival is not None else None
+    challenger_auc = champion_auc = None
+    try:
+        challenger_auc = _auc_on(challenger, test)
+    except (MlflowException, ValueError, KeyError) as exc:
+        passed, reason = False, f"challenger cannot score this data ({str(exc).splitlines()[0][:120]})"
+    else:
+        if champ is None:
+            passed, reason = True, "no current champion"
+        elif rival is None:
+            passed, reason, champion_auc = True, "already the champion", challenger_auc
         else:
-            promoted = challenger_auc >= champion_auc
-            reason = "challenger AUC is not worse" if promoted else "challenger AUC is worse"
-    forced = bool(force and not promoted)
+            try:
+                champion_auc = _auc_on(champion, test)
+            except (MlflowException, ValueError, KeyError) as exc:
+                passed, reason = False, f"champion cannot score this data ({str(exc).splitlines()[0][:120]})"
+            else:
+                passed = challenger_auc >= champion_auc
+                reason = "challenger AUC is not worse" if passed else "challenger AUC is worse"
+    forced = bool(force and not passed)
+    promoted = passed or forced
     if forced:
-        promoted, reason = True, reason + "; forced"
-    decision = PromotionDecision(name, version, champ_version, challenger_auc, champion_auc, promoted, forced, reason)
+        reason += "; forced"
+    decision = PromotionDecision(name, version, champ_version, challenger_auc, champion_auc, promoted, forced,
+                                 reason, where)
     if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        _registry_call(f"move {name}@{CHAMPION}", client.set_registered_model_alias, name, CHAMPION, version)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    auc = lambda v: "n/a" if v is None else f"{v:.6f}"  # noqa: E731
     tags = {"promotion.decision": "forced" if forced else ("promoted" if promoted else "refused"),
-            "promotion.challenger_auc": f"{challenger_auc:.6f}",
-            "promotion.champion_auc": "n/a" if champion_auc is None else f"{champion_auc:.6f}",
+            "promotion.challenger_auc": auc(challenger_auc), "promotion.champion_auc": auc(champion_auc),
             "promotion.champion_version": champ_version or "none", "promotion.reason": reason,
-            "promotion.time": stamp}
+            "promotion.data": where, "promotion.time": stamp}
     for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    if champ_version and champ_version != version:
-        client.set_model_version_tag(name, champ_version, f"challenged_by.v{version}",
-                                     f"{tags['promotion.decision']}: {tags['promotion.champion_auc']} (this) vs "
-                                     f"{tags['promotion.challenger_auc']} (v{version}) at {stamp}")
+        _registry_call(f"tag {name} v{version}", client.set_model_version_tag, name, version, key, value)
+    if rival is not None:
+        _registry_call(f"tag {name} v{champ_version}", client.set_model_version_tag, name, champ_version,
+                       f"challenged_by.v{version}",
+                       f"{tags['promotion.decision']}: {tags['promotion.champion_auc']} (this) vs "
+                       f"{tags['promotion.challenger_auc']} (v{version}) on {where} at {stamp}")
     return decision
 
 

@@ -178,13 +178,52 @@ def split_out_of_time(panel: pd.DataFrame, valid_snapshots: int = 1, test_snapsh
 
 
 def split_random(frame: pd.DataFrame, label: str, seed: int = 42,
-                 fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Split:
-    """Stratified random 60/20/20 split, for tables without a time column."""
+                 fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), group: str | None = None) -> Split:
+    """Stratified random 60/20/20 split, for tables without a time column. With `group` (an id column)
+    whole ids are split, stratified by whether the id has any positive row, so no id is on two sides."""
     train_frac, valid_frac, test_frac = fractions
-    rest, test = train_test_split(frame, test_size=test_frac, stratify=frame[label], random_state=seed)
-    train, valid = train_test_split(rest, test_size=valid_frac / (train_frac + valid_frac),
-                                    stratify=rest[label], random_state=seed)
-    return Split(train.sort_index(), valid.sort_index(), test.sort_index())
+    if group is None:
+        rest, test = train_test_split(frame, test_size=test_frac, stratify=frame[label], random_state=seed)
+        train, valid = train_test_split(rest, test_size=valid_frac / (train_frac + valid_frac),
+                                        stratify=rest[label], random_state=seed)
+        return Split(train.sort_index(), valid.sort_index(), test.sort_index())
+    by_id = frame.groupby(group, sort=True)[label].max()
+    rest, test = train_test_split(by_id, test_size=test_frac, stratify=by_id, random_state=seed)
+    train, valid = train_test_split(rest, test_size=valid_frac / (train_frac + valid_frac), stratify=rest,
+                                    random_state=seed)
+    return Split(*(frame[frame[group].isin(ids.index)] for ids in (train, valid, test)))
+
+
+LEAK_AUC = 0.99
+
+
+def suspicious_columns(frame: pd.DataFrame, label: str, columns: Iterable[str]) -> dict[str, str]:
+    """Columns that cannot be honest features, each with why: integer or text values unique per row (an
+    identifier), or a column that alone ranks the label with AUC above LEAK_AUC (the label leaking in)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = frame[label].to_numpy()
+    both = 0 < y.sum() < len(y)
+    out = {}
+    for c in columns:
+        col = frame[c]
+        numeric = pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+        if (len(col) > 1 and not pd.api.types.is_float_dtype(col) and col.notna().all()
+                and col.nunique() == len(col)):
+            out[c] = "unique per row"
+            continue
+        if not both:
+            continue
+        if numeric:
+            values = col.astype("float64")
+            values = values.fillna(values.min() - 1 if values.notna().any() else 0.0)
+        else:  # a category scored by its label rate
+            values = frame.groupby(col.astype("string").fillna("<NA>"))[label].transform("mean")
+        auc = roc_auc_score(y, values.to_numpy())
+        auc = max(auc, 1 - auc)
+        if auc > LEAK_AUC:
+            out[c] = f"AUC {auc:.3f} on its own"
+    return out
 
 
 # ---------------------------------------------------------------------------- calibration

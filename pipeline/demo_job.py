@@ -55,7 +55,7 @@ def _end_date(world: Path) -> str:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file overriding the defaults.")
 def command(users, months, seed, config_path) -> None:
     """Simulate, train, register, promote, score and explain on the embedded defaults."""
-    p = build(WorldParams, load_toml(config_path)["simulate"], users=users, months=months, seed=seed)
+    p = build(WorldParams, load_toml(config_path)["simulate"], "simulate", users=users, months=months, seed=seed)
     demo = linerisk_home() / "demo"
     train_world, new_world = demo / f"world_seed{p.seed}", demo / f"world_seed{p.seed + 1}"
     _world(train_world, p, config_path)

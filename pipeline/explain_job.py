@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from linerisk.data.schema import InputError, validate_events
-from linerisk.features.compute import build_features, to_utc_timestamp
+from linerisk.features.compute import build_features, prepare_events, to_utc_timestamp
 from linerisk.features.labels import line_state
+from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -42,20 +43,20 @@ def _user_key(users: pd.DataFrame, user: str) -> Any:
 
 
 def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
-                 threshold: float | None = None) -> dict[str, Any]:
-    """Everything `linerisk explain` shows for one user, as plain JSON-able data."""
+                 threshold: float | None = None, tz: str = "UTC") -> dict[str, Any]:
+    """Everything `linerisk explain` shows for one user, as plain JSON-able data (day windows in `tz`)."""
     from linerisk.models.explain import explain_frame
     from linerisk.models.recover import plan_actions, project_time
 
-    ts = to_utc_timestamp(as_of)
+    ts = to_utc_timestamp(as_of, tz)
     mine_users = users[users["user_id"] == user_id]
     mine = events[events["user_id"] == user_id]
-    features = build_features(mine, ts, mine_users)
-    state = line_state(mine, ts, mine_users)
+    features = build_features(mine, ts, mine_users, tz)
+    state = line_state(mine, ts, mine_users, tz)
     ex = explain_frame(scorer, features)
     row = ex.scores.iloc[0]
     plan = plan_actions(scorer, features, threshold)
-    time = project_time(scorer, mine, mine_users, [user_id], ts, plan.summary["threshold"].iloc[0])
+    time = project_time(scorer, mine, mine_users, [user_id], ts, plan.summary["threshold"].iloc[0], tz=tz)
 
     def ranked(prefix: str) -> list[dict[str, Any]]:
         out = []
@@ -140,17 +141,18 @@ def render(view: dict[str, Any], model: str = "") -> str:
 @click.option("--events", "events_path", type=click.Path(path_type=Path), required=True,
               help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
-@click.option("--as-of", "as_of", required=True, help="Snapshot time (UTC date or ISO time).")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
+@click.option("--as-of", "as_of", required=True, help="Snapshot time (date = midnight in --timezone, or ISO time).")
+@timezone_option
 @click.option("--user", "user", required=True, help="The user to explain.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Recovery threshold [default: upper edge of the medium band].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, user: str,
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, user: str,
             threshold: float | None, as_json: bool) -> None:
     """Explain one user's restriction risk: probability, band, reasons, what helps, and the path back."""
     try:
-        ts = to_utc_timestamp(as_of)
+        ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     package = load_model_package(model_ref)  # first: a wrong model fails before any data is read
@@ -161,14 +163,17 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
     if not (users["user_id"] == key).any():
         raise InputError(f"user {user!r} is not in the users table ({len(users):,} users)")
     # only this user's rows are read and validated (a duplicate id shared with another user goes unseen here)
-    validated = validate_events(source.read(ds.field("user_id") == key), users)
-    click.echo(validated.summary(), err=True)
+    validated = validate_events(source.read(ds.field("user_id") == key), users, tz)
+    count = validated.account(*prepare_events(validated.good, users[users["user_id"] == key], until=ts,
+                                              tz=tz).consumed())
+    click.echo(count.summary(), err=True)
+    count.check()
     if len(validated.quarantined):
         stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    view = explain_user(scorer, validated.good, users, key, ts, threshold)
+    view = explain_user(scorer, validated.good, users, key, ts, threshold, tz)
     view["model"] = {"name": name, "version": version}
     click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else render(view, f"{name} v{version}"))
 

@@ -13,9 +13,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from linerisk.data.schema import InputError
-from linerisk.features.compute import build_features, features_from_prepared, prepare_events, to_utc_timestamp
-from linerisk.features.labels import default_snapshots, iter_panel
+from linerisk.features.compute import features_from_prepared, prepare_events, to_utc_timestamp
+from linerisk.features.labels import default_snapshots, panel_block
 from linerisk.features.spec import FEATURES, spec_hash
+from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, users_path_for, write_quarantine, write_table
 
 
@@ -36,11 +37,11 @@ def describe_spec(as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _parse_as_of(values: tuple[str, ...]) -> list[pd.Timestamp] | str:
+def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
     if values == ("auto",):
         return "auto"
     try:
-        return [to_utc_timestamp(v) for v in values]
+        return [to_utc_timestamp(v, tz) for v in values]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
 
@@ -48,16 +49,17 @@ def _parse_as_of(values: tuple[str, ...]) -> list[pd.Timestamp] | str:
 @click.command("features")
 @click.option("--events", "events_path", type=click.Path(path_type=Path), help="Events: Parquet file/dir or CSV.")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", multiple=True,
-              help="Snapshot time (UTC date or ISO time); repeat for several, or 'auto' with --labels.")
+              help="Snapshot time (date = midnight in --timezone, or ISO time); repeat for several, or 'auto' with --labels.")
 @click.option("--labels", is_flag=True, help="Add the 90-day label; keep only users whose line is active.")
 @click.option("--horizon-days", default=90, show_default=True, type=click.IntRange(min=1), help="Label horizon.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output Parquet (or .csv) file.")
+@timezone_option
 @click.option("--describe", is_flag=True, help="Print the feature spec and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --describe: print JSON.")
 def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool,
-            horizon_days: int, out: Path | None, describe: bool, as_json: bool) -> None:
+            horizon_days: int, out: Path | None, tz: str, describe: bool, as_json: bool) -> None:
     """Build point-in-time features (events strictly before --as-of), optionally with labels."""
     if describe:
         click.echo(describe_spec(as_json))
@@ -65,33 +67,38 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
     for name, value in (("--events", events_path), ("--as-of", as_of), ("--out", out)):
         if not value:
             raise click.UsageError(f"{name} is required (or use --describe)")
-    snapshots = _parse_as_of(as_of)
+    snapshots = _parse_as_of(as_of, tz)
     if snapshots == "auto" and not labels:
         raise click.UsageError("--as-of auto needs --labels")
 
     if not events_path.exists():
         raise InputError(f"events: {events_path} does not exist")
     users = read_users(users_path or users_path_for(events_path))
-    validated = read_events(events_path, users)
-    click.echo(validated.summary(), err=True)
+    validated = read_events(events_path, users, tz)
     events = validated.good
     if events.empty:
-        raise InputError(f"events: {events_path} has no usable rows ({validated.summary()})")
+        raise InputError(f"events: {events_path} has no usable rows ({validated.account(0, 0).summary()})")
 
     if snapshots == "auto":
-        snapshots = default_snapshots(events, horizon_days=horizon_days)
+        snapshots = default_snapshots(events, horizon_days=horizon_days, tz=tz)
         if not snapshots:
             raise InputError(f"events: {events_path} spans too little time for a {horizon_days}-day horizon")
     if labels:
-        blocks = tqdm(iter_panel(events, users, snapshots, horizon_days), total=len(snapshots),
-                      desc="panel", unit="snapshot", disable=None)
-        frame = pd.concat(list(blocks))
+        prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # prepared once for every snapshot
+        blocks = [panel_block(prep, t, horizon_days)
+                  for t in tqdm(snapshots, desc="panel", unit="snapshot", disable=None)]
+        frame, cut = pd.concat(blocks), max(snapshots) + pd.Timedelta(days=horizon_days)  # labels read the horizon
     elif len(snapshots) == 1:
-        frame = build_features(events, snapshots[0], users)
+        prep = prepare_events(events, users, until=snapshots[0], tz=tz)
+        frame, cut = features_from_prepared(prep, snapshots[0]), None
     else:
-        prep = prepare_events(events, users, sort_by_day=True)  # prepared once for every snapshot
+        prep = prepare_events(events, users, sort_by_day=True, tz=tz)
         frame = pd.concat([features_from_prepared(prep, t)
                            for t in tqdm(snapshots, desc="features", unit="snapshot", disable=None)])
+        cut = max(snapshots)
+    count = validated.account(*prep.consumed(cut))
+    click.echo(count.summary(), err=True)
+    count.check()
 
     write_table(frame.reset_index(), out)
     quarantine = quarantine_path_for(out)

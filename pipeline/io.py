@@ -60,11 +60,13 @@ def load_model_package(ref: str):
     return package
 
 
+USERS_FILE = "users.parquet"
+
+
 def users_path_for(events_path: str | os.PathLike) -> Path:
-    """The default users table: `users.parquet` beside the events file (or inside its directory)."""
+    """The default users table: `users.parquet` inside an events directory, else beside the events file."""
     p = Path(events_path)
-    base = p.parent if p.is_file() or p.suffix else p.parent
-    return base / "users.parquet"
+    return p / USERS_FILE if p.is_dir() else p.parent / USERS_FILE
 
 
 def read_users(path: str | os.PathLike) -> pd.DataFrame:
@@ -72,12 +74,9 @@ def read_users(path: str | os.PathLike) -> pd.DataFrame:
     return validate_users(read_table(path, "users"))
 
 
-def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None) -> Validated:
-    """Events validated against the contract: good rows plus quarantined rows with their rule."""
-    events = read_table(path, "events")
-    if events.empty:
-        raise InputError(f"events: {path} holds no rows")
-    return validate_events(events, users)
+def read_events(path: str | os.PathLike, users: pd.DataFrame | None = None, tz: str = "UTC") -> Validated:
+    """Events validated against the contract (naive times in `tz`): good rows plus quarantined rows with their rule."""
+    return validate_events(EventSource(Path(path)).read(None), users, tz)
 
 
 def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -96,9 +95,13 @@ class EventSource:
         if not self.path.exists():
             raise InputError(f"events: {self.path} does not exist")
         try:
-            if self.path.is_dir() or self.path.suffix in (".parquet", ".pq"):
-                self.dataset = ds.dataset(self.path, format="parquet",
-                                          partitioning="hive" if self.path.is_dir() else None)
+            if self.path.is_dir():  # a Parquet dataset; a users table kept inside it is not events
+                files = sorted(str(f) for f in self.path.rglob("*") if f.is_file() and f.name != USERS_FILE
+                               and not any(part.startswith((".", "_")) for part in f.relative_to(self.path).parts))
+                self.dataset = ds.dataset(files, format="parquet", partitioning="hive",
+                                          partition_base_dir=str(self.path))
+            elif self.path.suffix in (".parquet", ".pq"):
+                self.dataset = ds.dataset(self.path, format="parquet")
             else:  # CSV (or an unknown suffix, which read_table rejects): small files, held in memory
                 self.dataset = ds.dataset(pa.Table.from_pandas(read_table(self.path, "events"), preserve_index=False))
             self.n_rows = self.dataset.count_rows()
@@ -138,16 +141,23 @@ class EventSource:
         return self._scan("events", lambda: self.dataset.to_table(filter=where)).to_pandas()
 
 
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+def temp_beside(target: str | os.PathLike, prefix: str, suffix: str) -> Path:
+    """A new empty file `<prefix><random><suffix>` beside `target`, with the permissions a plain write would give."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    target = Path(target)
+    tmp = temp_beside(target, f".{target.name}.", ".tmp")
     try:
         yield Path(tmp)
         os.replace(tmp, target)

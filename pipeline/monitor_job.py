@@ -7,7 +7,6 @@ from the scores file; the features' PSI from the bin counts `linerisk score` wro
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 
 from linerisk.data.schema import InputError
 from linerisk.models import drift
+from linerisk.models.report import render_drift
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 from linerisk.pipeline.score_job import drift_path_for
 
@@ -51,23 +51,6 @@ def _feature_counts(scores_path: Path, features_path: Path | None, reference: di
     if sidecar.exists():
         return json.loads(sidecar.read_text()).get("features", {}), str(sidecar)
     return {}, "none (no --features and no drift counts beside the scores: score PSI only)"
-
-
-def render_html(title: str, table: pd.DataFrame, figures: dict[str, str], details: dict[str, Any]) -> str:
-    """The drift page: details, the PSI table and the embedded plots."""
-    items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in details.items())
-    imgs = "".join(f"<figure><img src='data:image/png;base64,{b64}'/><figcaption>{html.escape(name)}</figcaption>"
-                   f"</figure>" for name, b64 in figures.items())
-    rows = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="t")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}}
-td,th{{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}} figure{{display:inline-block;margin:1em}}
-</style></head><body><h1>{html.escape(title)}</h1><table>{items}</table>
-<h2>Population stability index</h2>
-<p>PSI below {drift.MODERATE} stable, {drift.MODERATE} to {drift.SIGNIFICANT} moderate shift, above
-{drift.SIGNIFICANT} significant drift (empty bins smoothed to {drift.EPS}).</p>{rows}
-<h2>Plots</h2>{imgs}</body></html>
-"""
 
 
 @click.command("monitor")
@@ -125,7 +108,8 @@ def command(ctx: click.Context, scores_path: Path, model_ref: str | None, featur
                "feature counts": source, "max PSI": f"{worst:.4f} ({drift.psi_band(worst)})",
                "generated": stamp.isoformat(timespec="seconds")}
     out = out or linerisk_home() / "reports" / f"drift-{package.name}-v{package.version}-{stamp:%Y%m%d-%H%M%S}.html"
-    write_text(render_html(f"linerisk drift: {package.name} v{package.version}", table, figures, details), out)
+    write_text(render_drift(f"linerisk drift: {package.name} v{package.version}", table, figures, details,
+                            {"moderate": drift.MODERATE, "significant": drift.SIGNIFICANT, "eps": drift.EPS}), out)
     click.echo(f"report: {out}")
     if fail_on_drift and np.isfinite(worst) and worst > drift.SIGNIFICANT:
         click.echo(f"drift: max PSI {worst:.4f} is above {drift.SIGNIFICANT}", err=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from linerisk.data.schema import InputError
-from linerisk.models.evaluate import markdown_table
+from linerisk.models.report import markdown_table
+from linerisk.pipeline.io import read_table
 
 
 def _registry():
@@ -19,9 +21,10 @@ def _registry():
 
 
 def _lookup(fn, *args, **kwargs):
+    """Run a registry function; a missing model, bad reference or unreachable registry is one line, exit 2."""
     try:
         return fn(*args, **kwargs)
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, _registry().RegistryError) as exc:
         raise InputError(str(exc).strip("'\"")) from None
 
 
@@ -56,11 +59,15 @@ def resolve_cmd(ref: str) -> None:
 @command.command("promote")
 @click.argument("version")
 @click.option("--name", default="linerisk", show_default=True)
-@click.option("--force", is_flag=True, help="Promote even if the challenger's test AUC is worse.")
-def promote_cmd(version: str, name: str, force: bool) -> None:
-    """Move @champion to VERSION if its test AUC is not worse than the champion's on VERSION's test data."""
+@click.option("--force", is_flag=True, help="Promote even if the challenger's AUC is worse (tagged `forced`).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path),
+              help="Labelled feature table (Parquet/CSV with the models' columns and `label`) to compare on "
+                   "[default: the newer of the two versions' test parts].")
+def promote_cmd(version: str, name: str, force: bool, data_path: Path | None) -> None:
+    """Move @champion to VERSION if its AUC is not worse than the champion's on data neither trained on."""
     ref_name, ver, _ = _lookup(_registry().resolve, version if not version.isdigit() else f"{name}/{version}")
-    decision = _lookup(_registry().promote, ref_name, ver, force)
+    data = read_table(data_path, "--data") if data_path else None
+    decision = _lookup(_registry().promote, ref_name, ver, force, data, str(data_path or ""))
     click.echo(decision.summary())
     if not decision.promoted:
         raise click.exceptions.Exit(1)

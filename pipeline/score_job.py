@@ -7,12 +7,14 @@ Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id)
 events of one chunk are read at a time (a filtered Parquet scan: with events written in user
 order, as `linerisk simulate` does, row-group statistics make that one pass over the file).
 Event ids that may repeat across chunks are found first by a hash over the event_id column and
-validated together, so duplicate detection is global. Output goes to `.<name>.partial` beside
-`--out` and is renamed into place at the end: a killed run leaves no output file, and a re-run
-overwrites the partial file and writes the same bytes as an uninterrupted run.
+validated together, so duplicate detection is global. Output goes to `.<name>.<pid>-<random>.partial`
+beside `--out` and is renamed into place at the end: a killed run leaves no output file, a re-run
+removes the partial files of runs no longer alive and writes the same bytes as an uninterrupted run,
+and two runs with the same `--out` never touch each other's partial file.
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
 import time
@@ -28,13 +30,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from linerisk.data.schema import validate_events
-from linerisk.features.compute import to_utc_timestamp
-from linerisk.features.labels import active_features
+from linerisk.data.schema import NO_ROWS, RowCount, validate_events
+from linerisk.features.compute import prepare_events, to_utc_timestamp
+from linerisk.features.labels import active_from_prepared
 from linerisk.models import drift
 from linerisk.models.scoring import BAND_NAMES, reason_columns
-from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, users_path_for,
-                         write_json, write_quarantine)
+from linerisk.pipeline.config import timezone_option
+from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, temp_beside,
+                         users_path_for, write_json, write_quarantine)
 
 DEFAULT_CHUNK_USERS = 100_000
 SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
@@ -46,10 +49,31 @@ def drift_path_for(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.drift.json")
 
 
-def partial_path_for(out: str | Path) -> Path:
-    """The in-progress file: `.<name>.partial` beside the output (overwritten by the next run)."""
+def partial_paths(out: str | Path) -> list[Path]:
+    """The in-progress files of runs writing `out`: `.<name>.<pid>-<random>.partial` beside it."""
     out = Path(out)
-    return out.with_name(f".{out.name}.partial")
+    return sorted(out.parent.glob(f".{glob.escape(out.name)}.*.partial"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def claim_partial(out: str | Path) -> Path:
+    """A new partial file for this run; first removes those whose run (by pid in the name) is gone."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in partial_paths(out):
+        pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return temp_beside(out, f".{out.name}.{os.getpid()}-", ".partial")
 
 
 # ---------------------------------------------------------------------------- reading events by user range
@@ -84,23 +108,18 @@ class ScoreRun:
 
     out: Path
     users_scored: int = 0
-    rows_read: int = 0
-    rows_used: int = 0
+    rows: RowCount = NO_ROWS
     quarantined: list[pd.DataFrame] = field(default_factory=list)
     bands: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BAND_NAMES, 0))
     counts: dict[str, Any] | None = None
     score_psi: float = float("nan")
     seconds: float = 0.0
 
-    @property
-    def rows_quarantined(self) -> int:
-        return sum(len(q) for q in self.quarantined)
-
     def summary(self) -> str:
         bands = ", ".join(f"{b} {n:,}" for b, n in self.bands.items())
         return (f"scored {self.users_scored:,} active users in {self.seconds:.1f} s "
                 f"({self.users_scored / max(self.seconds, 1e-9):,.0f} users/s)\n"
-                f"rows read {self.rows_read:,} = used {self.rows_used:,} + quarantined {self.rows_quarantined:,}\n"
+                f"{self.rows.summary()}\n"
                 f"bands: {bands}\n"
                 f"score PSI vs training reference: {self.score_psi:.4f} ({drift.psi_band(self.score_psi)})\n"
                 f"wrote {self.out}")
@@ -137,8 +156,9 @@ class _Writer:
 
 def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
-                 pause_after_chunk: float = 0.0) -> ScoreRun:
-    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts."""
+                 pause_after_chunk: float = 0.0, tz: str = "UTC") -> ScoreRun:
+    """Score every user whose personal line is active at `as_of`; write `out`, its quarantine and drift counts.
+    Naive event times are wall-clock times in `tz`, whose local days the feature windows count."""
     started = time.perf_counter()
     package = load_model_package(model_ref)
     source = EventSource(events_path)
@@ -151,15 +171,13 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     if special.num_rows:
         ids = special.column("event_id").drop_null().unique()
         exclude = ~ds.field("event_id").isin(ids)
-        checked = validate_events(special.to_pandas(), users)
+        checked = validate_events(special.to_pandas(), users, tz)
         run.quarantined.append(checked.quarantined)
-        run.rows_read += checked.n_read
+        run.rows += checked.account(0, 0)  # their good rows are counted with the chunk that uses them
         special_good = checked.good
     del special
 
-    partial = partial_path_for(out)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    partial.unlink(missing_ok=True)
+    partial = claim_partial(out)
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
     writer = _Writer(partial, fmt, schema)
     scorer, reference = package.scorer, package.reference
@@ -169,15 +187,16 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
             for lo, hi, where in _user_ranges(users["user_id"], chunk_users):
                 chunk_users_frame = users.iloc[lo:hi]
                 where = exclude if where is None else (where if exclude is None else where & exclude)
-                checked = validate_events(source.read(where), chunk_users_frame)
-                run.rows_read += checked.n_read
+                checked = validate_events(source.read(where), chunk_users_frame, tz)
                 run.quarantined.append(checked.quarantined)
                 events = checked.good
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                features = active_features(events, as_of, chunk_users_frame).reset_index()
-                del events
+                prep = prepare_events(events, chunk_users_frame, until=as_of, tz=tz)
+                run.rows += checked.account(*prep.consumed())  # special rows: read above, used here
+                features = active_from_prepared(prep, as_of).reset_index()
+                del events, prep
                 if len(features):
                     scores = scorer.score(features)
                     scores["model_name"], scores["model_version"] = package.name, package.version
@@ -191,8 +210,8 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                 if pause_after_chunk:
                     time.sleep(pause_after_chunk)
         writer.close()
-        run.rows_used = run.rows_read - run.rows_quarantined
-        quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows_quarantined
+        run.rows.check()  # every row read was used, lay at/after as_of, or was quarantined
+        quarantined = (pd.concat(run.quarantined, ignore_index=True) if run.rows.n_quarantined
                        else run.quarantined[0].iloc[:0] if run.quarantined else pd.DataFrame(columns=["rule"]))
         write_quarantine(quarantined, quarantine_path_for(out))
         run.counts = run.counts or drift.batch_counts(None, np.zeros(0), reference)
@@ -216,8 +235,10 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
               help="Events: Parquet file/dir or CSV (the events contract).")
 @click.option("--users", "users_path", type=click.Path(path_type=Path),
-              help="Users table (default: users.parquet beside the events).")
-@click.option("--as-of", "as_of", required=True, help="Score time (UTC date or ISO time): events strictly before it.")
+              help="Users table (default: users.parquet in an events directory, else beside the events file).")
+@click.option("--as-of", "as_of", required=True,
+              help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
+@timezone_option
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Scores file; also writes <stem>.quarantine.parquet and <stem>.drift.json beside it.")
 @click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
@@ -225,16 +246,16 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), help="Output format [default: from --out suffix].")
 @click.option("--pause-after-chunk", type=float, default=0.0, hidden=True,
               help="Sleep this many seconds after each chunk (to test interrupted runs).")
-def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, out: Path, chunk_users: int,
-            fmt: str | None, pause_after_chunk: float) -> ScoreRun:
+def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: str, tz: str, out: Path,
+            chunk_users: int, fmt: str | None, pause_after_chunk: float) -> ScoreRun:
     """Score every user whose personal line is active at --as-of: calibrated probability, band and the
     top-3 reasons (family, code, text in English and Chinese, SHAP log-odds), from the registered model."""
     try:
-        ts = to_utc_timestamp(as_of)
+        ts = to_utc_timestamp(as_of, tz)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     fmt = fmt or ("csv" if out.suffix == ".csv" else "parquet")
     run = score_events(events_path, users_path, ts, model_ref, out, fmt, chunk_users,
-                       pause_after_chunk=pause_after_chunk)
+                       pause_after_chunk=pause_after_chunk, tz=tz)
     click.echo(run.summary())
     return run

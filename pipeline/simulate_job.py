@@ -126,7 +126,7 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Processes (chunks of 100k users).")
 def command(users, months, seed, out, corrupt_rate, oracle_users, config_path, jobs):
     """Simulate the behaviour-log world: events, users and the truth behind them."""
-    p = build(WorldParams, load_toml(config_path)["simulate"], users=users, months=months, seed=seed,
+    p = build(WorldParams, load_toml(config_path)["simulate"], "simulate", users=users, months=months, seed=seed,
               oracle_users=oracle_users)
     start = time.perf_counter()
     manifest = write_world(p, out, corrupt_rate, jobs)

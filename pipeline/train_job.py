@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 
 from linerisk.data.schema import InputError
-from linerisk.models.evaluate import (evaluate, family_importance, figure_png, lift_table, markdown_table, metric_table,
+from linerisk.models.evaluate import (evaluate, family_importance, figure_png, lift_table, metric_table,
                              plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
-                             plot_shap_summary, render_report)
+                             plot_shap_summary)
+from linerisk.models.report import CARD_FILE, markdown_table, render_report, training_card
 from linerisk.models.train import (Split, TrainParams, baseline_proba, model_spec, oracle_scores,
-                          reference_distributions, split_out_of_time, split_random, train_baseline, train_model)
-from linerisk.pipeline.config import build, load_toml
+                          reference_distributions, split_out_of_time, split_random, suspicious_columns,
+                          train_baseline, train_model)
+from linerisk.pipeline.config import build, load_toml, timezone_option
 from linerisk.pipeline.io import linerisk_home, read_table, write_text
 
 SHAP_SAMPLE = 2000
@@ -41,6 +43,12 @@ class TrainResult:
     run_id: str | None = None
     name: str | None = None
     version: str | None = None
+    card: dict[str, Any] = dataclasses.field(default_factory=dict)  # report.training_card's fields but the names
+
+    def model_card(self) -> str:
+        """The run's model card (Markdown), naming the registered version once there is one."""
+        return training_card(name=self.name or "linerisk (not registered)", version=self.version, run_id=self.run_id,
+                             **self.card)
 
 
 def _say(msg: str) -> None:
@@ -53,37 +61,46 @@ def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainPa
     """Defaults, then the `[train]` table of the embedded defaults and of `--config FILE`, then flags (None = not given)."""
     section = load_toml(config).get("train", {})
     try:
-        return build(TrainParams, section, **overrides)
+        return build(TrainParams, section, "train", **overrides)
     except (ValueError, TypeError) as exc:
         raise InputError(f"training parameters: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- inputs
 
-def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
-    """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels)."""
+def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC"
+                     ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """Panel, spec and truth snapshots from a `linerisk simulate` directory (features via features.labels);
+    naive times and day windows in `tz`."""
     from linerisk.features import spec as feature_spec
-    from linerisk.features.labels import default_snapshots, iter_panel
+    from linerisk.features.compute import prepare_events
+    from linerisk.features.labels import default_snapshots, panel_block
     from linerisk.pipeline.io import read_events, read_users
 
     data_dir = Path(data_dir)
     if not feature_spec.FEATURES:
         raise InputError("features.spec.FEATURES is empty: the feature registry is not filled in yet")
     users = read_users(data_dir / "users.parquet")
-    events = read_events(data_dir / "events.parquet", users).good
+    validated = read_events(data_dir / "events.parquet", users, tz)
+    events = validated.good
     truth_path = data_dir / "truth_snapshots.parquet"
     truth = read_table(truth_path, "truth snapshots") if truth_path.exists() else None
     if truth is not None:  # the simulator's snapshot dates, so the oracle joins on every test row it sampled
         snapshots = [pd.Timestamp(t) for t in sorted(pd.to_datetime(truth["as_of"], utc=True).unique())]
     else:
-        snapshots = default_snapshots(events, horizon_days)
+        snapshots = default_snapshots(events, horizon_days, tz=tz)
     _say(f"building panel: {len(users):,} users, {len(events):,} events, {len(snapshots)} snapshots")
     blocks = []
-    for as_of, block in zip(snapshots, iter_panel(events, users, snapshots, horizon_days=horizon_days)):
+    prep = prepare_events(events, users, sort_by_day=True, tz=tz)  # sorted once, sliced by every snapshot
+    for as_of in snapshots:
+        block = panel_block(prep, as_of, horizon_days)
         blocks.append(block)
         _say(f"  as_of {as_of:%Y-%m-%d}: {len(block):,} active users, {int(block['label'].sum()):,} restricted within {horizon_days} days")
     if not blocks:
         raise InputError(f"{data_dir}: no snapshot dates with a full {horizon_days}-day horizon")
+    count = validated.account(*prep.consumed(max(snapshots) + pd.Timedelta(days=horizon_days)))
+    _say(count.summary())
+    count.check()
     panel = pd.concat(blocks)
     if "user_id" not in panel.columns and "user_id" in (panel.index.names or []):
         panel = panel.reset_index()
@@ -91,27 +108,37 @@ def load_world_panel(data_dir: Path, horizon_days: int) -> tuple[pd.DataFrame, d
     return panel, spec, truth
 
 
-def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = ()
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A feature table from Parquet/CSV: every column but label/time/ids is a feature; strings are categorical."""
+def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = (),
+                  id_col: str | None = None, allow: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A feature table from Parquet/CSV: every column but label/time/id/dropped is a feature; strings are
+    categorical. The id column (`id_col`, default `user_id` when present) becomes `user_id`. Columns that
+    identify rows or leak the label stop the run unless listed in `allow`."""
     frame = read_table(path, "features")
-    for col in (label, time_col):
+    for col in (label, time_col, id_col, *drop, *allow):
         if col and col not in frame.columns:
             raise InputError(f"features {path}: no column {col!r} (columns: {', '.join(map(str, frame.columns[:20]))})")
     values = set(pd.unique(frame[label].dropna()))
     if frame[label].isna().any() or not values <= {0, 1, True, False}:
         raise InputError(f"features {path}: label column {label!r} must be 0/1 without nulls (found {sorted(map(str, values))[:5]})")
-    frame = frame.assign(**{label: frame[label].astype(np.int8)}).rename(columns={label: "label"})
+    id_col = id_col or ("user_id" if "user_id" in frame.columns else None)
+    if id_col and id_col != "user_id" and "user_id" in frame.columns:
+        raise InputError(f"features {path}: --id-col {id_col} given but the table also has a user_id column; drop one")
+    frame = frame.drop(columns=list(drop)).assign(**{label: frame[label].astype(np.int8)})
+    frame = frame.rename(columns={label: "label", **({id_col: "user_id"} if id_col else {})})
     if time_col:
         frame = frame.rename(columns={time_col: "as_of"})
         frame["as_of"] = pd.to_datetime(frame["as_of"])
-    excluded = {"label", "as_of", "user_id", *drop}
-    feature_cols = [c for c in frame.columns if c not in excluded]
+    feature_cols = [c for c in frame.columns if c not in {"label", "as_of", "user_id"}]
     bad = [c for c in feature_cols if pd.api.types.is_datetime64_any_dtype(frame[c])]
     if bad:
         raise InputError(f"features {path}: datetime column(s) {', '.join(bad)} cannot be features; pass --drop")
     if not feature_cols:
         raise InputError(f"features {path}: no feature columns besides the label")
+    flagged = {c: why for c, why in suspicious_columns(frame, "label", feature_cols).items() if c not in allow}
+    if flagged:
+        raise InputError(f"features {path}: column(s) that identify rows or leak the label: "
+                         + "; ".join(f"{c} ({why})" for c, why in flagged.items())
+                         + " (pass --drop COL, --id-col COL, or --allow COL to keep one)")
     return frame, model_spec(X=frame[feature_cols])
 
 
@@ -127,13 +154,13 @@ class FidelityWorld:
     source: str = ""
 
 
-def load_fidelity_world(data_dir: Path, horizon_days: int) -> FidelityWorld:
+def load_fidelity_world(data_dir: Path, horizon_days: int, tz: str = "UTC") -> FidelityWorld:
     """Panel at the world's snapshot dates plus truth_snapshots and truth_restrictions (both required)."""
     data_dir = Path(data_dir)
     for name in ("truth_snapshots.parquet", "truth_restrictions.parquet"):
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
-    panel, _, truth = load_world_panel(data_dir, horizon_days)
+    panel, _, truth = load_world_panel(data_dir, horizon_days, tz)
     return FidelityWorld(panel, truth, read_table(data_dir / "truth_restrictions.parquet", "truth restrictions"),
                          str(data_dir))
 
@@ -178,7 +205,8 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
         raise InputError(f"panel lacks column(s) {', '.join(missing[:10])} that the spec requires")
     try:
         split = (split_out_of_time(panel, params.valid_snapshots, params.test_snapshots, params.horizon_days)
-                 if time_split else split_random(panel, "label", params.seed))
+                 if time_split else split_random(panel, "label", params.seed,
+                                                 group="user_id" if "user_id" in panel.columns else None))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     for part, frame in zip(split._fields, split):
@@ -230,13 +258,21 @@ def run_training(panel: pd.DataFrame, spec: dict[str, Any], params: TrainParams,
         "SHAP summary": figure_png(plot_shap_summary(contrib, sample)),
         "Importance by family": figure_png(plot_family_importance(importance)),
     }
+    grouped = not time_split and "user_id" in panel.columns
+    split_note = (f"Out of time: train on the earlier snapshots, validate on the next, test on the latest; a part "
+                  f"keeps only rows whose {params.horizon_days}-day label window ends before the next part starts."
+                  if time_split else "Random, stratified 60/20/20" + (" by id: every id on one side only."
+                                                                       if grouped else " by row."))
     details = {"source": source, "spec_hash": spec["spec_hash"], "features": len(names),
                "best_iteration": model.best_iteration_, "calibration": model.calibrator_["method"],
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
-               "split": "out of time" if time_split else "random stratified 60/20/20",
+               "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
     html_text = render_report("linerisk training report", table, lift_table(y, p_model), figures, details, sections)
-    return TrainResult(model, split, table, flat, html_text)
+    card = {"source": source, "spec": spec, "parts": split._asdict(), "split": split_note, "metrics": table,
+            "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
+            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None else None}
+    return TrainResult(model, split, table, flat, html_text, card=card)
 
 
 def _print_summary(result: TrainResult) -> None:
@@ -246,6 +282,7 @@ def _print_summary(result: TrainResult) -> None:
         click.echo(f"registered model: {result.name} version {result.version} (alias @challenger)")
     if result.report_path:
         click.echo(f"report: {result.report_path}")
+        click.echo(f"model card: {result.report_path.with_name(CARD_FILE)}")
 
 
 @click.command("train")
@@ -254,7 +291,11 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--label", default=None, help="Label column of the external table (0/1).")
 @click.option("--time-col", default=None, help="Snapshot-time column of the external table (else random split).")
 @click.option("--drop", multiple=True, help="External-table columns that are not features (repeatable).")
+@click.option("--id-col", default=None, help="Id column of the external table, never a feature; a random split "
+              "keeps each id on one side [default: user_id when present].")
+@click.option("--allow", multiple=True, help="Keep a column flagged as identifying rows or leaking the label (repeatable).")
 @click.option("--config", type=click.Path(path_type=Path), help="TOML file with a [train] table.")
+@timezone_option
 @click.option("--learning-rate", type=float)
 @click.option("--num-leaves", type=int)
 @click.option("--max-depth", type=int)
@@ -271,10 +312,12 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--name", default="linerisk", show_default=True, help="Registered model name.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
+@click.option("--keep-user-ids", is_flag=True,
+              help="Store raw user ids in the run's test part [default: keyed pseudonyms].")
 @click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
-def command(data_dir, features_path, label, time_col, drop, config, name, out, no_register, fidelity_dir,
-            **flags) -> TrainResult:
+def command(data_dir, features_path, label, time_col, drop, id_col, allow, config, tz, name, out, no_register,
+            fidelity_dir, keep_user_ids, **flags) -> TrainResult:
     """Train the calibrated LightGBM model, evaluate it against a baseline (and the oracle), register it."""
     if bool(data_dir) == bool(features_path):
         raise click.UsageError("give exactly one of --data DIR or --features PATH")
@@ -286,11 +329,11 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
     if fidelity_dir and not data_dir:
         raise click.UsageError("--fidelity-data needs --data (reason families come from the feature spec)")
     if data_dir:
-        panel, spec, truth = load_world_panel(data_dir, params.horizon_days)
-        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days) if fidelity_dir else None
+        panel, spec, truth = load_world_panel(data_dir, params.horizon_days, tz)
+        fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz) if fidelity_dir else None
         result = run_training(panel, spec, params, truth, time_split=True, source=str(data_dir), fidelity=fidelity)
     else:
-        panel, spec = load_external(features_path, label, time_col, tuple(drop))
+        panel, spec = load_external(features_path, label, time_col, tuple(drop), id_col, tuple(allow))
         result = run_training(panel, spec, params, None, time_split=bool(time_col), source=str(features_path))
     if not no_register:
         from linerisk.models import registry  # imports mlflow: only when registering
@@ -303,10 +346,13 @@ def command(data_dir, features_path, label, time_col, drop, config, name, out, n
             result.model, params={**dataclasses.asdict(params), "source": str(data_dir or features_path),
                                   "calibration_method": result.model.calibrator_["method"]},
             metrics=result.flat_metrics, reference=reference, test_frame=test_frame,
-            report_html=result.report_html, name=name)
+            report_html=result.report_html, name=name, keep_user_ids=keep_user_ids,
+            signature_frame=result.split.train)
         result.run_id, result.name, result.version = reg.run_id, reg.name, reg.version
+        registry.log_text(reg.run_id, result.model_card(), f"report/{CARD_FILE}")
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
+    write_text(result.model_card(), result.report_path.with_name(CARD_FILE))  # the report links to it
     _print_summary(result)
     return result
 

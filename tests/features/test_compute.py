@@ -175,11 +175,19 @@ def test_a_log_spanning_decades_gives_the_same_features(tiny_events, tiny_users)
     pdt.assert_frame_equal(longer, build_features(tiny_events, AS_OF, tiny_users))
 
 
-def test_events_of_users_outside_the_users_table_are_ignored(tiny_events, tiny_users):
+def test_events_of_users_outside_the_users_table_are_refused_never_dropped(tiny_events, tiny_users):
     stranger = make_events([(77, "bl_fund_misuse", -3, 10.0, None, None), (0, "credit_inquiry", -3, None, None, None)],
                            start_id=600)
-    features = build_features(pd.concat([tiny_events, stranger], ignore_index=True), AS_OF, tiny_users)
-    pdt.assert_frame_equal(features, build_features(tiny_events, AS_OF, tiny_users))
+    with pytest.raises(ValueError, match=r"row\(s\) of users missing from the users table \(e.g. 77\).*unknown_user"):
+        build_features(pd.concat([tiny_events, stranger], ignore_index=True), AS_OF, tiny_users)
+
+
+def test_prepared_events_count_what_the_features_read_and_what_lies_after_as_of(tiny_events, tiny_users):
+    t = pd.to_datetime(tiny_events["event_time"], utc=True)
+    before = int((t < pd.Timestamp(AS_OF)).sum())
+    assert 0 < before < len(tiny_events)
+    assert prepare_events(tiny_events, tiny_users, until=AS_OF).consumed() == (before, len(tiny_events) - before)
+    assert prepare_events(tiny_events, tiny_users).consumed(AS_OF) == (before, len(tiny_events) - before)
 
 
 def test_as_of_accepts_naive_dates_as_utc(tiny_events, tiny_users):

@@ -29,10 +29,13 @@ def test_features_job_writes_features_and_a_quarantine_with_counts(dataset, caps
     status = main(["features", "--events", str(dataset / "events.parquet"), "--as-of", "2025-06-01", "--out", str(out)])
     assert status == 0
     err = capsys.readouterr().err
-    assert "rows read 6,000 = used 5,997 + quarantined 3" in err
+    quarantine = pd.read_parquet(dataset / "out" / "features.quarantine.parquet")
+    events = pd.read_parquet(dataset / "events.parquet")
+    good = events[~events["event_id"].isin(quarantine["event_id"])]
+    future = int((pd.to_datetime(good["event_time"], utc=True) >= pd.Timestamp("2025-06-01", tz="UTC")).sum())
+    assert 0 < future and f"rows read 6,000 = used {6_000 - 3 - future:,} + future {future:,} + quarantined 3" in err
     features = pd.read_parquet(out)
     assert len(features) == 80 and "user_id" in features and "as_of" in features
-    quarantine = pd.read_parquet(dataset / "out" / "features.quarantine.parquet")
     assert sorted(quarantine["rule"]) == ["negative_amount", "unknown_event_type", "unknown_user"]
 
 
@@ -113,3 +116,38 @@ def test_features_job_stacks_several_snapshots_without_labels(dataset):
                  "--as-of", "2025-06-01", "--out", str(out)]) == 0
     frame = pd.read_parquet(out)
     assert len(frame) == 160 and frame["as_of"].nunique() == 2
+
+
+def test_a_row_lost_before_the_features_stops_the_job_with_the_count(dataset, capsys, monkeypatch):
+    from linerisk.pipeline import features_job
+
+    real = features_job.prepare_events
+    monkeypatch.setattr(features_job, "prepare_events", lambda events, *a, **k: real(events.iloc[:-5], *a, **k))
+    out = dataset / "features.parquet"
+    status = main(["features", "--events", str(dataset / "events.parquet"), "--as-of", "2025-06-01", "--out", str(out)])
+    assert status == 2 and not out.exists()
+    assert "5 row(s) unaccounted for" in capsys.readouterr().err
+
+
+def test_events_of_a_user_missing_from_users_are_quarantined_as_unknown_user(dataset, capsys):
+    out = dataset / "features.parquet"
+    assert main(["features", "--events", str(dataset / "events.parquet"), "--as-of", "2025-06-01",
+                 "--out", str(out)]) == 0
+    quarantine = pd.read_parquet(dataset / "features.quarantine.parquet")
+    assert quarantine.loc[quarantine["rule"] == "unknown_user", "user_id"].tolist() == [99_999]
+    assert 99_999 not in set(pd.read_parquet(out)["user_id"])
+    assert "unknown_user=1" in capsys.readouterr().err
+
+
+def test_an_events_directory_finds_users_parquet_inside_it(dataset, tmp_path, capsys):
+    events_dir = tmp_path / "nightly" / "events"
+    events_dir.mkdir(parents=True)
+    events = pd.read_parquet(dataset / "events.parquet")
+    events.iloc[:3000].to_parquet(events_dir / "part-0.parquet")
+    events.iloc[3000:].to_parquet(events_dir / "part-1.parquet")
+    pd.read_parquet(dataset / "users.parquet").to_parquet(events_dir / "users.parquet")
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--events", str(events_dir), "--as-of", "2025-06-01", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    assert "rows read 6,000 =" in capsys.readouterr().err  # the users file is not read as events
+    assert len(pd.read_parquet(out)) == 80

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from linerisk.models.evaluate import (evaluate, expected_calibration_error, figure_png, ks_statistic, lift_table,
-                             plot_calibration, plot_roc, render_report, metric_table)
+                             plot_calibration, plot_roc, metric_table)
+from linerisk.models.report import render_report
 
 
 def test_perfect_ranking_gives_auc_and_ks_of_one():
@@ -51,3 +52,25 @@ def test_report_embeds_plots_and_tables():
                          {"ROC": figure_png(plot_roc(curves)), "Cal": figure_png(plot_calibration(curves))},
                          {"k": "v"})
     assert html.count("data:image/png;base64,") == 2 and "auc" in html and "cum_capture" in html
+
+
+def test_reports_print_counts_as_integers_rates_with_four_decimals_and_wide_tables_scroll():
+    import pandas as pd
+    from linerisk.models.report import markdown_table, render_drift
+
+    rng = np.random.default_rng(2)
+    p = rng.random(1200)
+    y = (rng.random(1200) < p).astype(int)
+    metrics = metric_table({"model": evaluate(y, p)})
+    html = render_report("t", metrics, lift_table(y, p), {}, {"rows train/valid/test": "1/2/3", "best_iteration": 42.0})
+    auc = metrics.loc["model", "auc"]
+    assert "<td>1,200</td>" in html and f"<td>{int(y.sum()):,}</td>" in html and f"<td>{auc:.4f}</td>" in html
+    assert "1200.0000" not in html and "<td>42</td>" in html
+    assert html.count('<div class="scroll">') >= 3  # metrics, lift, run details
+    assert "| 1,200 |" in markdown_table(metrics)
+
+    wide = pd.DataFrame({"name": ["score", "f1"], "family": ["", "overdue"], "psi": [0.0123456, 0.3],
+                         "band": ["stable", "significant"], "n_reference": [50_000, 50_000], "n_batch": [1234, 1234]})
+    page = render_drift("d", wide, {}, {"scored users": 1234}, {"moderate": 0.1, "significant": 0.25, "eps": 1e-4})
+    assert "<td>0.0123</td>" in page and "<td>50,000</td>" in page and "<td>1,234</td>" in page
+    assert '<div class="scroll">' in page and "<td>&lt;" not in page

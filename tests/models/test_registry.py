@@ -19,7 +19,8 @@ NAMES = [n for n, *_ in SYNTH_FEATURES]
 def _register(model, split, metrics=None):
     from linerisk.models import registry
 
-    ref = reference_distributions(split.train[NAMES], model.predict_proba(split.train)[:, 1], model.spec_)
+    names = [f["name"] for f in model.spec_["features"]]
+    ref = reference_distributions(split.train[names], model.predict_proba(split.train)[:, 1], model.spec_)
     return registry.register_model(model, params={"max_depth": 6}, metrics=metrics or {"test_auc": 0.8},
                                    reference=ref, test_frame=split.test, report_html="<html></html>")
 
@@ -122,3 +123,116 @@ def test_resolving_an_unknown_alias_names_it(mlflow_store):
 
     with pytest.raises(LookupError, match="linerisk@nope"):
         registry.resolve("linerisk@nope")
+
+
+def _train(split, names=NAMES, extra: pd.DataFrame | None = None):
+    from linerisk.models.train import TrainParams, model_spec, train_model
+    from tests.conftest import FAST
+
+    X, Xv = split.train[names], split.valid[names]
+    spec = synth_spec_for(names)
+    return train_model(X, split.train["label"], Xv, split.valid["label"], TrainParams(**FAST), spec)
+
+
+def synth_spec_for(names):
+    from linerisk.models.train import model_spec
+    from tests.models.synth import SYNTH_FEATURES
+
+    family = {n: (fam, d) for n, fam, d, _ in SYNTH_FEATURES}
+    return model_spec(features=[{"name": n, "family": family.get(n, ("extra", 0))[0],
+                                 "direction": family.get(n, ("extra", 0))[1]} for n in names])
+
+
+def test_a_registry_error_other_than_no_champion_alias_stops_the_promotion_and_changes_nothing(
+        mlflow_store, synth_split, trained_model, weak_model, monkeypatch, capsys):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+    from mlflow.tracking import MlflowClient
+    from linerisk.models import registry
+    from linerisk.pipeline import registry_job
+
+    good = _register(trained_model, synth_split)
+    registry.promote("linerisk", good.version)
+    weak = _register(weak_model, synth_split)
+
+    def denied(self, *args, **kwargs):
+        raise MlflowException("User lacks READ permission on the registered model", error_code=PERMISSION_DENIED)
+
+    with monkeypatch.context() as m:
+        m.setattr(MlflowClient, "get_registered_model", denied)
+        m.setattr(MlflowClient, "get_model_version_by_alias", denied)
+        capsys.readouterr()
+        assert registry_job.main(["promote", weak.version]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "permission" in err[0], err
+    assert registry.resolve("linerisk@champion")[1] == good.version
+    assert "promotion.decision" not in registry.show(f"linerisk/{weak.version}")["tags"]
+
+
+def test_a_forced_promotion_is_tagged_forced_also_when_the_champion_cannot_score_the_data(
+        mlflow_store, synth_split, trained_model):
+    from linerisk.models import registry
+
+    # the champion needs a column the challenger's (newer-registered) test part does not have
+    wider = synth_split._replace(**{part: frame.assign(bureau_flag=np.float32(0.0))
+                                    for part, frame in synth_split._asdict().items()})
+    champion = _train(wider, [*NAMES, "bureau_flag"])
+    reg_champ = _register(champion, wider)
+    registry.promote("linerisk", reg_champ.version)
+    challenger = _register(trained_model, synth_split)
+    refused = registry.promote("linerisk", challenger.version)
+    assert not refused.promoted and "champion cannot score" in refused.reason
+    forced = registry.promote("linerisk", challenger.version, force=True)
+    assert forced.promoted and forced.forced
+    assert registry.show(f"linerisk/{challenger.version}")["tags"]["promotion.decision"] == "forced"
+    assert registry.resolve("linerisk@champion")[1] == challenger.version
+
+
+def test_champion_and_challenger_are_compared_on_the_newer_test_part_or_the_given_data(
+        mlflow_store, synth_panel, synth_split, trained_model, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+    from linerisk.models import registry
+    from linerisk.models.train import split_out_of_time
+    from linerisk.pipeline import registry_job
+
+    newest = synth_panel["as_of"].max()
+    older_split = split_out_of_time(synth_panel[synth_panel["as_of"] < newest], 1, 1, 90)
+    older = _train(older_split)
+    newer_reg = _register(trained_model, synth_split)   # v1: tested on the latest snapshot
+    registry.promote("linerisk", newer_reg.version)
+    older_reg = _register(older, older_split)           # v2: its test part is v1's validation part
+    decision = registry.promote("linerisk", older_reg.version)
+    assert decision.data.startswith(f"v{newer_reg.version}'s test part")
+    test = synth_split.test
+    expected = roc_auc_score(test["label"], older.predict_proba(test[NAMES])[:, 1])
+    assert decision.challenger_auc == pytest.approx(expected, abs=1e-9)
+    assert registry.show(f"linerisk/{older_reg.version}")["tags"]["promotion.data"] == decision.data
+
+    given = tmp_path / "holdout.parquet"
+    older_split.valid[[*NAMES, "label"]].to_parquet(given)
+    capsys.readouterr()
+    registry_job.main(["promote", older_reg.version, "--data", str(given)])
+    out = capsys.readouterr().out
+    assert f"on {given} ({len(older_split.valid):,} rows)" in out
+    expected = roc_auc_score(older_split.valid["label"], older.predict_proba(older_split.valid[NAMES])[:, 1])
+    assert f"(AUC {expected:.4f})" in out
+
+
+def test_the_stored_test_part_has_pseudonymous_user_ids_unless_kept(mlflow_store, synth_split, trained_model):
+    import mlflow
+    from linerisk.models import registry
+
+    def stored(reg):
+        with_path = mlflow.artifacts.download_artifacts(run_id=reg.run_id, artifact_path=registry.TEST_ARTIFACT)
+        return pd.read_parquet(with_path)
+
+    raw = synth_split.test["user_id"]
+    hidden = stored(_register(trained_model, synth_split))
+    assert not set(hidden["user_id"].astype(str)) & set(raw.astype(str))
+    # one user keeps one pseudonym, and distinct users stay distinct
+    assert hidden.groupby("user_id").size().sort_values().tolist() == raw.value_counts().sort_values().tolist()
+    ref = reference_distributions(synth_split.train[NAMES], trained_model.predict_proba(synth_split.train)[:, 1],
+                                  trained_model.spec_)
+    kept = registry.register_model(trained_model, params={}, metrics={}, reference=ref, test_frame=synth_split.test,
+                                   keep_user_ids=True)
+    assert stored(kept)["user_id"].tolist() == raw.tolist()

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from linerisk.pipeline.cli import main
-from linerisk.pipeline.score_job import SCORE_COLUMNS, drift_path_for, partial_path_for
+from linerisk.pipeline.score_job import SCORE_COLUMNS, drift_path_for, partial_paths
 from tests.pipeline.scoring_world import AS_OF
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +52,12 @@ def test_scores_every_active_user_with_the_contract_columns(store, small_world, 
     assert (scores.loc[both, "reason_1_contribution"] >= scores.loc[both, "reason_2_contribution"]).all()
     text = capsys.readouterr().out
     assert f"scored {len(scores):,} active users" in text and "score PSI vs training reference" in text
-    n_events = len(pd.read_parquet(small_world / "events.parquet", columns=["event_id"]))
-    assert f"rows read {n_events:,} = used {n_events:,} + quarantined 0" in text
+    times = pd.read_parquet(small_world / "events.parquet", columns=["event_time"])["event_time"]
+    future = int((pd.to_datetime(times, utc=True) >= pd.Timestamp(AS_OF, tz="UTC")).sum())
+    assert future > 0  # the world runs on after AS_OF: those rows are read, not used, and said so
+    assert f"rows read {len(times):,} = used {len(times) - future:,} + future {future:,} + quarantined 0" in text
     assert (tmp_path / "scores.quarantine.parquet").exists() and drift_path_for(out).exists()
-    assert not partial_path_for(out).exists()
+    assert not partial_paths(out)
 
 
 def test_one_user_at_a_time_equals_the_batch_and_chunking_changes_nothing(store, small_world, tmp_path):
@@ -81,26 +83,61 @@ def test_one_user_at_a_time_equals_the_batch_and_chunking_changes_nothing(store,
     pd.testing.assert_frame_equal(singles.reset_index(drop=True), expected, check_dtype=False)
 
 
+def _slow_run(store, world: Path, out: Path, pause: float) -> subprocess.Popen:
+    """`linerisk score` in another process, pausing after each 500-user chunk; returned once it writes."""
+    cmd = [sys.executable, "-m", "linerisk.pipeline.cli", "score", "--events", str(world / "events.parquet"),
+           "--as-of", AS_OF, "--out", str(out), "--chunk-users", "500", "--pause-after-chunk", str(pause)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **store}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (partial_paths(out) and partial_paths(out)[0].stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, "scoring never started writing"
+        time.sleep(0.05)
+    return proc
+
+
 def test_a_killed_run_leaves_no_output_and_a_rerun_writes_the_same_bytes(store, small_world, tmp_path):
     reference, out = tmp_path / "reference.parquet", tmp_path / "scores.parquet"
     assert score(small_world, reference, "--chunk-users", "500") == 0
-    cmd = [sys.executable, "-m", "linerisk.pipeline.cli", "score", "--events", str(small_world / "events.parquet"),
-           "--as-of", AS_OF, "--out", str(out), "--chunk-users", "500", "--pause-after-chunk", "60"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **store}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 90
-        while not (partial_path_for(out).exists() and partial_path_for(out).stat().st_size > 0):
-            assert proc.poll() is None and time.monotonic() < deadline, "scoring never started writing"
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert not out.exists() and partial_path_for(out).exists()
+    proc = _slow_run(store, small_world, out, 60)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not out.exists() and len(partial_paths(out)) == 1
     assert score(small_world, out, "--chunk-users", "500") == 0
     assert out.read_bytes() == reference.read_bytes()
-    assert not partial_path_for(out).exists()
+    assert not partial_paths(out)  # the dead run's partial file is cleaned up
+
+
+def test_two_runs_with_the_same_out_never_delete_each_others_partial_file(store, small_world, tmp_path):
+    reference, out = tmp_path / "reference.parquet", tmp_path / "scores.parquet"
+    assert score(small_world, reference, "--chunk-users", "500") == 0
+    slow = _slow_run(store, small_world, out, 1.5)
+    try:
+        assert score(small_world, out, "--chunk-users", "500") == 0  # a second run meanwhile, same --out
+        assert out.read_bytes() == reference.read_bytes()
+        _, err = slow.communicate(timeout=120)
+    finally:
+        slow.kill()
+    assert slow.returncode == 0, err[-2000:]
+    assert out.read_bytes() == reference.read_bytes() and not partial_paths(out)
+
+
+def test_a_row_the_features_did_not_consume_breaks_the_count_and_stops_the_run(store, small_world, tmp_path,
+                                                                               monkeypatch, capsys):
+    from linerisk.pipeline import score_job
+
+    real = score_job.prepare_events
+
+    def lossy(events, *args, **kwargs):  # a bug that loses two rows on the way into the features
+        return real(events.iloc[2:], *args, **kwargs)
+
+    monkeypatch.setattr(score_job, "prepare_events", lossy)
+    out = tmp_path / "scores.parquet"
+    assert score(small_world, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 row(s) unaccounted for" in err[0], err
+    assert not out.exists() and not partial_paths(out)
 
 
 def _events_subset(world: Path, n_users: int = 60) -> pd.DataFrame:
@@ -145,7 +182,7 @@ def test_an_unknown_event_type_is_quarantined_not_fatal(store, small_world, tmp_
     quarantine = pd.read_parquet(tmp_path / "scores.quarantine.parquet")
     assert quarantine["rule"].tolist() == ["unknown_event_type"]
     assert quarantine["event_id"].tolist() == [events.loc[3, "event_id"]]
-    assert f"rows read {len(events):,} = used {len(events) - 1:,} + quarantined 1" in capsys.readouterr().out
+    assert f"+ quarantined 1, unknown_event_type=1" in capsys.readouterr().out
 
 
 def test_quarantine_matches_the_corruption_truth_across_chunks(store, corrupt_world, tmp_path, capsys):
@@ -157,7 +194,8 @@ def test_quarantine_matches_the_corruption_truth_across_chunks(store, corrupt_wo
     truth = pd.read_parquet(corrupt_world / "truth_corruption.parquet")
     assert quarantine["rule"].value_counts().to_dict() == truth["rule"].value_counts().to_dict()
     n = len(pd.read_parquet(corrupt_world / "events.parquet", columns=["event_id"]))
-    assert f"rows read {n:,} = used {n - len(truth):,} + quarantined {len(truth):,}" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"rows read {n:,} = used " in text and f"+ quarantined {len(truth):,}" in text
 
 
 def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_split, trained_model, small_world,
@@ -176,3 +214,26 @@ def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_sp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "feature spec" in err[0] and not out.exists()
     assert score(small_world, out, "--model", "linerisk@nope") == 2 and not out.exists()
+
+
+def test_a_naive_beijing_log_scores_like_the_same_wall_clock_in_utc_and_like_the_same_instants_with_offsets(
+        store, small_world, tmp_path):
+    users = pd.read_parquet(small_world / "users.parquet")
+    users = users[users["user_id"] <= 400]
+    users.to_parquet(tmp_path / "users.parquet")
+    utc = _events_subset(small_world, 400)
+    wall = utc["event_time"].dt.tz_localize(None)  # the same wall-clock times, now meant as Beijing time
+    logs = {"utc": utc, "naive": utc.assign(event_time=wall),
+            "offset": utc.assign(event_time=wall.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+08:00"))}
+    scores = {}
+    for name, events in logs.items():
+        events.to_parquet(tmp_path / f"{name}.parquet")
+        zone = [] if name == "utc" else ["--timezone", "Asia/Shanghai"]
+        out = tmp_path / f"scores_{name}.parquet"
+        assert main(["score", "--events", str(tmp_path / f"{name}.parquet"), "--users", str(tmp_path / "users.parquet"),
+                     "--as-of", AS_OF, "--out", str(out), *zone]) == 0
+        scores[name] = pd.read_parquet(out)
+    assert len(scores["utc"]) > 100
+    pd.testing.assert_frame_equal(scores["naive"], scores["offset"])
+    assert (scores["naive"]["as_of"] == pd.Timestamp(AS_OF, tz="Asia/Shanghai")).all()
+    pd.testing.assert_frame_equal(scores["naive"].drop(columns="as_of"), scores["utc"].drop(columns="as_of"))
