@@ -40,7 +40,7 @@ def _world(path: Path | None, users: int) -> Path:
 def _model_and_rows(world: Path, rows: int):
     from linerisk.features import spec as feature_spec
     from linerisk.features.labels import build_panel, default_snapshots
-    from linerisk.models.train import TrainParams, model_spec, split_random, train_model
+    from linerisk.models.train import TrainParams, registry_spec, split_random, train_model
     from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
@@ -48,7 +48,7 @@ def _model_and_rows(world: Path, rows: int):
     snaps = default_snapshots(events, horizon_days=90, step_days=45)
     panel = build_panel(events, users, snaps, horizon_days=90).reset_index()
     names = feature_spec.feature_names()
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = registry_spec()
     split = split_random(panel, "label", seed=0)
     params = TrainParams(n_estimators=300, early_stopping_rounds=50, log_every=0, num_threads=THREADS)
     model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"], params, spec)

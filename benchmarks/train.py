@@ -36,12 +36,11 @@ def ensure_world(data: Path) -> None:
 
 def load_panel(data: Path, horizon_days: int) -> tuple[pd.DataFrame, dict]:
     """The training panel and model spec; cached under benchmarks/out/."""
-    from linerisk.features import spec as feature_spec
-    from linerisk.models.train import model_spec
+    from linerisk.models.train import registry_spec
     from linerisk.pipeline.train_job import load_world_panel
 
     cache = OUT / f"panel_{data.name}.parquet"
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = registry_spec()
     if cache.exists():
         panel = pd.read_parquet(cache)
         if all(f["name"] in panel.columns for f in spec["features"]):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from linerisk.data.errors import InputError  # noqa: F401 (re-exported: the contract's error)
+
 EVENT_COLUMNS = ("event_id", "user_id", "event_time", "event_type", "amount", "days_past_due", "credit_score")
 USER_COLUMNS = ("user_id", "signup_date", "segment")
 SEGMENTS = ("consumer", "merchant")
@@ -52,10 +54,6 @@ RULES = (
     "unknown_user",
     "duplicate_event_id",  # the second and later rows with an event_id already seen
 )
-
-
-class InputError(ValueError):
-    """Input that cannot be used at all (unreadable file, missing column): stops the run."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +202,33 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz:
     quarantined = events.loc[bad].copy()
     quarantined["rule"] = pd.Series(np.asarray(RULES)[rule[bad]], index=quarantined.index, dtype="string")
     return Validated(good, quarantined)
+
+
+# The column each rule is about (missing_required / must_be_null: found per row, see `broken_column`).
+RULE_COLUMNS = {"unknown_event_type": "event_type", "unparseable_time": "event_time", "negative_amount": "amount",
+                "score_out_of_range": "credit_score", "dpd_out_of_range": "days_past_due", "unknown_user": "user_id",
+                "duplicate_event_id": "event_id"}
+
+
+def broken_column(row: pd.Series) -> str:
+    """The column a quarantined row breaks its `rule` on (the first one, for a rule over several)."""
+    rule = str(row["rule"])
+    if rule in RULE_COLUMNS:
+        return RULE_COLUMNS[rule]
+    fields = EVENT_FIELDS.get(str(row["event_type"]), {}) if pd.notna(row["event_type"]) else {}
+    if rule == "missing_required":
+        required = [*EVENT_COLUMNS[:4], *(f for f, need in fields.items() if need == "req")]
+        return next((c for c in required if pd.isna(row[c])), "event_id")
+    return next((f for f in VALUE_FIELDS if f not in fields and pd.notna(row[f])), "amount")  # must_be_null
+
+
+def describe_quarantine(quarantined: pd.DataFrame) -> str:
+    """One line on rows that break the contract: how many, per rule and column, and the first of them."""
+    counts = quarantined["rule"].value_counts()
+    first = quarantined.iloc[0]
+    rules = ", ".join(f"{rule} {n:,}" for rule, n in counts.items())
+    return (f"{len(quarantined):,} event row(s) break the contract ({rules}); first: row {first.name!r} "
+            f"(event_id {first['event_id']!r}) breaks rule {first['rule']} on column {broken_column(first)}")
 
 
 def validate_users(users: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,7 @@ stream, so memory stays bounded and chunks can run on separate cores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,66 @@ class ChunkTables:
     snapshots: pa.Table
     restorations: pa.Table
     recovery_snapshots: pa.Table
+    corruption: pa.Table | None = None  # which event rows were broken on purpose (see data.corrupt)
+
+
+@dataclass
+class World:
+    """A simulated world in memory: the contract's events and users and the truth behind them
+    (the same tables `linerisk simulate` writes as Parquet files)."""
+
+    events: pd.DataFrame
+    users: pd.DataFrame
+    truth_restrictions: pd.DataFrame
+    truth_snapshots: pd.DataFrame
+    truth_restorations: pd.DataFrame
+    truth_recovery_snapshots: pd.DataFrame
+    truth_corruption: pd.DataFrame | None = None
+
+
+def iter_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1,
+               on_users: Callable[[float], None] | None = None) -> Iterator[ChunkTables]:
+    """Every chunk's tables in chunk order (on `jobs` processes; in-process with per-day progress when
+    there is one chunk), corrupted at `corrupt_rate` with rows numbered across chunks.
+
+    `on_users(n)` is called as users are done (fractions of a chunk in the in-process case)."""
+    from linerisk.data.corrupt import corrupt_events
+
+    chunks = p.chunks()
+    if len(chunks) == 1 or jobs == 1:
+        results = (simulate_chunk(p, chunk, first, n,
+                                  on_day=None if on_users is None else (lambda d, n=n: on_users(n / p.days)))
+                   for chunk, first, n in chunks)
+        progress = (0 for _ in chunks)
+    else:
+        from joblib import Parallel, delayed
+
+        parallel = Parallel(n_jobs=min(jobs, len(chunks)), return_as="generator")
+        results = parallel(delayed(simulate_chunk)(p, *c) for c in chunks)
+        progress = (n for _, _, n in chunks)
+    rows = 0
+    for chunk, (tables, done) in enumerate(zip(results, progress)):
+        if done and on_users is not None:
+            on_users(done)
+        if corrupt_rate > 0:
+            rng = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(chunk, 99)))
+            frame, truth = corrupt_events(tables.events.to_pandas(), corrupt_rate, rng, first_row=rows)
+            tables.events = pa.Table.from_pandas(frame, preserve_index=False)
+            tables.corruption = pa.Table.from_pandas(truth, preserve_index=False)
+        rows += tables.events.num_rows
+        yield tables
+
+
+def simulate_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1) -> World:
+    """The whole world in memory, table for table what `linerisk simulate` writes for `p`."""
+    parts = list(iter_world(p, corrupt_rate, jobs))
+
+    def stack(name: str) -> pd.DataFrame:
+        return pa.concat_tables([getattr(t, name) for t in parts]).to_pandas()
+
+    corruption = stack("corruption") if corrupt_rate > 0 else None
+    return World(stack("events"), stack("users"), stack("restrictions"), stack("snapshots"), stack("restorations"),
+                 stack("recovery_snapshots"), corruption)
 
 
 def oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int, p: WorldParams,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from linerisk.data.schema import RED_LINE_DPD, InputError
+from linerisk.data.errors import InputError
+from linerisk.data.schema import RED_LINE_DPD
 
 CAUSES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
           "utilisation", "bl_closure", "latent")

@@ -1,7 +1,9 @@
 """The declarative feature registry: the single source of truth for what the model sees.
 
 Compute, monotone constraints, reason codes and recovery levers all read `FEATURES`;
-nothing else in the project lists feature names. Each entry names its `source` (which
+nothing else in the project lists feature names. A recovery action ("stop early repayments for
+90 days") is declared on the features it moves (`levers`); models/recover.py reads them from the
+model's spec. Each entry names its `source` (which
 events), `aggregation` (how they are reduced) and `window`; features/compute.py maps
 each aggregation kind to one vectorised function.
 """
@@ -32,6 +34,35 @@ AGGREGATIONS = ("count", "sum", "share", "flag", "max_dpd", "sum_dpd_capped", "l
 
 
 @dataclass(frozen=True)
+class Lever:
+    """How one recovery action moves this feature; features naming the same `action` move together.
+
+    The feature moves `to` a value (a share of feature `of`'s value when `of` is given: the balance
+    to 50% of the limit) or `by` an amount, never past its risk direction (models/recover.py). One
+    feature per action carries the action's texts; `{value}` shows that feature's current value."""
+
+    action: str              # stable code, e.g. "no_early_repayment_90d"
+    to: float | None = None
+    by: float | None = None
+    of: str | None = None
+    text_en: str = ""
+    text_zh: str = ""
+
+    def check(self, feature: "Feature") -> None:
+        where = f"feature {feature.name}: lever {self.action}"
+        if (self.to is None) == (self.by is None):
+            raise ValueError(f"{where}: give exactly one of to or by")
+        if self.of is not None and self.to is None:
+            raise ValueError(f"{where}: of needs to (a share of another feature)")
+        if not (feature.actionable and feature.direction != 0):
+            raise ValueError(f"{where}: only an actionable feature with a risk direction can be moved")
+        if bool(self.text_en) != bool(self.text_zh):
+            raise ValueError(f"{where}: give both text_en and text_zh, or neither")
+        if self.text_en and ("{value}" not in self.text_en or "{value}" not in self.text_zh):
+            raise ValueError(f"{where}: lever texts need a {{value}} slot")
+
+
+@dataclass(frozen=True)
 class Feature:
     """One feature: how it is computed, how the model may use it, and how it is explained."""
 
@@ -47,6 +78,7 @@ class Feature:
     unit: str = "count"  # how `{value}` is rendered: one of UNITS
     none_en: str = ""    # text when the user has no value (no such event before as_of); needed where one can be missing
     none_zh: str = ""
+    levers: tuple[Lever, ...] = ()  # recovery actions that move this feature
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -61,7 +93,13 @@ class Feature:
             raise ValueError(f"feature {self.name}: reason texts need a {{value}} slot")
         if self.aggregation in MAY_BE_MISSING and not (self.none_en and self.none_zh):
             raise ValueError(f"feature {self.name}: {self.aggregation} can be missing; give none_en and none_zh")
+        for lever in self.levers:
+            lever.check(self)
 
+
+# Levers shared by several features of one action (the action's texts sit on one feature).
+_REPAY = Lever("repay_on_time_90d", to=0.0)
+_NO_EARLY = Lever("no_early_repayment_90d", to=0.0)
 
 _PRODUCT = {"bl": ("business loan", "网商贷"), "pl": ("personal line", "借呗")}
 
@@ -87,50 +125,68 @@ FEATURES: tuple[Feature, ...] = (
     # --- overdue: the simulator's overdue hazard reads late_days_sum_90d, counts and max dpd
     Feature("late_days_sum_90d", "overdue", 90, "sum_dpd_capped", 1, True,
             "{value} days overdue in total (each repayment capped at 120) in the last 90 days",
-            "近90天累计逾期{value}天（单笔最多计120天）", source="repayment.late", unit="days"),
+            "近90天累计逾期{value}天（单笔最多计120天）", source="repayment.late", unit="days",
+            levers=(Lever("repay_on_time_90d", to=0.0,
+                           text_en="Clear the overdue balance and repay on time for 90 days (now: {value} days overdue in the last 90 days)",
+                           text_zh="结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）"),)),
     Feature("late_repayment_count_90d", "overdue", 90, "count", 1, True,
-            "{value} late repayments in the last 90 days", "近90天逾期还款{value}次", source="repayment.late"),
+            "{value} late repayments in the last 90 days", "近90天逾期还款{value}次", source="repayment.late",
+            levers=(_REPAY,)),
     Feature("bl_late_repayment_count_90d", "overdue", 90, "count", 1, True,
             "{value} late repayments on the business loan in the last 90 days", "近90天网商贷逾期还款{value}次",
-            source="bl_repayment.late"),
+            source="bl_repayment.late",
+            levers=(_REPAY,)),
     Feature("pl_late_repayment_count_90d", "overdue", 90, "count", 1, True,
             "{value} late repayments on the personal line in the last 90 days", "近90天借呗逾期还款{value}次",
-            source="pl_repayment.late"),
+            source="pl_repayment.late",
+            levers=(_REPAY,)),
     Feature("late_repayment_count_365d", "overdue", 365, "count", 1, True,
             "{value} late repayments in the last 365 days", "近365天逾期还款{value}次", source="repayment.late"),
     Feature("late_repayment_share_90d", "overdue", 90, "share", 1, True,
             "{value} of repayments in the last 90 days were late", "近90天{value}的还款逾期",
             source="repayment.late", unit="share",
-            none_en="no repayments in the last 90 days", none_zh="近90天无还款"),
+            none_en="no repayments in the last 90 days", none_zh="近90天无还款",
+            levers=(_REPAY,)),
     Feature("max_dpd_90d", "overdue", 90, "max_dpd", 1, True,
-            "up to {value} days past due in the last 90 days", "近90天最长逾期{value}天", source="repayment", unit="days"),
+            "up to {value} days past due in the last 90 days", "近90天最长逾期{value}天", source="repayment", unit="days",
+            levers=(_REPAY,)),
     Feature("max_dpd_365d", "overdue", 365, "max_dpd", 1, True,
             "up to {value} days past due in the last 365 days", "近365天最长逾期{value}天", source="repayment", unit="days"),
     Feature("last_dpd", "overdue", None, "last_dpd", 1, True,
             "the latest repayment was {value} days late", "最近一笔还款逾期{value}天", source="repayment", unit="days",
-            none_en="no repayment on record", none_zh="无还款记录"),
+            none_en="no repayment on record", none_zh="无还款记录",
+            levers=(_REPAY,)),
     Feature("days_since_late_repayment", "overdue", None, "days_since_last", -1, True,
             "last late repayment {value} days ago", "距上次逾期还款{value}天", source="repayment.late", unit="days",
             none_en="no late repayment on record", none_zh="无逾期还款记录"),
     # --- early repayment: read by the platform as "little need to borrow"
     Feature("early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
-            "{value} early repayments in the last 90 days", "近90天提前还款{value}次", source="repayment.early"),
+            "{value} early repayments in the last 90 days", "近90天提前还款{value}次", source="repayment.early",
+            levers=(Lever("no_early_repayment_90d", to=0.0,
+                           text_en="Stop early repayments for 90 days (now: {value} in the last 90 days)",
+                           text_zh="90天内不再提前还款（近90天提前还款{value}次）"),)),
     Feature("bl_early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
             "{value} early repayments on the business loan in the last 90 days", "近90天网商贷提前还款{value}次",
-            source="bl_repayment.early"),
+            source="bl_repayment.early",
+            levers=(_NO_EARLY,)),
     Feature("pl_early_repayment_count_90d", "early_repayment", 90, "count", 1, True,
             "{value} early repayments on the personal line in the last 90 days", "近90天借呗提前还款{value}次",
-            source="pl_repayment.early"),
+            source="pl_repayment.early",
+            levers=(_NO_EARLY,)),
     Feature("early_repayment_share_90d", "early_repayment", 90, "share", 1, True,
             "{value} of repayments in the last 90 days were early", "近90天{value}的还款为提前还款",
             source="repayment.early", unit="share",
-            none_en="no repayments in the last 90 days", none_zh="近90天无还款"),
+            none_en="no repayments in the last 90 days", none_zh="近90天无还款",
+            levers=(_NO_EARLY,)),
     Feature("early_repayment_count_365d", "early_repayment", 365, "count", 1, True,
             "{value} early repayments in the last 365 days", "近365天提前还款{value}次", source="repayment.early"),
     # --- fund misuse on the business loan
     Feature("fund_misuse_count_90d", "fund_misuse", 90, "count", 1, True,
             "{value} fund-misuse flags on the business loan in the last 90 days", "近90天网商贷资金用途违规{value}次",
-            source="bl_fund_misuse"),
+            source="bl_fund_misuse",
+            levers=(Lever("no_fund_misuse_90d", to=0.0,
+                           text_en="Use business-loan funds only as agreed for 90 days (now: {value} flags in the last 90 days)",
+                           text_zh="90天内按约定用途使用网商贷资金（近90天违规{value}次）"),)),
     Feature("fund_misuse_count_180d", "fund_misuse", 180, "count", 1, True,
             "{value} fund-misuse flags on the business loan in the last 180 days", "近180天网商贷资金用途违规{value}次",
             source="bl_fund_misuse"),
@@ -146,32 +202,51 @@ FEATURES: tuple[Feature, ...] = (
     # --- credit score
     Feature("credit_score_latest", "credit_score", None, "last", -1, True,
             "credit score is {value}", "信用分为{value}", source="credit_score", unit="score",
-            none_en="no credit score on record", none_zh="无信用分记录"),
+            none_en="no credit score on record", none_zh="无信用分记录",
+            levers=(Lever("credit_score_up_30", by=30.0, text_en="Raise the credit score by 30 points (now: {value})",
+                           text_zh="将信用分提高30分（目前{value}）"),
+                    Lever("credit_score_up_60", by=60.0, text_en="Raise the credit score by 60 points (now: {value})",
+                          text_zh="将信用分提高60分（目前{value}）"))),
     Feature("credit_score_change_90d", "credit_score", 90, "change", -1, True,
             "credit score changed by {value} points in the last 90 days", "近90天信用分变化{value}分",
             source="credit_score", unit="points",
-            none_en="no credit-score change on record in the last 90 days", none_zh="近90天无信用分变化记录"),
+            none_en="no credit-score change on record in the last 90 days", none_zh="近90天无信用分变化记录",
+            levers=(Lever("credit_score_up_30", by=30.0), Lever("credit_score_up_60", by=60.0))),
     Feature("credit_score_min_365d", "credit_score", 365, "min", -1, True,
             "credit score was as low as {value} in the last 365 days", "近365天信用分最低{value}",
             source="credit_score", unit="score",
             none_en="no credit score on record in the last 365 days", none_zh="近365天无信用分记录"),
     # --- multi-borrowing: credit applications elsewhere
     Feature("credit_inquiry_count_30d", "multi_borrowing", 30, "count", 1, True,
-            "{value} credit inquiries in the last 30 days", "近30天征信查询{value}次", source="credit_inquiry"),
+            "{value} credit inquiries in the last 30 days", "近30天征信查询{value}次", source="credit_inquiry",
+            levers=(Lever("no_credit_applications_30d", to=0.0,
+                           text_en="Make no new credit applications for 30 days (now: {value} in the last 30 days)",
+                           text_zh="30天内不再申请其他贷款（近30天征信查询{value}次）"),
+                    Lever("no_credit_applications_90d", to=0.0))),
     Feature("credit_inquiry_count_90d", "multi_borrowing", 90, "count", 1, True,
-            "{value} credit inquiries in the last 90 days", "近90天征信查询{value}次", source="credit_inquiry"),
+            "{value} credit inquiries in the last 90 days", "近90天征信查询{value}次", source="credit_inquiry",
+            levers=(Lever("no_credit_applications_90d", to=0.0,
+                           text_en="Make no new credit applications for 90 days (now: {value} in the last 90 days)",
+                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）"),)),
     Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
     # --- utilisation of the personal line
     Feature("pl_balance", "utilisation", None, "balance", 1, True,
             "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money",
-            none_en="no personal line", none_zh="未开通借呗"),
+            none_en="no personal line", none_zh="未开通借呗",
+            levers=(Lever("utilisation_to_50", to=0.5, of="pl_limit"), Lever("utilisation_to_30", to=0.3, of="pl_limit"))),
     Feature("pl_limit", "utilisation", None, "limit", 0, False,
             "personal-line limit is {value}", "借呗额度为{value}", source="pl_limit", unit="money",
             none_en="no personal line", none_zh="未开通借呗"),
     Feature("pl_utilisation", "utilisation", None, "utilisation", 1, True,
             "{value} of the personal-line limit is in use", "借呗额度已使用{value}", source="pl", unit="share",
-            none_en="no personal line", none_zh="未开通借呗"),
+            none_en="no personal line", none_zh="未开通借呗",
+            levers=(Lever("utilisation_to_50", to=0.5,
+                           text_en="Pay the personal line down to 50% of its limit (now: {value} in use)",
+                           text_zh="将借呗使用额度降至50%以下（目前已使用{value}）"),
+                    Lever("utilisation_to_30", to=0.3,
+                          text_en="Pay the personal line down to 30% of its limit (now: {value} in use)",
+                          text_zh="将借呗使用额度降至30%以下（目前已使用{value}）"))),
     Feature("pl_limit_change_count_365d", "utilisation", 365, "count", 0, False,
             "{value} personal-line limit changes in the last 365 days", "近365天借呗额度调整{value}次",
             source="pl_limit_change"),
@@ -241,6 +316,27 @@ def features_by_family() -> dict[str, list[Feature]]:
 _BY_NAME = {f.name: f for f in FEATURES}
 if len(_BY_NAME) != len(FEATURES):
     raise ValueError("feature names in FEATURES must be unique")
+
+
+def check_levers(features: tuple[Feature, ...]) -> None:
+    """Each recovery action: one family, exactly one feature carrying its texts, `of` naming a feature."""
+    names = {f.name for f in features}
+    family: dict[str, set[str]] = {}
+    texts: dict[str, int] = {}
+    for f in features:
+        for lever in f.levers:
+            family.setdefault(lever.action, set()).add(f.family)
+            texts[lever.action] = texts.get(lever.action, 0) + bool(lever.text_en)
+            if lever.of is not None and lever.of not in names:
+                raise ValueError(f"feature {f.name}: lever {lever.action} refers to unknown feature {lever.of!r}")
+    for action, fams in family.items():
+        if len(fams) > 1:
+            raise ValueError(f"lever {action}: moves features of several families ({', '.join(sorted(fams))})")
+        if texts[action] != 1:
+            raise ValueError(f"lever {action}: exactly one feature must carry its texts (found {texts[action]})")
+
+
+check_levers(FEATURES)
 
 
 def get(name: str) -> Feature:

@@ -133,6 +133,16 @@ def drift_table(reference: Mapping[str, Any], batch: Mapping[str, Any],
     return table
 
 
+def compare(reference: Mapping[str, Any], probability: Any, feature_counts: Mapping[str, Any],
+            spec: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A scored batch against a model's training reference: the batch's counts (the score from
+    `probability`, the features as already counted) and its drift table (families from `spec`)."""
+    batch = batch_counts(None, np.asarray(probability, dtype=float), reference)
+    batch["features"] = dict(feature_counts)
+    families = {f["name"]: f["family"] for f in spec["features"]}
+    return batch, drift_table(reference, batch, families)
+
+
 # ---------------------------------------------------------------------------- plots
 
 def plot_psi(table: pd.DataFrame, max_display: int = 40) -> Figure:

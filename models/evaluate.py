@@ -14,6 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
+from linerisk.models.scoring import family_contributions
+
 ECE_BINS = 10
 
 
@@ -159,10 +161,9 @@ def plot_shap_summary(contrib: pd.DataFrame, X: pd.DataFrame, max_display: int =
 
 def family_importance(contrib: pd.DataFrame, gain: pd.Series, spec: dict[str, Any]) -> pd.DataFrame:
     """Per spec family: mean |SHAP| (of the family sum per row) and share of total gain."""
-    family = {f["name"]: f["family"] for f in spec["features"]}
-    values = contrib.drop(columns=["bias"], errors="ignore")
-    by_family = values.T.groupby(values.columns.map(family)).sum().T
-    gain_by_family = gain.groupby(gain.index.map(family)).sum()
+    names = [f["name"] for f in spec["features"]]
+    by_family = family_contributions(contrib[names].to_numpy(), spec)
+    gain_by_family = family_contributions(gain.reindex(names).to_numpy()[None, :], spec).iloc[0]
     out = pd.DataFrame({"mean_abs_shap": by_family.abs().mean(),
                         "gain_share": gain_by_family / max(gain_by_family.sum(), 1e-12)}).fillna(0.0)
     return out.sort_values("mean_abs_shap", ascending=False)

@@ -13,14 +13,12 @@ when something else was the cause. Pure functions over DataFrames; no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from linerisk.features.spec import CAUSE_FAMILIES
-from linerisk.models.scoring import (N_REASONS, Scorer, apply_calibrator, assign_bands,
-                            family_contributions, prepare_features, reasons_frame)
+from linerisk.models.scoring import N_REASONS, Explanation, Scorer
 
 # The simulator's cause families (shared/design/world.md); `latent` has no feature.
 CAUSES = (*CAUSE_FAMILIES, "latent")
@@ -30,44 +28,9 @@ TOP_FRACTION = 0.10  # driver agreement: the riskiest tenth of users per snapsho
 
 # ---------------------------------------------------------------------------- SHAP and families
 
-def family_frame(contrib: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """SHAP summed per spec family (every family a column, `bias` dropped)."""
-    out = family_contributions(contrib.to_numpy(), spec)
-    out.index = contrib.index
-    return out
-
-
-def helping_frame(contrib: np.ndarray, X: pd.DataFrame, spec: dict[str, Any], k: int = N_REASONS) -> pd.DataFrame:
-    """The k families pulling risk down most ("what is helping you"): `help_j_family/code/text_en/text_zh/contribution`.
-
-    The contract's reason columns computed on -SHAP, so code and texts name the feature that lowers risk most."""
-    down = reasons_frame(-contrib, X, spec, k)
-    for j in range(1, k + 1):
-        down[f"reason_{j}_contribution"] = -down[f"reason_{j}_contribution"]
-    return down.rename(columns=lambda c: "help_" + c.removeprefix("reason_"))
-
-
-@dataclass
-class Explanation:
-    """Everything `explain_frame` computed for a frame of feature rows (all indexed like the input)."""
-
-    scores: pd.DataFrame         # probability, raw_score, band, reason_j_*, help_j_*
-    contributions: pd.DataFrame  # per-feature SHAP + bias (log-odds; rows sum to raw_score)
-    by_family: pd.DataFrame      # per-family SHAP
-
-
 def explain_frame(scorer: Scorer, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
-    """Probability, band, the top-k families pushing risk up (reasons) and down (helping), from one SHAP pass."""
-    X = prepare_features(frame, scorer.spec)
-    values = scorer.shap_values(X)
-    contrib = pd.DataFrame(values, columns=[*X.columns, "bias"], index=frame.index)
-    raw = values.sum(axis=1)
-    p = apply_calibrator(raw, scorer.calibrator)
-    scores = pd.DataFrame({"probability": p, "raw_score": raw}, index=frame.index)
-    scores["band"] = pd.array(assign_bands(p, scorer.band_edges), dtype="string")
-    scores = pd.concat([scores, reasons_frame(values, X, scorer.spec, k), helping_frame(values, X, scorer.spec, k)],
-                       axis=1)
-    return Explanation(scores, contrib, family_frame(contrib, scorer.spec))
+    """Probability, band, the top-k families pushing risk up (reasons) and down (helping): `Scorer.explain`."""
+    return scorer.explain(frame, k)
 
 
 def reason_families(scores: pd.DataFrame, k: int = N_REASONS) -> np.ndarray:

@@ -9,9 +9,9 @@ direction, keeping its least risky value so far otherwise (e.g. a repayment shar
 has emptied into "no data"). With the model's monotone constraints and a
 monotone calibrator, the projected probability therefore never rises.
 
-Action: levers over the spec's actionable features (e.g. "stop early repayments for 90 days",
-"pay the personal line down to 50% of its limit"), each a direction-respecting move to a plausible
-value. Every combination of at most one lever per family is scored in one predict call; the plan
+Action: the levers the model's spec declares on its actionable features (features/spec.py
+`levers`, e.g. "stop early repayments for 90 days", "pay the personal line down to 50% of its
+limit"), each a direction-respecting move to a plausible value. Every combination of at most one lever per family is scored in one predict call; the plan
 is the smallest set that brings the probability below the threshold (lowest probability among
 equals), ordered greedily by what each step adds. Pure functions over DataFrames.
 """
@@ -125,57 +125,31 @@ def project_time(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user
 
 @dataclass(frozen=True)
 class Lever:
-    """One action a user can take: the features it moves (to a value or a function of the row) and its texts.
+    """One action a user can take: the features it moves and its texts, gathered from the spec's `levers`.
 
-    `shown` is the feature whose current value fills `{value}` in the texts."""
+    `moves`: (feature, to, by, of) per moved feature (see features.spec.Lever); `shown` is the
+    feature whose current value fills `{value}` in the texts."""
 
     code: str
     family: str
     text_en: str
     text_zh: str
-    moves: tuple[tuple[str, Any], ...]
+    moves: tuple[tuple[str, float | None, float | None, str | None], ...]
     shown: str
 
 
-def _zero(*names: str) -> tuple[tuple[str, Any], ...]:
-    return tuple((n, 0.0) for n in names)
+def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
+    """The recovery actions a model's spec declares, in order of first appearance in the spec."""
+    actions: dict[str, dict[str, Any]] = {}
+    for f in spec["features"]:
+        for lv in f.get("levers") or ():
+            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None})
+            entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
+            if lv.get("text_en"):
+                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"])
+    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2])
+                 for code, e in actions.items() if e["texts"] is not None)
 
-
-def _utilisation(share: float) -> tuple[tuple[str, Any], ...]:
-    return (("pl_utilisation", share), ("pl_balance", lambda X: share * X["pl_limit"]))
-
-
-def _score(points: float) -> tuple[tuple[str, Any], ...]:
-    # the 90-day change moves with the latest score; the 365-day minimum is history and stays
-    return (("credit_score_latest", lambda X: X["credit_score_latest"] + points),
-            ("credit_score_change_90d", lambda X: X["credit_score_change_90d"] + points))
-
-
-_LATE_90D = ("late_days_sum_90d", "late_repayment_count_90d", "bl_late_repayment_count_90d",
-             "pl_late_repayment_count_90d", "late_repayment_share_90d", "max_dpd_90d", "last_dpd")
-LEVERS: tuple[Lever, ...] = (
-    Lever("repay_on_time_90d", "overdue", "Clear the overdue balance and repay on time for 90 days (now: {value} days overdue in the last 90 days)",
-          "结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）", _zero(*_LATE_90D), "late_days_sum_90d"),
-    Lever("no_early_repayment_90d", "early_repayment", "Stop early repayments for 90 days (now: {value} in the last 90 days)",
-          "90天内不再提前还款（近90天提前还款{value}次）",
-          _zero("early_repayment_count_90d", "bl_early_repayment_count_90d", "pl_early_repayment_count_90d",
-                "early_repayment_share_90d"), "early_repayment_count_90d"),
-    Lever("no_fund_misuse_90d", "fund_misuse", "Use business-loan funds only as agreed for 90 days (now: {value} flags in the last 90 days)",
-          "90天内按约定用途使用网商贷资金（近90天违规{value}次）", _zero("fund_misuse_count_90d"), "fund_misuse_count_90d"),
-    Lever("no_credit_applications_30d", "multi_borrowing", "Make no new credit applications for 30 days (now: {value} in the last 30 days)",
-          "30天内不再申请其他贷款（近30天征信查询{value}次）", _zero("credit_inquiry_count_30d"), "credit_inquiry_count_30d"),
-    Lever("no_credit_applications_90d", "multi_borrowing", "Make no new credit applications for 90 days (now: {value} in the last 90 days)",
-          "90天内不再申请其他贷款（近90天征信查询{value}次）", _zero("credit_inquiry_count_30d", "credit_inquiry_count_90d"),
-          "credit_inquiry_count_90d"),
-    Lever("utilisation_to_50", "utilisation", "Pay the personal line down to 50% of its limit (now: {value} in use)",
-          "将借呗使用额度降至50%以下（目前已使用{value}）", _utilisation(0.5), "pl_utilisation"),
-    Lever("utilisation_to_30", "utilisation", "Pay the personal line down to 30% of its limit (now: {value} in use)",
-          "将借呗使用额度降至30%以下（目前已使用{value}）", _utilisation(0.3), "pl_utilisation"),
-    Lever("credit_score_up_30", "credit_score", "Raise the credit score by 30 points (now: {value})",
-          "将信用分提高30分（目前{value}）", _score(30.0), "credit_score_latest"),
-    Lever("credit_score_up_60", "credit_score", "Raise the credit score by 60 points (now: {value})",
-          "将信用分提高60分（目前{value}）", _score(60.0), "credit_score_latest"),
-)
 
 # plausible ranges by unit (values outside are clipped)
 _RANGES = {"share": (0.0, 1.0), "score": (350.0, 950.0), "count": (0.0, np.inf), "days": (0.0, np.inf),
@@ -190,12 +164,13 @@ def lever_values(levers: tuple[Lever, ...], X: pd.DataFrame, spec: dict[str, Any
     out = []
     for lever in levers:
         moves = {}
-        for name, target in lever.moves:
+        for name, to, by, of in lever.moves:
             entry = spec["features"][position[name]] if name in position else None
             if entry is None or not entry.get("actionable", False) or entry.get("direction", 0) == 0:
                 continue
             cur = X[name].to_numpy(dtype=np.float64)
-            new = np.broadcast_to(np.asarray(target(X) if callable(target) else target, dtype=np.float64), cur.shape)
+            target = cur + by if by is not None else (to * X[of].to_numpy(dtype=np.float64) if of is not None else to)
+            new = np.broadcast_to(np.asarray(target, dtype=np.float64), cur.shape)
             lo, hi = _RANGES.get(entry.get("unit", ""), (-np.inf, np.inf))
             new = np.clip(new, lo, hi)
             new = np.minimum(cur, new) if entry["direction"] > 0 else np.maximum(cur, new)
@@ -223,7 +198,7 @@ class ActionPlan:
 
 
 def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None = None,
-                 levers: tuple[Lever, ...] = LEVERS) -> ActionPlan:
+                 levers: tuple[Lever, ...] | None = None) -> ActionPlan:
     """The smallest set of levers (at most one per family) that brings each row's probability below threshold.
 
     `features`: one row per user (index user_id), the spec's columns. All combinations for all rows are
@@ -231,6 +206,7 @@ def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None
     probability (fewest levers among equals) and `reached` is False.
     """
     threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
+    levers = spec_levers(scorer.spec) if levers is None else levers
     names = [f["name"] for f in scorer.spec["features"]]
     base = features[names].to_numpy(dtype=np.float64)
     n = len(base)
@@ -264,7 +240,7 @@ def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None
     # greedy order: add the chosen family whose lever lowers the probability most, one step at a time;
     # a combination's row in `grid` is its mixed-radix code, so every partial plan is a lookup
     radix = _radix(members)
-    lever_of = np.full((len(members), max(map(len, members)) + 1), -1, dtype=np.int64)
+    lever_of = np.full((len(members), max(map(len, members), default=0) + 1), -1, dtype=np.int64)
     for f, m in enumerate(members):
         lever_of[f, 1: len(m) + 1] = m
     cur = np.zeros(n, dtype=np.int64)
@@ -293,6 +269,8 @@ def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None
 def _radix(members: list[list[int]]) -> np.ndarray:
     """Mixed-radix place value of each family's level: itertools.product order, so code = row of the grid."""
     bases = np.asarray([len(m) + 1 for m in members], dtype=np.int64)
+    if not len(bases):
+        return bases
     return np.concatenate([np.cumprod(bases[::-1])[::-1][1:], [1]]).astype(np.int64)
 
 
@@ -327,10 +305,32 @@ def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame
     return out.sort_values(["user_id", "step"], kind="stable").reset_index(drop=True) if len(out) else out
 
 
+@dataclass
+class PathBack:
+    """The way below the threshold for each user: with time alone (`time`) and by acting now (`actions`)."""
+
+    time: TimeProjection
+    actions: ActionPlan
+
+
+def path_back(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user_ids: Any, as_of: object,
+              threshold: float | None = None, tz: str = "UTC") -> PathBack:
+    """Time projection and action plan for `user_ids` at `as_of`, from their validated events (days in `tz`)."""
+    from linerisk.features.compute import to_utc_timestamp
+
+    ts = to_utc_timestamp(as_of, tz)
+    ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")
+    mine = users[users["user_id"].isin(ids)]
+    threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
+    features = build_features(events[events["user_id"].isin(ids)], ts, mine, tz).reindex(ids)
+    return PathBack(project_time(scorer, events, mine, ids, ts, threshold, tz=tz),
+                    plan_actions(scorer, features, threshold))
+
+
 def apply_plan(features: pd.DataFrame, codes: list[str], spec: dict[str, Any],
-               levers: tuple[Lever, ...] = LEVERS) -> pd.DataFrame:
+               levers: tuple[Lever, ...] | None = None) -> pd.DataFrame:
     """`features` with the levers named in `codes` applied (in order), computed afresh from the current values."""
-    by_code = {lv.code: lv for lv in levers}
+    by_code = {lv.code: lv for lv in (spec_levers(spec) if levers is None else levers)}
     names = [f["name"] for f in spec["features"]]
     out = features.copy()
     for code in codes:

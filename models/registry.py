@@ -1,11 +1,15 @@
 """MLflow: the one module that logs runs, registers models, moves aliases and resolves references.
 
-Store: `MLFLOW_TRACKING_URI` when set, else SQLite at `$LINERISK_HOME/mlflow.db`; local stores
-keep artifacts in `$LINERISK_HOME/mlartifacts`. Aliases (`@challenger`, `@champion`), never stages.
+Store: the tracking URI the caller set (`mlflow.set_tracking_uri` or `MLFLOW_TRACKING_URI`), used as
+it is; only when none is set, SQLite at `$LINERISK_HOME/mlflow.db`, set for the duration of one call
+and unset after it, so MLflow's global state is left as it was found. Local stores keep artifacts
+in `$LINERISK_HOME/mlartifacts`. Aliases (`@challenger`, `@champion`), never stages.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -13,7 +17,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import mlflow
 import numpy as np
@@ -55,27 +59,63 @@ def _home() -> Path:
     return Path(os.environ.get("LINERISK_HOME", ".linerisk")).resolve()  # same default as pipeline.io
 
 
+def default_uri() -> str:
+    """The fallback store: SQLite at `$LINERISK_HOME/mlflow.db`."""
+    return f"sqlite:///{_home() / 'mlflow.db'}"
+
+
+def caller_uri() -> str | None:
+    """The tracking URI the caller set (`mlflow.set_tracking_uri` or `MLFLOW_TRACKING_URI`), else None.
+
+    `mlflow.get_tracking_uri()` alone cannot tell: it returns MLflow's own default when nothing is set."""
+    from mlflow.tracking._tracking_service import utils
+
+    return mlflow.get_tracking_uri() if utils.is_tracking_uri_set() else None
+
+
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else SQLite in `$LINERISK_HOME`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_home() / 'mlflow.db'}"
+    """The store linerisk uses: the caller's tracking URI if set, else SQLite in `$LINERISK_HOME`."""
+    return caller_uri() or default_uri()
 
 
-def configure() -> str:
-    """Point mlflow (tracking and registry) at the store; create `$LINERISK_HOME` for a local store."""
-    uri = tracking_uri()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
-    if uri.startswith("sqlite:///"):
+@contextlib.contextmanager
+def store() -> Iterator[str]:
+    """Run a block against the store (see tracking_uri); a fallback store is set only for the block."""
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # one bar per artifact is noise
+    if quiet:
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    uri = caller_uri()
+    fallback = uri is None
+    if fallback:
+        uri = default_uri()
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
+        mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        if fallback:
+            mlflow.set_tracking_uri(None)
+        if quiet:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _in_store(fn: F) -> F:
+    """Decorator: the function runs inside `store()`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with store():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def _experiment_id(name: str = EXPERIMENT) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    local = not re.match(r"^(https?|databricks)", tracking_uri())
+    local = not re.match(r"^(https?|databricks)", mlflow.get_tracking_uri())
     location = (_home() / "mlartifacts").as_uri() if local else None
     return mlflow.create_experiment(name, artifact_location=location)
 
@@ -106,18 +146,19 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     return body, None, CHAMPION
 
 
+@_in_store
 def resolve(ref: str) -> tuple[str, str, str]:
     """A model reference -> (name, version, `models:/name/version`); raises naming what is missing."""
-    configure()
     name, version, alias = parse_ref(ref)
     client = MlflowClient()
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:
-        raise LookupError(f"no model {ref!r} in the registry at {tracking_uri()} ({exc.message.splitlines()[0]})") from None
+        raise LookupError(f"no model {ref!r} in the registry at {mlflow.get_tracking_uri()} ({exc.message.splitlines()[0]})") from None
     return mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}"
 
 
+@_in_store
 def load_model(ref: str) -> mlflow.pyfunc.PyFuncModel:
     """Load a registered model as pyfunc (its artifacts are sha256-verified on load)."""
     _, _, uri = resolve(ref)
@@ -138,6 +179,7 @@ class ModelPackage:
         return str(self.scorer.spec.get("spec_hash", ""))
 
 
+@_in_store
 def load_package(ref: str) -> ModelPackage:
     """Download a registered version's package files, check every sha256 against its manifest, load them."""
     from mlflow.models import Model
@@ -206,6 +248,7 @@ def _pip_requirements() -> list[str]:
             f"pandas=={pd.__version__}", f"numpy=={np.__version__}", f"numba=={numba.__version__}"]
 
 
+@_in_store
 def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], reference: dict[str, Any],
                    test_frame: pd.DataFrame, report_html: str | None = None, name: str = DEFAULT_NAME,
                    tags: dict[str, str] | None = None, extra_artifacts: dict[str, str] | None = None,
@@ -215,7 +258,6 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
     registered as `name` with alias @challenger. `test_frame` holds the features and `label`; its
     user ids are stored as pseudonyms unless `keep_user_ids`. The signature and input example come
     from `signature_frame` (the training frame, default the test frame) with its own dtypes."""
-    configure()
     feature_names = [f["name"] for f in model.spec_["features"]]
     missing = [c for c in (*feature_names, LABEL_COLUMN) if c not in test_frame.columns]
     if missing:
@@ -260,9 +302,9 @@ def register_model(model, *, params: dict[str, Any], metrics: dict[str, float], 
         return RegisteredVersion(run.info.run_id, name, version, f"models:/{name}/{version}")
 
 
+@_in_store
 def log_text(run_id: str, text: str, artifact_file: str) -> None:
     """Add a text artifact (e.g. the model card, which names the version) to a finished run."""
-    configure()
     MlflowClient().log_text(run_id, text, artifact_file)
 
 
@@ -299,7 +341,7 @@ def _registry_call(what: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except MlflowException as exc:
-        raise RegistryError(f"registry at {tracking_uri()}: cannot {what} ({exc.message.splitlines()[0][:200]})") from None
+        raise RegistryError(f"registry at {mlflow.get_tracking_uri()}: cannot {what} ({exc.message.splitlines()[0][:200]})") from None
 
 
 def _champion(client: MlflowClient, name: str):
@@ -359,6 +401,7 @@ def _auc_on(model: mlflow.pyfunc.PyFuncModel, test: pd.DataFrame) -> float:
     return float(roc_auc_score(test[LABEL_COLUMN].to_numpy(), scores["probability"].to_numpy()))
 
 
+@_in_store
 def promote(name: str, version: str | int, force: bool = False, data: pd.DataFrame | None = None,
             data_name: str = "") -> PromotionDecision:
     """Move @champion to `version` if its AUC is not worse than the champion's, both scored on data neither
@@ -366,13 +409,12 @@ def promote(name: str, version: str | int, force: bool = False, data: pd.DataFra
 
     Fails closed: any registry error (down, permission, missing artifact) raises RegistryError before any
     alias or tag changes; only a model without a @champion alias counts as "no champion"."""
-    configure()
     client = MlflowClient()
     version = str(version)
     try:
         mv = client.get_model_version(name, version)
     except MlflowException:
-        raise LookupError(f"no version {version} of model {name!r} in {tracking_uri()}") from None
+        raise LookupError(f"no version {version} of model {name!r} in {mlflow.get_tracking_uri()}") from None
     champ = _champion(client, name)
     champ_version = str(champ.version) if champ is not None else None
     rival = champ if champ_version not in (None, version) else None
@@ -428,14 +470,14 @@ def promote(name: str, version: str | int, force: bool = False, data: pd.DataFra
 
 # ---------------------------------------------------------------------------- listing
 
+@_in_store
 def list_versions(name: str = DEFAULT_NAME) -> pd.DataFrame:
     """Registered versions of `name`: version, aliases, run, test AUC, promotion decision, created."""
-    configure()
     client = MlflowClient()
     try:
         aliases = client.get_registered_model(name).aliases or {}
     except MlflowException:
-        raise LookupError(f"no registered model {name!r} in {tracking_uri()}") from None
+        raise LookupError(f"no registered model {name!r} in {mlflow.get_tracking_uri()}") from None
     by_version: dict[str, list[str]] = {}
     for alias, v in aliases.items():
         by_version.setdefault(str(v), []).append(alias)
@@ -449,6 +491,7 @@ def list_versions(name: str = DEFAULT_NAME) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("version").reset_index(drop=True) if rows else pd.DataFrame(rows)
 
 
+@_in_store
 def show(ref: str) -> dict[str, Any]:
     """Everything about one version: name, version, aliases, tags, source, run params and metrics."""
     name, version, uri = resolve(ref)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -90,7 +91,8 @@ def prepare_features(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
 
 
 def family_contributions(contrib: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
-    """SHAP contributions (log-odds, bias column dropped) summed per spec family."""
+    """Per-feature values (n, features [+ bias]) summed per spec family: SHAP log-odds, or any other
+    per-feature quantity such as split gain. Columns beyond the spec's features (the bias) are dropped."""
     families = [f["family"] for f in spec["features"]]
     values = pd.DataFrame(contrib[:, : len(families)], columns=families)
     return values.T.groupby(level=0, sort=True).sum().T
@@ -171,8 +173,30 @@ def reasons_frame(contrib: np.ndarray, X: pd.DataFrame, spec: dict[str, Any], k:
     return pd.DataFrame(out, index=X.index)
 
 
+def helping_frame(contrib: np.ndarray, X: pd.DataFrame, spec: dict[str, Any], k: int = N_REASONS) -> pd.DataFrame:
+    """The k families pulling risk down most ("what is helping you"): `help_j_family/code/text_en/text_zh/contribution`.
+
+    The contract's reason columns computed on -SHAP, so code and texts name the feature that lowers risk most."""
+    down = reasons_frame(-contrib, X, spec, k)
+    for j in range(1, k + 1):
+        down[f"reason_{j}_contribution"] = -down[f"reason_{j}_contribution"]
+    return down.rename(columns=lambda c: "help_" + c.removeprefix("reason_"))
+
+
+@dataclass
+class Explanation:
+    """What `Scorer.explain` computed for a frame of feature rows (all indexed like the input)."""
+
+    scores: pd.DataFrame         # probability, raw_score, band, reason_j_*, help_j_*
+    contributions: pd.DataFrame  # per-feature SHAP + bias (log-odds; rows sum to raw_score)
+    by_family: pd.DataFrame      # per-family SHAP
+
+
 class Scorer:
-    """A loaded model package: the booster, its calibrator and its spec, ready to score frames."""
+    """A loaded model package: the booster, its calibrator and its spec, ready to score frames.
+
+    `score` and `explain` share one computation: probability and band from the booster, reasons
+    (and what helps) from one SHAP pass, so a batch score and an explanation always agree."""
 
     def __init__(self, booster_text: str, calibrator: dict[str, Any], spec: dict[str, Any]):
         self.booster = lgb.Booster(model_str=booster_text)
@@ -205,17 +229,38 @@ class Scorer:
         out.index = frame.index
         return out
 
+    def _scores(self, X: pd.DataFrame, index: pd.Index, shap: np.ndarray | None, k: int,
+                helping: bool) -> pd.DataFrame:
+        """probability, raw_score, band, then (with `shap`) reason_j_* and (with `helping`) help_j_*."""
+        raw = self.booster.predict(X, raw_score=True)
+        p = apply_calibrator(raw, self.calibrator)
+        out = pd.DataFrame({"probability": p, "raw_score": raw}, index=index)
+        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
+        if shap is None:
+            return out
+        parts = [out, reasons_frame(shap, X, self.spec, k)]
+        if helping:
+            parts.append(helping_frame(shap, X, self.spec, k))
+        return pd.concat(parts, axis=1)
+
     def score(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """`user_id`/`as_of` (when in `frame`), probability, band and (if `reasons`) the contract's
         reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3."""
         X = prepare_features(frame, self.spec)
-        p = apply_calibrator(self.booster.predict(X, raw_score=True), self.calibrator)
-        out = pd.DataFrame({"probability": p}, index=frame.index)
-        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
-        if reasons:
-            out = pd.concat([out, reasons_frame(self.shap_values(X), X, self.spec)], axis=1)
+        out = self._scores(X, frame.index, self.shap_values(X) if reasons else None, N_REASONS, helping=False)
+        out = out.drop(columns="raw_score")
         passthrough = [c for c in ("user_id", "as_of") if c in frame.columns]
         return pd.concat([frame[passthrough], out], axis=1) if passthrough else out
+
+    def explain(self, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
+        """Probability, raw score, band, the top-k families pushing risk up (reasons) and down (helping),
+        and the per-feature and per-family SHAP behind them, from one SHAP pass."""
+        X = prepare_features(frame, self.spec)
+        values = self.shap_values(X)
+        contrib = pd.DataFrame(values, columns=[*X.columns, "bias"], index=frame.index)
+        by_family = family_contributions(values, self.spec)
+        by_family.index = frame.index
+        return Explanation(self._scores(X, frame.index, values, k, helping=True), contrib, by_family)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -119,12 +119,19 @@ def model_spec(features: Iterable[Any] | None = None, X: pd.DataFrame | None = N
     return {"features": rows, "spec_hash": spec_hash, "categories": categories, "band_edges": list(DEFAULT_BAND_EDGES)}
 
 
-def _default_spec(X: pd.DataFrame) -> dict[str, Any]:
+def registry_spec() -> dict[str, Any]:
+    """The model spec of the feature registry (features/spec.py) with its hash."""
+    from linerisk.features import spec as feature_spec
+
+    return model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+
+
+def default_spec(X: pd.DataFrame) -> dict[str, Any]:
     """The feature registry's spec when X has exactly its columns (so monotone constraints apply), else one from X."""
     from linerisk.features import spec as feature_spec
 
     if feature_spec.FEATURES and list(X.columns) == feature_spec.feature_names():
-        return model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+        return registry_spec()
     return model_spec(X=X)
 
 
@@ -283,7 +290,7 @@ class RestrictionModel:
 
     def fit(self, X_train: pd.DataFrame, y_train, X_valid: pd.DataFrame, y_valid) -> "RestrictionModel":
         params = self.params or TrainParams()
-        spec = self.spec or _default_spec(X_train)
+        spec = self.spec or default_spec(X_train)
         Xt, Xv = prepare_features(X_train, spec), prepare_features(X_valid, spec)
         lgb_params = params.lightgbm_params() | {"monotone_constraints": monotone_constraints(spec)}
         dtrain = lgb.Dataset(Xt, label=np.asarray(y_train), free_raw_data=True)

@@ -1,8 +1,8 @@
 """`linerisk explain`: one user's probability, band, reasons (en + zh), what helps, and the path back.
 
-Wiring and I/O only: the model comes from the registry (sha256-checked on load), events are
-validated like every other job (bad rows quarantined, unusable input exits 2 with one line),
-and the computation is models.explain and models.recover.
+Argument parsing, I/O and printing only: the model comes from the registry (sha256-checked on
+load), events are validated like every other job (bad rows quarantined, unusable input exits 2
+with one line), and the explanation is `linerisk.explain` (models/view.py).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from linerisk import api
 from linerisk.data.schema import InputError, validate_events
-from linerisk.features.compute import build_features, prepare_events, to_utc_timestamp
-from linerisk.features.labels import line_state
+from linerisk.features.compute import prepare_events, to_utc_timestamp
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
@@ -40,60 +40,6 @@ def _user_key(users: pd.DataFrame, user: str) -> Any:
         except ValueError:
             raise InputError(f"user {user!r} is not in the users table (user ids are integers)") from None
     return str(user)
-
-
-def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id: Any, as_of: object,
-                 threshold: float | None = None, tz: str = "UTC") -> dict[str, Any]:
-    """Everything `linerisk explain` shows for one user, as plain JSON-able data (day windows in `tz`)."""
-    from linerisk.models.explain import explain_frame
-    from linerisk.models.recover import plan_actions, project_time
-
-    ts = to_utc_timestamp(as_of, tz)
-    mine_users = users[users["user_id"] == user_id]
-    mine = events[events["user_id"] == user_id]
-    features = build_features(mine, ts, mine_users, tz)
-    state = line_state(mine, ts, mine_users, tz)
-    ex = explain_frame(scorer, features)
-    row = ex.scores.iloc[0]
-    plan = plan_actions(scorer, features, threshold)
-    time = project_time(scorer, mine, mine_users, [user_id], ts, plan.summary["threshold"].iloc[0], tz=tz)
-
-    def ranked(prefix: str) -> list[dict[str, Any]]:
-        out = []
-        for j in range(1, 4):
-            if pd.notna(row.get(f"{prefix}_{j}_family")):
-                out.append({"rank": j, **{f: (float(row[f"{prefix}_{j}_{f}"]) if f == "contribution"
-                                             else str(row[f"{prefix}_{j}_{f}"]))
-                                          for f in ("family", "code", "text_en", "text_zh", "contribution")}})
-        return out
-
-    since = state["state_since"].iloc[0]
-    recovery = time.recovery.iloc[0]
-    summary = plan.summary.iloc[0]
-    return {
-        "user_id": user_id if isinstance(user_id, str) else int(user_id),
-        "as_of": ts.isoformat(),
-        "line_state": str(state["state"].iloc[0]),
-        "state_since": None if pd.isna(since) else since.isoformat(),
-        "probability": float(row["probability"]),
-        "band": str(row["band"]),
-        "reasons": ranked("reason"),
-        "helping": ranked("help"),
-        "recovery": {
-            "threshold": float(recovery["threshold"]),
-            "date": None if pd.isna(recovery["recovery_date"]) else recovery["recovery_date"].isoformat(),
-            "days": None if pd.isna(recovery["recovery_days"]) else int(recovery["recovery_days"]),
-            "curve": [{"days": int(d), "probability": float(p)}
-                      for d, p in zip(time.curve["days"], time.curve["probability"])],
-        },
-        "plan": {
-            "reached": bool(summary["reached"]),
-            "final_probability": float(summary["final_probability"]),
-            "steps": [{"step": int(s.step), "code": s.code, "family": s.family, "text_en": s.text_en,
-                       "text_zh": s.text_zh, "probability": float(s.probability)}
-                      for s in plan.steps.itertuples()],
-        },
-    }
 
 
 def render(view: dict[str, Any], model: str = "") -> str:
@@ -156,7 +102,6 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     package = load_model_package(model_ref)  # first: a wrong model fails before any data is read
-    scorer, name, version = package.scorer, package.name, package.version
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     key = _user_key(users, user)
@@ -173,9 +118,9 @@ def command(model_ref: str, events_path: Path, users_path: Path | None, as_of: s
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    view = explain_user(scorer, validated.good, users, key, ts, threshold, tz)
-    view["model"] = {"name": name, "version": version}
-    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else render(view, f"{name} v{version}"))
+    view = api.explain(validated.good, users, ts, key, package, threshold=threshold, tz=tz)
+    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json
+               else render(view, f"{package.name} v{package.version}"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,10 +21,12 @@ from linerisk.pipeline.io import quarantine_path_for, read_events, read_users, u
 
 
 def describe_spec(as_json: bool = False) -> str:
-    """The feature spec as a readable table (or JSON): name, family, window, direction, actionable, texts."""
+    """The feature spec as a readable table (or JSON): name, family, window, direction, actionable, texts
+    (and, in JSON, the recovery levers that move each feature)."""
     rows = [{"name": f.name, "family": f.family, "window": f.window, "aggregation": f.aggregation,
              "source": f.source, "direction": f.direction, "actionable": f.actionable,
-             "text_en": f.text_en, "text_zh": f.text_zh, "none_en": f.none_en, "none_zh": f.none_zh} for f in FEATURES]
+             "text_en": f.text_en, "text_zh": f.text_zh, "none_en": f.none_en, "none_zh": f.none_zh,
+             "levers": [lever.action for lever in f.levers]} for f in FEATURES]
     if as_json:
         return json.dumps({"spec_hash": spec_hash(), "features": rows}, ensure_ascii=False, indent=2)
     width = max(len(r["name"]) for r in rows)

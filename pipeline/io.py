@@ -46,17 +46,11 @@ def load_model_package(ref: str):
     """A registered model's package (sha256-checked), refused with one line if its feature spec is not this code's.
 
     Features are built by this code's spec, so a model trained on another spec would read wrong columns."""
-    from linerisk.features.spec import spec_hash
-    from linerisk.models import registry  # imports mlflow: only when a job needs a model
+    from linerisk import api
+    from linerisk.models.batch import require_feature_spec
 
-    try:
-        package = registry.load_package(ref)
-    except (LookupError, ValueError) as exc:
-        raise InputError(f"model {ref}: {str(exc).splitlines()[0]}") from None
-    if package.spec_hash != spec_hash():
-        raise InputError(f"model {package.name} v{package.version} was trained on feature spec "
-                         f"{package.spec_hash[:12] or '(none)'}, but this code builds spec {spec_hash()[:12]}: "
-                         "use a model trained on the current feature spec")
+    package = api.load_model(ref)
+    require_feature_spec(package)
     return package
 
 

@@ -1,6 +1,6 @@
 """`linerisk monitor`: drift of a scored batch against the model's training reference (PSI).
 
-Wiring and I/O only; PSI, bands and plots are models/drift.py. The score's PSI is computed
+Reading, writing and printing only; PSI, bands, the comparison and plots are models/drift.py. The score's PSI is computed
 from the scores file; the features' PSI from the bin counts `linerisk score` wrote beside it
 (`<stem>.drift.json`), or from a feature table given with --features.
 """
@@ -85,10 +85,8 @@ def command(ctx: click.Context, scores_path: Path, model_ref: str | None, featur
     if not reference:
         raise InputError(f"model {package.name} v{package.version} has no training reference stored with it")
     spec = package.scorer.spec
-    batch = drift.batch_counts(None, scores["probability"].to_numpy(dtype=float), reference)
-    batch["features"], source = _feature_counts(scores_path, features_path, reference, spec)
-    families = {f["name"]: f["family"] for f in spec["features"]}
-    table = drift.drift_table(reference, batch, families)
+    counts, source = _feature_counts(scores_path, features_path, reference, spec)
+    batch, table = drift.compare(reference, scores["probability"].to_numpy(dtype=float), counts, spec)
 
     shown = table.head(top + 1)
     click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -1,7 +1,8 @@
 """`linerisk score`: events + as_of -> one row per active user: probability, band, top-3 reasons.
 
-Wiring and I/O only: validation is data.schema, features are features.compute.build_features
-(the training function), scoring and reasons are models.scoring.Scorer, drift is models.drift.
+Reading, writing and printing only: validation is data.schema, the scores of each chunk are
+models.batch.score_users (what `linerisk.score` runs: features of the active lines, the
+model's Scorer), drift counts are models.drift.
 
 Bounded memory: users are taken in chunks of `--chunk-users` (sorted by user_id) and only the
 events of one chunk are read at a time (a filtered Parquet scan: with events written in user
@@ -31,16 +32,15 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from linerisk.data.schema import NO_ROWS, RowCount, validate_events
-from linerisk.features.compute import prepare_events, to_utc_timestamp
-from linerisk.features.labels import active_from_prepared
+from linerisk.features.compute import to_utc_timestamp
 from linerisk.models import drift
-from linerisk.models.scoring import BAND_NAMES, reason_columns
+from linerisk.models.batch import SCORE_COLUMNS, score_users
+from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, load_model_package, quarantine_path_for, read_users, temp_beside,
                          users_path_for, write_json, write_quarantine)
 
 DEFAULT_CHUNK_USERS = 100_000
-SCORE_COLUMNS = ["user_id", "as_of", "probability", "band", *reason_columns(), "model_name", "model_version"]
 
 
 def drift_path_for(out: str | Path) -> Path:
@@ -180,7 +180,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     partial = claim_partial(out)
     schema = _arrow_schema(pa.Table.from_pandas(users[["user_id"]], preserve_index=False).schema.field("user_id").type)
     writer = _Writer(partial, fmt, schema)
-    scorer, reference = package.scorer, package.reference
+    reference = package.reference
     done = False
     try:
         with tqdm(total=len(users), unit="user", desc="score", disable=None if progress else True) as bar:
@@ -193,14 +193,11 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
                 if exclude is not None:
                     extra = special_good[special_good["user_id"].isin(chunk_users_frame["user_id"])]
                     events = pd.concat([events, extra], ignore_index=True) if len(extra) else events
-                prep = prepare_events(events, chunk_users_frame, until=as_of, tz=tz)
-                run.rows += checked.account(*prep.consumed())  # special rows: read above, used here
-                features = active_from_prepared(prep, as_of).reset_index()
-                del events, prep
+                scores, features, consumed = score_users(package, events, chunk_users_frame, as_of, tz)
+                run.rows += checked.account(*consumed)  # special rows: read above, used here
+                del events
                 if len(features):
-                    scores = scorer.score(features)
-                    scores["model_name"], scores["model_version"] = package.name, package.version
-                    writer.write(scores[SCORE_COLUMNS])
+                    writer.write(scores)
                     for band, n in scores["band"].value_counts().items():
                         run.bands[band] += int(n)
                     run.users_scored += len(scores)

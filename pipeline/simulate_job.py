@@ -14,33 +14,17 @@ from collections import Counter
 from pathlib import Path
 
 import click
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from linerisk.data.corrupt import corrupt_events
-from linerisk.data.simulate import WorldParams, simulate_chunk
+from linerisk.data.simulate import WorldParams, iter_world
 from linerisk.data.world import CAUSES, CHANNELS
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import sha256_file, write_json
 
 FILES = ("events", "users", "truth_restrictions", "truth_snapshots", "truth_restorations",
          "truth_recovery_snapshots")
-
-
-def _chunks(p: WorldParams, jobs: int, bar: tqdm):
-    """Chunk results in chunk order; in-process with per-day progress when there is one chunk."""
-    chunks = p.chunks()
-    if len(chunks) == 1 or jobs == 1:
-        for chunk, first, n in chunks:
-            yield simulate_chunk(p, chunk, first, n, on_day=lambda d, n=n: bar.update(n / p.days))
-        return
-    parallel = Parallel(n_jobs=min(jobs, len(chunks)), return_as="generator")
-    for (chunk, first, n), tables in zip(chunks, parallel(delayed(simulate_chunk)(p, *c) for c in chunks)):
-        bar.update(n)
-        yield tables
 
 
 def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int = 2,
@@ -68,20 +52,15 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
     users, restrictions, snapshots, corruption = [], [], [], []
     restorations, recovery = [], []
     writer = None
-    rows = 0
     with tqdm(total=p.users, unit="user", desc="simulate", disable=None if progress else True,
               bar_format="{l_bar}{bar}| {n:,.0f}/{total:,} users [{elapsed}<{remaining}]") as bar:
-        for chunk, tables in enumerate(_chunks(p, jobs, bar)):
+        for tables in iter_world(p, corrupt_rate, jobs, on_users=bar.update):
             events = tables.events
-            if corrupt_rate > 0:
-                rng = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(chunk, 99)))
-                frame, truth = corrupt_events(events.to_pandas(), corrupt_rate, rng, first_row=rows)
-                events = pa.Table.from_pandas(frame, preserve_index=False)
-                corruption.append(pa.Table.from_pandas(truth, preserve_index=False))
+            if tables.corruption is not None:
+                corruption.append(tables.corruption)
             if writer is None:
                 writer = pq.ParquetWriter(tmp / "events.parquet", events.schema)
             writer.write_table(events, row_group_size=1 << 20)
-            rows += events.num_rows
             users.append(tables.users)
             restrictions.append(tables.restrictions)
             snapshots.append(tables.snapshots)

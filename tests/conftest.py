@@ -14,13 +14,10 @@ import pytest
 @pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory) -> Path:
     """An empty, migrated MLflow SQLite store, built once per session."""
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{path}")
-    mlflow.search_experiments()  # runs the migrations
-    mlflow.set_tracking_uri(previous)
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # runs the migrations; no global state
     return path
 
 
@@ -119,3 +116,8 @@ def corrupt_world(tmp_path_factory) -> Path:
     """A small world with 1% of its event rows corrupted on purpose."""
     return shared_world(tmp_path_factory, "corrupt", users=1_000, months=6, seed=5, oracle_users=100,
                         corrupt_rate=0.01)
+
+
+# ---------------------------------------------------------------------------- a registry with linerisk@champion
+# On the real feature spec, built once per session (tests/pipeline/scoring_world.py): for the jobs and the API.
+from tests.pipeline.scoring_world import store, store_env  # noqa: E402, F401 (fixtures)

@@ -88,3 +88,33 @@ def test_a_missing_value_reads_as_no_record_not_as_n_a():
 def test_a_feature_that_can_be_missing_must_say_what_none_means():
     with pytest.raises(ValueError, match="give none_en and none_zh"):
         Feature("x", "overdue", None, "days_since_last", -1, True, "{value} days", "{value}天", unit="days")
+
+
+def test_every_cause_family_a_user_can_act_on_has_a_lever_with_texts_in_both_languages():
+    from linerisk.models.recover import spec_levers
+    from linerisk.models.train import registry_spec
+
+    levers = spec_levers(registry_spec())
+    assert {lv.family for lv in levers} == {"overdue", "early_repayment", "fund_misuse", "credit_score",
+                                            "multi_borrowing", "utilisation"}
+    for lv in levers:
+        assert "{value}" in lv.text_en and "{value}" in lv.text_zh and lv.text_en != lv.text_zh, lv.code
+        assert lv.shown in {name for name, *_ in lv.moves}, lv.code
+
+
+def test_a_lever_on_a_feature_the_user_cannot_move_or_without_one_target_is_refused():
+    from linerisk.features.spec import Lever, check_levers
+
+    base = dict(name="x_count_90d", family="overdue", window=90, aggregation="count", direction=1, actionable=True,
+                text_en="{value} x", text_zh="{value} 次", source="repayment.late")
+    with pytest.raises(ValueError, match="only an actionable feature"):
+        Feature(**{**base, "actionable": False}, levers=(Lever("stop_x", to=0.0),))
+    with pytest.raises(ValueError, match="exactly one of to or by"):
+        Feature(**base, levers=(Lever("stop_x", to=0.0, by=1.0),))
+    silent = Feature(**base, levers=(Lever("stop_x", to=0.0),))
+    with pytest.raises(ValueError, match="exactly one feature must carry its texts"):
+        check_levers((silent,))
+    texted = Feature(**{**base, "name": "y"}, levers=(Lever("stop_x", to=0.0, of="nope", text_en="a {value}",
+                                                             text_zh="乙{value}"),))
+    with pytest.raises(ValueError, match="unknown feature 'nope'"):
+        check_levers((silent, texted))

@@ -28,7 +28,7 @@ def world_model(world: Path):
     """RestrictionModel on the registry spec, trained on small-world features with `known_logit` labels."""
     from linerisk.features import spec as feature_spec
     from linerisk.features.labels import build_panel
-    from linerisk.models.train import TrainParams, model_spec, train_model
+    from linerisk.models.train import TrainParams, registry_spec, train_model
     from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
@@ -37,7 +37,7 @@ def world_model(world: Path):
     panel = build_panel(events, users, snaps, horizon_days=90).reset_index()
     rng = np.random.default_rng(0)
     label = (rng.random(len(panel)) < 1 / (1 + np.exp(-known_logit(panel)))).astype(np.int8)
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = registry_spec()
     names = feature_spec.feature_names()
     half = rng.random(len(panel)) < 0.7
     return train_model(panel.loc[half, names], label[half], panel.loc[~half, names], label[~half],

@@ -68,7 +68,7 @@ def test_levers_only_lower_risk_and_stay_in_range(model):
     spec = model.spec_
     direction = {f["name"]: f["direction"] for f in spec["features"]}
     names = [f["name"] for f in spec["features"]]
-    for moves in recover.lever_values(recover.LEVERS, features[names], spec):
+    for moves in recover.lever_values(recover.spec_levers(spec), features[names], spec):
         for col, new in moves.items():
             cur = features[names[col]].to_numpy(dtype=float)
             assert direction[names[col]] != 0
@@ -85,3 +85,23 @@ def test_a_user_already_below_the_threshold_has_nothing_to_do(model):
     assert plan.summary.loc[3, "reached"] and plan.summary.loc[3, "n_steps"] == 0 and plan.steps.empty
     tp = recover.project_time(model.scorer_, events, users, [3], AS_OF)
     assert tp.recovery.loc[3, "recovery_days"] == 0
+
+
+def test_the_plans_levers_are_the_ones_the_models_spec_declares(model):
+    import copy
+
+    from linerisk.models.scoring import Scorer
+
+    events, users = _two_users()
+    features = build_features(events, AS_OF, users)
+    spec = copy.deepcopy(model.spec_)
+    for f in spec["features"]:  # keep only the early-repayment action
+        f["levers"] = [lv for lv in f.get("levers", []) if lv["action"] == "no_early_repayment_90d"]
+    only_early = Scorer(model.scorer_.booster.model_to_string(), model.calibrator_, spec)
+    plan = recover.plan_actions(only_early, features)
+    assert set(plan.steps["code"]) == {"no_early_repayment_90d"}
+    for f in spec["features"]:
+        f["levers"] = []
+    bare = recover.plan_actions(Scorer(model.scorer_.booster.model_to_string(), model.calibrator_, spec), features)
+    assert bare.steps.empty and not bare.summary["n_steps"].any()
+    np.testing.assert_allclose(bare.summary["final_probability"], bare.summary["probability_now"])

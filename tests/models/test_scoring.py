@@ -98,3 +98,16 @@ def test_shap_families_add_up_to_the_raw_score(scorer, frame):
 def test_more_overdue_never_lowers_the_probability(scorer, frame):
     worse = frame.assign(overdue_days_max_90d=frame["overdue_days_max_90d"] + 1.0)
     assert (scorer.probability(worse) >= scorer.probability(frame) - 1e-12).all()
+
+
+def test_explain_gives_the_batch_score_and_reasons_and_helpers_that_mirror_them(scorer, frame):
+    scores, ex = scorer.score(frame), scorer.explain(frame)
+    cols = ["probability", "band", *reason_columns()]
+    pd.testing.assert_frame_equal(ex.scores[cols], scores[cols])
+    np.testing.assert_allclose(ex.contributions.sum(axis=1), ex.scores["raw_score"], atol=1e-9)
+    pd.testing.assert_frame_equal(ex.by_family, scorer.family_contributions(frame))
+    # what helps is the reasons' mirror image: the same ranking on -SHAP
+    X = prepare_features(frame, scorer.spec)
+    down = scoring.reasons_frame(-scorer.shap_values(X), X, scorer.spec)
+    np.testing.assert_allclose(ex.scores["help_1_contribution"].fillna(0), -down["reason_1_contribution"].fillna(0))
+    assert (ex.scores["help_1_family"].fillna("") == down["reason_1_family"].fillna("")).all()

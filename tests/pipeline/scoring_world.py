@@ -2,7 +2,7 @@
 
 Scoring, monitoring and serving only read the registry, so one store (SQLite + artifacts) is
 shared by every test and xdist worker (built under a file lock, like the simulated worlds).
-tests/pipeline/conftest.py makes its `store` and `store_env` fixtures available to every pipeline test.
+tests/conftest.py makes its `store` and `store_env` fixtures available to every test.
 """
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ def _train_and_register(world: Path) -> None:
     from linerisk.features import spec as feature_spec
     from linerisk.features.labels import build_panel
     from linerisk.models import registry
-    from linerisk.models.train import TrainParams, model_spec, reference_distributions, split_random, train_model
+    from linerisk.models.train import TrainParams, registry_spec, reference_distributions, split_random, train_model
     from linerisk.pipeline.io import read_events, read_users
 
     users = read_users(world / "users.parquet")
     events = read_events(world / "events.parquet", users).good
     snaps = pd.date_range(end=AS_OF, periods=4, freq="15D", tz="UTC")  # near AS_OF: a batch there is not drifted
     panel = build_panel(events, users, snaps, horizon_days=90).reset_index()
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = registry_spec()
     names = feature_spec.feature_names()
     split = split_random(panel, "label", seed=0)
     model = train_model(split.train[names], split.train["label"], split.valid[names], split.valid["label"],

@@ -125,14 +125,14 @@ def test_two_runs_with_the_same_out_never_delete_each_others_partial_file(store,
 
 def test_a_row_the_features_did_not_consume_breaks_the_count_and_stops_the_run(store, small_world, tmp_path,
                                                                                monkeypatch, capsys):
-    from linerisk.pipeline import score_job
+    from linerisk.models import batch  # where each chunk's events are prepared for the features
 
-    real = score_job.prepare_events
+    real = batch.prepare_events
 
     def lossy(events, *args, **kwargs):  # a bug that loses two rows on the way into the features
         return real(events.iloc[2:], *args, **kwargs)
 
-    monkeypatch.setattr(score_job, "prepare_events", lossy)
+    monkeypatch.setattr(batch, "prepare_events", lossy)
     out = tmp_path / "scores.parquet"
     assert score(small_world, out) == 2
     err = capsys.readouterr().err.strip().splitlines()
