@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/treeshap.py
 	$(BIN)/python benchmarks/explain.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) .linerisk

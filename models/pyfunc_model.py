@@ -8,6 +8,7 @@ against the manifest and refuses a tampered package.
 from __future__ import annotations
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 from mlflow.models import set_model
 
@@ -17,13 +18,24 @@ from linerisk.models.scoring import scorer_from_files
 
 
 class LineRiskModel(mlflow.pyfunc.PythonModel):
-    """Feature frame in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out."""
+    """Feature columns in; probability, band and the top-3 reasons (family, code, texts, SHAP log-odds) out.
+
+    MLflow hands `predict` a frame, or a mapping of column -> array under a tensor signature (as
+    `linerisk serve` gives it); the Scorer was built once in `load_context`."""
 
     def load_context(self, context) -> None:
         self.scorer = scorer_from_files(dict(context.artifacts))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.scorer.score(pd.DataFrame(model_input))
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        return self.scorer.score(as_frame(model_input))
+
+
+def as_frame(model_input) -> pd.DataFrame:
+    """A frame of the model input; a mapping of equal-length columns becomes one in a single block."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    names = list(model_input)
+    return pd.DataFrame(np.column_stack([np.asarray(model_input[n]).reshape(-1) for n in names]), columns=names)
 
 
 set_model(LineRiskModel())

@@ -26,9 +26,11 @@ import pandas as pd
 from linerisk.features import valuefmt
 
 try:
+    import numba
+
     from linerisk.models.treeshap import explainer_for
 except ImportError:  # no numba here: LightGBM's pred_contrib gives the same values, slower
-    explainer_for = None
+    numba, explainer_for = None, None
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BAND_EDGES = (0.05, 0.15, 0.35)
 BAND_NAMES = ("low", "medium", "high", "very_high")
 N_REASONS = 3
+STRING = pd.StringDtype()  # the contract's text dtype, built once (resolving the name "string" costs per call)
 # Smallest family SHAP sum (log-odds) that counts as a reason; 0.01 is a 1% change in the odds.
 MIN_CONTRIBUTION = 0.01
 
@@ -63,39 +66,108 @@ def assign_bands(probability: np.ndarray, edges: tuple[float, ...] = DEFAULT_BAN
     return np.asarray(BAND_NAMES, dtype=object)[idx]
 
 
-def prepare_features(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+class Layout:
+    """What a spec fixes for scoring, worked out once per model package (not per request): feature
+    names, categorical columns and their categories, families and which features form each, and
+    the reason-text templates."""
+
+    def __init__(self, spec: dict[str, Any]):
+        features = spec["features"]
+        self.names = [f["name"] for f in features]
+        self.name_array = np.asarray(self.names, dtype=object)
+        categories = spec.get("categories", {})
+        self.categories = {j: pd.Index(categories[n], dtype=object) for j, n in enumerate(self.names) if n in categories}
+        family = [f["family"] for f in features]
+        self.families = np.asarray(sorted(set(family)), dtype=object)
+        self.feature_family = np.searchsorted(self.families, np.asarray(family, dtype=object))
+        self.members = [np.flatnonzero(self.feature_family == g) for g in range(len(self.families))]
+        self.texts = [{lang: (f.get(f"text_{lang}") or f"{f['name']} = {{value}}", f.get(f"none_{lang}", ""))
+                       for lang in ("en", "zh")} for f in features]
+        self.units = [f.get("unit", "") for f in features]
+
+    def _check(self, frame: pd.DataFrame) -> None:
+        missing = [n for n in self.names if n not in frame.columns]
+        if missing:
+            raise ValueError(f"input has {len(self.names) - len(missing)} of the model's {len(self.names)} "
+                             f"features; missing column(s): {', '.join(missing[:10])}"
+                             + (" ..." if len(missing) > 10 else ""))
+
+    def numeric(self, name: str, col: Any) -> np.ndarray:
+        """One numeric input column as numbers (float32 stays float32, the rest float64); raises naming it."""
+        if isinstance(col, np.ndarray) and col.dtype.kind in "fiub":
+            return col if col.dtype in (np.float32, np.float64) else col.astype(np.float64)
+        try:
+            num = pd.to_numeric(col if isinstance(col, pd.Series) else pd.Series(col), errors="raise")
+            return (num.to_numpy() if num.dtype == np.float32  # float32 panels stay small
+                    else num.to_numpy(dtype=np.float64, na_value=np.nan))
+        except (TypeError, ValueError):
+            raise ValueError(f"column {name}: expected numbers, got {getattr(col, 'dtype', type(col).__name__)}") from None
+
+    def codes(self, j: int, col: Any) -> np.ndarray:
+        """A categorical input column as its category codes (float; unknown or missing -> NaN), as LightGBM reads them."""
+        values = np.asarray(col, dtype=object)
+        codes = self.categories[j].get_indexer(values).astype(np.float64)
+        codes[codes < 0] = np.nan
+        return codes
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model input as one (rows, features) float64 matrix in spec order; categoricals as codes.
+
+        A frame of numeric columns is converted in one block; extra columns are ignored."""
+        self._check(frame)
+        if not self.categories:
+            sub = frame if list(frame.columns) == self.names else frame[self.names]
+            if all(getattr(dt, "kind", "O") in "fiub" for dt in sub.dtypes):
+                return np.ascontiguousarray(sub.to_numpy(dtype=np.float64, na_value=np.nan))
+        out = np.empty((len(frame), len(self.names)), dtype=np.float64)
+        for j, name in enumerate(self.names):
+            col = frame[name]
+            out[:, j] = self.codes(j, col) if j in self.categories else self.numeric(name, col)
+        return out
+
+    def display(self, X: np.ndarray, j: int) -> np.ndarray:
+        """Column j of a model-input matrix as shown in reason texts (categories for codes)."""
+        if j not in self.categories:
+            return X[:, j]
+        cats = np.append(self.categories[j].to_numpy(dtype=object), np.nan)
+        codes = X[:, j]
+        return cats[np.where(np.isnan(codes), -1, codes).astype(np.int64)]
+
+
+def layout_of(spec: dict[str, Any] | Layout) -> Layout:
+    return spec if isinstance(spec, Layout) else Layout(spec)
+
+
+def prepare_features(frame: pd.DataFrame, spec: dict[str, Any] | Layout) -> pd.DataFrame:
     """The model's input frame: spec columns in spec order, numeric as float32/float64, categoricals fixed.
 
-    Extra columns (user_id, as_of, ...) are ignored; a missing column raises naming it.
-    """
-    names = [f["name"] for f in spec["features"]]
-    missing = [n for n in names if n not in frame.columns]
-    if missing:
-        raise ValueError(f"input has {sum(n in frame.columns for n in names)} of the model's {len(names)} "
-                         f"features; missing column(s): {', '.join(missing[:10])}"
-                         + (" ..." if len(missing) > 10 else ""))
-    categories = spec.get("categories", {})
+    Extra columns (user_id, as_of, ...) are ignored; a missing column raises naming it. Scoring
+    itself uses `Layout.matrix` (the same column rules, no frame built)."""
+    layout = layout_of(spec)
+    layout._check(frame)
     out = {}
-    for name in names:
+    for j, name in enumerate(layout.names):
         col = frame[name]
-        if name in categories:
-            out[name] = pd.Categorical(col.astype("object").where(col.notna(), None), categories=categories[name])
+        if j in layout.categories:
+            out[name] = pd.Categorical(col.astype("object").where(col.notna(), None), categories=layout.categories[j])
         else:
-            try:
-                num = pd.to_numeric(col, errors="raise")
-                out[name] = (num.to_numpy() if num.dtype == np.float32  # float32 panels stay small
-                             else num.to_numpy(dtype=np.float64, na_value=np.nan))
-            except (TypeError, ValueError):
-                raise ValueError(f"column {name}: expected numbers, got {col.dtype}") from None
+            out[name] = layout.numeric(name, col)
     return pd.DataFrame(out, index=frame.index)
 
 
-def family_contributions(contrib: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
+def _family_sums(contrib: np.ndarray, layout: Layout) -> np.ndarray:
+    """(rows, families) SHAP sums, families in sorted order, bias column dropped."""
+    out = np.zeros((contrib.shape[0], len(layout.families)))
+    for g, cols in enumerate(layout.members):
+        out[:, g] = contrib[:, cols].sum(axis=1)
+    return out
+
+
+def family_contributions(contrib: np.ndarray, spec: dict[str, Any] | Layout) -> pd.DataFrame:
     """Per-feature values (n, features [+ bias]) summed per spec family: SHAP log-odds, or any other
     per-feature quantity such as split gain. Columns beyond the spec's features (the bias) are dropped."""
-    families = [f["family"] for f in spec["features"]]
-    values = pd.DataFrame(contrib[:, : len(families)], columns=families)
-    return values.T.groupby(level=0, sort=True).sum().T
+    layout = layout_of(spec)
+    return pd.DataFrame(_family_sums(np.asarray(contrib), layout), columns=list(layout.families))
 
 
 def _rank(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,59 +193,70 @@ def reason_columns(k: int = N_REASONS) -> list[str]:
     return [f"reason_{j}_{field}" for j in range(1, k + 1) for field in REASON_FIELDS]
 
 
-def _texts(X: pd.DataFrame, feature: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _texts(X: pd.DataFrame | np.ndarray, feature: np.ndarray, spec: dict[str, Any] | Layout) -> tuple[np.ndarray, np.ndarray]:
     """English and Chinese reason texts for (row, feature index) pairs; -1 = no reason (None).
 
-    One format call per distinct (feature, value), not per row: values repeat a lot."""
+    `X`: the model-input frame, or the model-input matrix of `Layout.matrix`. One format call per
+    distinct (feature, value), not per row: values repeat a lot."""
+    layout = layout_of(spec)
     en = np.full(feature.shape, None, dtype=object)
     zh = np.full(feature.shape, None, dtype=object)
     for f in np.unique(feature[feature >= 0]):
-        entry = spec["features"][f]
-        unit = entry.get("unit", "")
-        fallback = f"{entry['name']} = {{value}}"
         at = feature == f
         rows, _ = np.nonzero(at)  # row-major, the order in which out[at] is filled
-        codes, uniques = pd.factorize(X.iloc[:, f].to_numpy()[rows], use_na_sentinel=False)
+        column = X.iloc[:, f].to_numpy() if isinstance(X, pd.DataFrame) else layout.display(X, f)
+        codes, uniques = pd.factorize(column[rows], use_na_sentinel=False)
         for lang, out in (("en", en), ("zh", zh)):
-            template, none = entry.get(f"text_{lang}") or fallback, entry.get(f"none_{lang}", "")
-            texts = np.asarray([valuefmt.fill_template(template, unit, v, lang, none) for v in uniques], dtype=object)
+            template, none = layout.texts[f][lang]
+            texts = np.asarray([valuefmt.fill_template(template, layout.units[f], v, lang, none) for v in uniques],
+                               dtype=object)
             out[at] = texts[codes]
     return en, zh
 
 
-def reasons_frame(contrib: np.ndarray, X: pd.DataFrame, spec: dict[str, Any], k: int = N_REASONS) -> pd.DataFrame:
-    """The contract's reason columns from per-feature SHAP values (bias last) and the model-input frame `X`.
+def reason_arrays(contrib: np.ndarray, X: pd.DataFrame | np.ndarray, spec: dict[str, Any] | Layout,
+                  k: int = N_REASONS) -> dict[str, Any]:
+    """The contract's reason columns (name -> array) from per-feature SHAP values (bias last) and the model input.
 
     family: the k families with the largest positive SHAP sum; code `<family>:<feature>` and the
     texts name the family's feature with the largest SHAP value; null where fewer than k families push up."""
-    by_family = family_contributions(contrib, spec)
-    families = np.asarray(by_family.columns, dtype=object)
-    feature_family = np.searchsorted(families, [f["family"] for f in spec["features"]])
-    values = by_family.to_numpy(dtype=np.float64)
+    layout = layout_of(spec)
+    values = _family_sums(contrib, layout)
     n = len(values)
     # driver[:, g]: the feature of family g with the largest SHAP value, per row
-    driver = np.empty((n, len(families)), dtype=np.int64)
-    for g in range(len(families)):
-        cols = np.flatnonzero(feature_family == g)
+    driver = np.empty((n, len(layout.families)), dtype=np.int64)
+    for g, cols in enumerate(layout.members):
         driver[:, g] = cols[np.argmax(contrib[:, cols], axis=1)]
     idx, val, up = _rank(values, k)
     feature = np.where(up, np.take_along_axis(driver, idx, axis=1), -1)
-    en, zh = _texts(X, feature, spec)
-    names = np.asarray([f["name"] for f in spec["features"]], dtype=object)
+    en, zh = _texts(X, feature, layout)
     out = {}
     for j in range(k):
-        fam = np.where(up[:, j], families[idx[:, j]], None)
-        code = np.where(up[:, j], np.char.add(np.char.add(fam.astype(str), ":"), names[feature[:, j]].astype(str))
-                        .astype(object), None)
-        out[f"reason_{j + 1}_family"] = pd.array(fam, dtype="string")
-        out[f"reason_{j + 1}_code"] = pd.array(code, dtype="string")
-        out[f"reason_{j + 1}_text_en"] = pd.array(en[:, j], dtype="string")
-        out[f"reason_{j + 1}_text_zh"] = pd.array(zh[:, j], dtype="string")
+        fam = np.where(up[:, j], layout.families[idx[:, j]], None)
+        code = np.full(n, None, dtype=object)
+        code[up[:, j]] = fam[up[:, j]] + ":" + layout.name_array[feature[up[:, j], j]]
+        out[f"reason_{j + 1}_family"] = pd.array(fam, dtype=STRING)
+        out[f"reason_{j + 1}_code"] = pd.array(code, dtype=STRING)
+        out[f"reason_{j + 1}_text_en"] = pd.array(en[:, j], dtype=STRING)
+        out[f"reason_{j + 1}_text_zh"] = pd.array(zh[:, j], dtype=STRING)
         out[f"reason_{j + 1}_contribution"] = np.where(up[:, j], val[:, j], np.nan)
-    return pd.DataFrame(out, index=X.index)
+    return out
 
 
-def helping_frame(contrib: np.ndarray, X: pd.DataFrame, spec: dict[str, Any], k: int = N_REASONS) -> pd.DataFrame:
+def reasons_frame(contrib: np.ndarray, X: pd.DataFrame | np.ndarray, spec: dict[str, Any] | Layout,
+                  k: int = N_REASONS) -> pd.DataFrame:
+    """`reason_arrays` as a frame, indexed like `X` when it is one."""
+    index = X.index if isinstance(X, pd.DataFrame) else None
+    return pd.DataFrame(reason_arrays(contrib, X, spec, k), index=index)
+
+
+# Requests of up to this many rows are scored on the calling thread: a thread team costs more than it
+# saves on a handful of rows, and a server's workers already keep every core busy.
+SMALL_BATCH = 64
+
+
+def helping_frame(contrib: np.ndarray, X: pd.DataFrame | np.ndarray, spec: dict[str, Any] | Layout,
+                  k: int = N_REASONS) -> pd.DataFrame:
     """The k families pulling risk down most ("what is helping you"): `help_j_family/code/text_en/text_zh/contribution`.
 
     The contract's reason columns computed on -SHAP, so code and texts name the feature that lowers risk most."""
@@ -196,71 +279,85 @@ class Scorer:
     """A loaded model package: the booster, its calibrator and its spec, ready to score frames.
 
     `score` and `explain` share one computation: probability and band from the booster, reasons
-    (and what helps) from one SHAP pass, so a batch score and an explanation always agree."""
+    (and what helps) from one SHAP pass, so a batch score and an explanation always agree.
+    Everything the package fixes (feature order, categories, families, templates, the SHAP tables)
+    is worked out here once, so a one-row request only pays for its own row."""
 
     def __init__(self, booster_text: str, calibrator: dict[str, Any], spec: dict[str, Any]):
         self.booster = lgb.Booster(model_str=booster_text)
         self.calibrator = calibrator
         self.spec = spec
-        expected = [f["name"] for f in spec["features"]]
-        if self.booster.feature_name() != expected:
+        self.layout = Layout(spec)
+        if self.booster.feature_name() != self.layout.names:
+            expected = self.layout.names
             raise ValueError(f"booster has {self.booster.num_feature()} features that do not match "
                              f"the spec's {len(expected)} (first: {self.booster.feature_name()[:3]} vs {expected[:3]})")
         self.band_edges = tuple(spec.get("band_edges", DEFAULT_BAND_EDGES))
+        if explainer_for is not None:
+            explainer_for(self.booster)  # parse the trees and build the SHAP tables now, not on the first request
+
+    def _predict_raw(self, X: np.ndarray) -> np.ndarray:
+        threads = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
+        return self.booster.predict(X, raw_score=True, **threads)
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(prepare_features(frame, self.spec), raw_score=True)
+        return self._predict_raw(self.layout.matrix(frame))
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         return apply_calibrator(self.raw_score(frame), self.calibrator)
 
-    def shap_values(self, X: pd.DataFrame) -> np.ndarray:
-        """Exact SHAP (log-odds) per feature plus the bias column, for a frame already through prepare_features."""
+    def shap_values(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Exact SHAP (log-odds) per feature plus the bias column, for a model-input frame or matrix."""
         if explainer_for is None:
             if not getattr(Scorer, "_warned", False):
                 logger.warning("scoring: numba TreeSHAP unavailable; using LightGBM pred_contrib (same values, slower)")
                 Scorer._warned = True
             return np.asarray(self.booster.predict(X, pred_contrib=True))
-        return explainer_for(self.booster).shap_values(X)
+        if len(X) > SMALL_BATCH:
+            return explainer_for(self.booster).shap_values(X)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)  # this thread only (numba's setting is per thread)
+        try:
+            return explainer_for(self.booster).shap_values(X)
+        finally:
+            numba.set_num_threads(threads)
 
     def family_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """SHAP summed per spec family (log-odds; all families, bias dropped), indexed like `frame`."""
-        out = family_contributions(self.shap_values(prepare_features(frame, self.spec)), self.spec)
+        out = family_contributions(self.shap_values(self.layout.matrix(frame)), self.layout)
         out.index = frame.index
         return out
 
-    def _scores(self, X: pd.DataFrame, index: pd.Index, shap: np.ndarray | None, k: int,
-                helping: bool) -> pd.DataFrame:
-        """probability, raw_score, band, then (with `shap`) reason_j_* and (with `helping`) help_j_*."""
-        raw = self.booster.predict(X, raw_score=True)
+    def _columns(self, X: np.ndarray, shap: np.ndarray | None, k: int) -> dict[str, Any]:
+        """probability, raw_score, band, then (with `shap`) reason_j_*, for a model-input matrix."""
+        raw = self._predict_raw(X)
         p = apply_calibrator(raw, self.calibrator)
-        out = pd.DataFrame({"probability": p, "raw_score": raw}, index=index)
-        out["band"] = pd.array(assign_bands(p, self.band_edges), dtype="string")
-        if shap is None:
-            return out
-        parts = [out, reasons_frame(shap, X, self.spec, k)]
-        if helping:
-            parts.append(helping_frame(shap, X, self.spec, k))
-        return pd.concat(parts, axis=1)
+        out = {"probability": p, "raw_score": raw, "band": pd.array(assign_bands(p, self.band_edges), dtype=STRING)}
+        if shap is not None:
+            out.update(reason_arrays(shap, X, self.layout, k))
+        return out
 
     def score(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """`user_id`/`as_of` (when in `frame`), probability, band and (if `reasons`) the contract's
         reason columns: family, code, texts (en, zh) and SHAP contribution for k = 1..3."""
-        X = prepare_features(frame, self.spec)
-        out = self._scores(X, frame.index, self.shap_values(X) if reasons else None, N_REASONS, helping=False)
-        out = out.drop(columns="raw_score")
-        passthrough = [c for c in ("user_id", "as_of") if c in frame.columns]
-        return pd.concat([frame[passthrough], out], axis=1) if passthrough else out
+        X = self.layout.matrix(frame)
+        out: dict[str, Any] = {c: frame[c].array for c in ("user_id", "as_of") if c in frame.columns}
+        out.update(self._columns(X, self.shap_values(X) if reasons else None, N_REASONS))
+        del out["raw_score"]
+        return pd.DataFrame(out, index=frame.index)
 
     def explain(self, frame: pd.DataFrame, k: int = N_REASONS) -> Explanation:
         """Probability, raw score, band, the top-k families pushing risk up (reasons) and down (helping),
         and the per-feature and per-family SHAP behind them, from one SHAP pass."""
-        X = prepare_features(frame, self.spec)
+        X = self.layout.matrix(frame)
         values = self.shap_values(X)
-        contrib = pd.DataFrame(values, columns=[*X.columns, "bias"], index=frame.index)
-        by_family = family_contributions(values, self.spec)
+        helping = helping_frame(values, X, self.layout, k)
+        helping.index = frame.index
+        scores = pd.concat([pd.DataFrame(self._columns(X, values, k), index=frame.index), helping], axis=1)
+        contrib = pd.DataFrame(values, columns=[*self.layout.names, "bias"], index=frame.index)
+        by_family = family_contributions(values, self.layout)
         by_family.index = frame.index
-        return Explanation(self._scores(X, frame.index, values, k, helping=True), contrib, by_family)
+        return Explanation(scores, contrib, by_family)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -25,6 +25,7 @@ COMMANDS = {
     "score": ("linerisk.pipeline.score_job", "Score every active line: probability, band, reasons."),
     "monitor": ("linerisk.pipeline.monitor_job", "Drift (PSI) of a scored batch vs the training reference."),
     "explain": ("linerisk.pipeline.explain_job", "One user: risk, reasons, what helps, the path back."),
+    "serve": ("linerisk.pipeline.serve_job", "Serve the registered models over HTTP (MLflow's scoring server)."),
 }
 
 

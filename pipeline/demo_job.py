@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -88,8 +91,24 @@ def command(users, months, seed, config_path) -> None:
                         ("registered model", f"models:/{name}@champion (version {version})")):
         click.echo(f"  {what:<24} {where}")
     click.echo(f"\nbrowse runs: mlflow ui --backend-store-uri {registry.tracking_uri()}")
-    click.echo(f"serve:       MLFLOW_TRACKING_URI={registry.tracking_uri()} "
-               f"mlflow models serve -m models:/{name}@champion --env-manager local -p 5001")
+    click.echo(f"serve:       {serve_command(name)}")
+
+
+def serve_command(name: str) -> str:
+    """The shell line that serves the demo's champion, runnable as printed from here: this
+    environment's `linerisk` (no activated virtualenv needed) on the demo's store."""
+    from linerisk.models import registry
+
+    exe = Path(sys.executable).parent / "linerisk"
+    if not exe.exists():
+        exe = Path(shutil.which("linerisk") or "linerisk")
+    shown = os.path.relpath(exe)
+    if shown.startswith(".."):
+        shown = str(exe)
+    elif os.sep not in shown:
+        shown = os.path.join(".", shown)  # a bare name would be looked up on PATH
+    return (f"MLFLOW_TRACKING_URI={shlex.quote(registry.tracking_uri())} {shlex.quote(shown)} serve "
+            f"--model {name}@champion --port 5001")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,3 +111,31 @@ def test_explain_gives_the_batch_score_and_reasons_and_helpers_that_mirror_them(
     down = scoring.reasons_frame(-scorer.shap_values(X), X, scorer.spec)
     np.testing.assert_allclose(ex.scores["help_1_contribution"].fillna(0), -down["reason_1_contribution"].fillna(0))
     assert (ex.scores["help_1_family"].fillna("") == down["reason_1_family"].fillna("")).all()
+
+
+def test_the_input_matrix_reads_a_frame_as_lightgbm_reads_the_prepared_frame():
+    """Ints, float32, bools, text categories (seen, unseen, missing) and NaN: Layout.matrix gives the
+    booster what it reads from prepare_features' frame, so the one-block path changes no answer."""
+    from linerisk.models.train import TrainParams, split_random, train_model
+    from tests.conftest import FAST
+    from tests.models.synth import make_panel
+
+    panel = make_panel(n_users=400, n_snapshots=1, seed=2)
+    panel["city"] = np.where(panel["overdue_days_max_90d"] > 0.5, "a", "b")
+    train, valid, test = split_random(panel, "label")
+    cols = [*NAMES, "city"]
+    model = train_model(train[cols], train["label"], valid[cols], valid["label"], TrainParams(**FAST))
+    scorer = model.scorer_
+    frame = test[cols].head(60).copy()
+    frame["logins_30d"] = frame["logins_30d"].round().astype("int64")
+    frame["credit_score_last"] = frame["credit_score_last"].astype("float32")
+    frame["early_repayments_90d"] = frame["early_repayments_90d"] > 0
+    frame.loc[frame.index[:5], "city"] = "never-seen"
+    frame.loc[frame.index[5:9], "city"] = None
+    frame.loc[frame.index[9:12], "utilisation_last"] = np.nan
+    prepared = prepare_features(frame, scorer.spec)
+    np.testing.assert_array_equal(scorer.booster.predict(scorer.layout.matrix(frame), raw_score=True),
+                                  scorer.booster.predict(prepared, raw_score=True))
+    np.testing.assert_allclose(scorer.shap_values(scorer.layout.matrix(frame)),
+                               scorer.booster.predict(prepared, pred_contrib=True), atol=1e-9)
+    assert scorer.score(frame)["reason_1_family"].notna().any()

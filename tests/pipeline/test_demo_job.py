@@ -1,9 +1,13 @@
 """End to end: `linerisk demo` simulates, trains, registers, promotes, scores and explains."""
 from __future__ import annotations
 
+import os
+import re
+
 import pandas as pd
 
 from linerisk.pipeline.demo_job import main
+from tests.pipeline.http_server import bare_env, free_port, post, start, stop, wait_for
 
 
 def test_demo_runs_every_stage_and_says_where_the_results_are(mlflow_store, tmp_path, capsys):
@@ -17,6 +21,20 @@ def test_demo_runs_every_stage_and_says_where_the_results_are(mlflow_store, tmp_
     assert len(scores) > 500 and scores["probability"].between(0, 1).all()
     assert (scores["model_version"].astype(str) == "1").all()
     assert "Where the results are" in out and str(demo / "scores.parquet") in out
+
+    # the printed serve line, run by a shell without this virtualenv on PATH, starts a server that answers
+    line = re.search(r"^serve: +(.+)$", out, re.M).group(1)
+    assert " --port 5001" in line
+    port = free_port()
+    server = start(line.replace("--port 5001", f"--port {port}") + " --workers 1",
+                   bare_env({"LINERISK_HOME": os.environ["LINERISK_HOME"]}), tmp_path / "serve.log")
+    try:
+        wait_for(port, server, tmp_path / "serve.log")
+        example = tmp_path / "linerisk_home" / "serving" / "linerisk-v1" / "serving_input_example.json"
+        status, answer = post(f"http://127.0.0.1:{port}/invocations", example.read_bytes())
+        assert status == 200 and pd.DataFrame(answer["predictions"])["probability"].between(0, 1).all()
+    finally:
+        stop(server)
 
     # a second run reuses both worlds (same parameters, same files) and registers version 2
     assert main(["--users", "1500", "--months", "15", "--seed", "3"]) == 0
