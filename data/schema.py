@@ -230,7 +230,8 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz:
 
 # The column each rule is about (missing_required / must_be_null: found per row, see `broken_column`).
 RULE_COLUMNS = {"unknown_event_type": "event_type", "unparseable_time": "event_time", "negative_amount": "amount",
-                "score_out_of_range": "credit_score", "unknown_user": "user_id", "duplicate_event_id": "event_id"}
+                "score_out_of_range": "credit_score", "dpd_out_of_range": "days_past_due", "unknown_user": "user_id",
+                "duplicate_event_id": "event_id"}
 
 
 def broken_column(row: pd.Series) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from linerisk.data.errors import InputError
 from linerisk.data.schema import RED_LINE_DPD
 
 CAUSES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
@@ -66,6 +67,18 @@ class Restoration:
     appeal_rate: float = 0.003    # daily, x (1 + days restricted / 90) x exp(0.4 discipline)
     appeal_lift: tuple[float, ...] = (0.02, 0.40, 0.01, 0.05, 0.40, 0.40, 0.45, 0.05)
     review_days: tuple[int, int] = (2, 10)
+
+    def __post_init__(self) -> None:
+        """Per-cause values come one per cause family (a TOML list is fine); anything else stops the run."""
+        for name in ("cooling_days", "lift", "score_change", "appeal_lift"):
+            value = tuple(getattr(self, name))
+            if len(value) != len(CAUSES):
+                raise InputError(f"config: restoration.{name} needs {len(CAUSES)} values, one per cause "
+                                 f"({', '.join(CAUSES)}), not {len(value)}")
+            object.__setattr__(self, name, value)
+        if len(self.review_days) != 2 or not 0 < self.review_days[0] <= self.review_days[1]:
+            raise InputError(f"config: restoration.review_days must be [first, last] days, not {self.review_days!r}")
+        object.__setattr__(self, "review_days", tuple(self.review_days))
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def _no_restore(restore_model: object) -> None:
 
 def simulate(users: int = 50_000, months: int = 24, seed: int = 0, *, corrupt_rate: float = 0.0, jobs: int = 1,
              **params: Any) -> World:
-    """A synthetic world in memory (events, users, truth_restrictions, truth_snapshots): table for table
+    """A synthetic world in memory (events, users and the truth_* tables): table for table
     what `linerisk simulate` writes for the same parameters. `params`: other data.simulate.WorldParams fields."""
     from linerisk.data.simulate import WorldParams, simulate_world
 

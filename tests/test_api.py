@@ -64,7 +64,8 @@ def test_every_api_name_is_a_documented_function():
 
 def test_simulate_gives_in_memory_the_tables_linerisk_simulate_writes(small_world):
     world = linerisk.simulate(users=2_000, months=12, seed=11, oracle_users=500)
-    for name in ("events", "users", "truth_restrictions", "truth_snapshots"):
+    for name in ("events", "users", "truth_restrictions", "truth_snapshots", "truth_restorations",
+                 "truth_recovery_snapshots"):
         pd.testing.assert_frame_equal(getattr(world, name), pd.read_parquet(small_world / f"{name}.parquet"),
                                       obj=name)
     assert world.truth_corruption is None
@@ -247,7 +248,7 @@ def test_plan_covers_every_active_line_and_its_actions_get_below_the_threshold_f
     from linerisk.features.labels import line_state
     from linerisk.models.recover import apply_plan
 
-    users = world.users.head(80)
+    users = world.users.head(200)
     events = world.events[world.events["user_id"].isin(users["user_id"])]
     way = linerisk.plan(events, users, AS_OF)
     state = line_state(events, AS_OF, users)["state"]

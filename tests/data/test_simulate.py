@@ -164,6 +164,18 @@ def test_simulate_command_runs_from_outside_the_repository(tmp_path):
     assert (tmp_path / "w" / "manifest.json").exists()
 
 
+def test_a_restoration_setting_without_one_value_per_cause_is_a_one_line_error(tmp_path, capsys):
+    config = tmp_path / "world.toml"
+    config.write_text("[simulate.restoration]\ncooling_days = [30, 60]\n")
+    assert main(["simulate", "--users", "50", "--months", "2", "--out", str(tmp_path / "w"),
+                 "--config", str(config)]) == 2
+    assert "restoration.cooling_days needs 8 values" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    config.write_text("[simulate.restoration]\ncooling_days = [30, 30, 120, 45, 45, 45, 30, 60]\n")
+    assert main(["simulate", "--users", "50", "--months", "2", "--out", str(tmp_path / "w"),
+                 "--config", str(config)]) == 0
+
+
 def test_simulate_help_lists_every_option():
     from click.testing import CliRunner
     from linerisk.pipeline.cli import cli
