@@ -87,8 +87,8 @@ def _package(model: str | ModelPackage, check_spec: bool = True) -> ModelPackage
 def _no_restore(restore_model: object) -> None:
     # Where the restoration model for restricted lines slots in (issue 12); active lines only today.
     if restore_model is not None:
-        raise InputError("restore_model: restricted lines have no restoration model in this version; "
-                         "leave restore_model=None (active lines only)")
+        raise InputError("restore_model: explain a restricted line with `linerisk explain --restore-model`; "
+                         "linerisk.explain answers for active lines (leave restore_model=None)")
 
 
 # ---------------------------------------------------------------------------- data and features
@@ -230,15 +230,19 @@ def load_model(ref: str = DEFAULT_MODEL) -> ModelPackage:
 
 def score(events: pd.DataFrame, users: pd.DataFrame, as_of: object, model: str | ModelPackage = DEFAULT_MODEL, *,
           restore_model: str | None = None, tz: str = "UTC", bad_rows: BadRows = "raise") -> pd.DataFrame:
-    """The Scores frame: one row per user whose line is active at `as_of`: probability, band, top-3
-    reasons (family, code, texts en/zh, SHAP log-odds), model name and version; as `linerisk score` writes."""
-    from linerisk.models.batch import score_users
+    """The Scores frame, as `linerisk score` writes it: one row per user with a line at `as_of`; active
+    lines get probability, band and the top-3 reasons, restricted lines (with `restore_model`, e.g.
+    "linerisk-restore@champion"; else active lines only) the restoration answer and what holds it back."""
+    from linerisk.models.batch import require_feature_spec, score_users
 
-    _no_restore(restore_model)
+    restore = None
+    if restore_model is not None:
+        restore = _package(restore_model)
+        require_feature_spec(restore, "restore")
     package = _package(model)
     ts = _timestamp(as_of, tz)
     checked, users = _validated(events, users, bad_rows, tz)
-    scores, _, consumed = score_users(package, checked.good, users, ts, tz)
+    scores, _, consumed = score_users(package, checked.good, users, ts, tz, restore)
     checked.account(*consumed).check()  # every row used, at/after as_of, or left out by rule
     return scores.reset_index(drop=True)
 

@@ -157,7 +157,7 @@ def training_panel(frame: pd.DataFrame, label: str = "label", time_col: str | No
         raise InputError(f"{what}: datetime column(s) {', '.join(bad)} cannot be features; pass --drop")
     if not feature_cols:
         raise InputError(f"{what}: no feature columns besides the label")
-    registry = feature_names()
+    registry = feature_names("restrict")  # linerisk.train's panel is the restriction model's
     extra = [c for c in feature_cols if c not in set(registry)]
     if extra and set(registry) <= set(feature_cols):  # the spec's panel plus something: a leak, not a new table
         raise InputError(f"{what}: column(s) {', '.join(map(str, extra[:5]))} are not in the feature spec; "

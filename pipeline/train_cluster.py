@@ -17,7 +17,7 @@ import pandas as pd
 from linerisk.data.schema import InputError
 from linerisk.features import spec as feature_spec
 from linerisk.models.experiment import TrainResult, run_training
-from linerisk.models.train import Split, TrainParams, model_spec, split_out_of_time, utc_naive
+from linerisk.models.train import Split, TrainParams, registry_spec, split_out_of_time, utc_naive
 from linerisk.models.train_dask import choose_rounds, fit_on_cluster
 from linerisk.pipeline.cluster import DaskRunner
 from linerisk.pipeline.features_job import features_frame
@@ -81,7 +81,7 @@ def train_on_cluster(data_dir: Path, params: TrainParams, runner: DaskRunner, ch
     fraction = min(1.0, sample_size / max(n_train, 1))
     sample = pd.concat(client.gather(client.map(sample_rows, train, [fraction] * len(train), [params.seed] * len(train),
                                                 range(len(train)), pure=False)), ignore_index=True)
-    spec = model_spec(features=feature_spec.FEATURES, spec_hash=feature_spec.spec_hash())
+    spec = registry_spec("restrict")
     rounds = choose_rounds(sample, valid, params, spec)
     train_frame = dd.from_delayed(train, meta=valid.iloc[:0], verify_meta=False)
 

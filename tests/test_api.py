@@ -213,9 +213,13 @@ def test_the_callers_tracking_uri_is_used_as_is_and_mlflow_state_is_left_as_foun
 def test_score_gives_the_rows_linerisk_score_writes(store, small_world, world, tmp_path):
     out = tmp_path / "scores.parquet"
     assert main(["score", "--events", str(small_world / "events.parquet"), "--as-of", AS_OF, "--out", str(out)]) == 0
-    scores = linerisk.score(world.events, world.users, AS_OF)
-    assert len(scores) > 1000 and scores["band"].notna().all()
-    pd.testing.assert_frame_equal(_plain(scores), _plain(pd.read_parquet(out)))
+    scores = linerisk.score(world.events, world.users, AS_OF, restore_model="linerisk-restore@champion")
+    active = scores["line_state"] == "active"
+    assert active.sum() > 1000 and scores.loc[active, "band"].notna().all() and (~active).any()
+    written = pd.read_parquet(out)  # restore_expected is a calendar date (date32) in the file
+    written["restore_expected"] = pd.to_datetime(written["restore_expected"])
+    scores["restore_expected"] = pd.to_datetime(scores["restore_expected"])
+    pd.testing.assert_frame_equal(_plain(scores), _plain(written))
 
 
 def test_score_refuses_a_model_of_another_feature_spec_and_a_restoration_model(mlflow_store, synth_split,
@@ -225,7 +229,7 @@ def test_score_refuses_a_model_of_another_feature_spec_and_a_restoration_model(m
     registry.register_model(trained_model, params={}, metrics={}, reference={}, test_frame=synth_split.test)
     with pytest.raises(InputError, match="feature spec"):
         linerisk.score(world.events, world.users, AS_OF, "linerisk/1")
-    with pytest.raises(InputError, match="restore_model"):
+    with pytest.raises(InputError, match="linerisk-restore@champion"):  # not registered here
         linerisk.score(world.events, world.users, AS_OF, "linerisk/1", restore_model="linerisk-restore@champion")
 
 

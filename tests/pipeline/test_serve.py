@@ -136,12 +136,12 @@ def test_csv_and_parquet_bodies_get_the_same_answer_and_the_same_checks(store, s
 
 
 def test_a_restoration_model_that_is_not_registered_is_one_error_line(store, tmp_path):
-    done = subprocess.run([str(BIN / "linerisk"), "serve", "--restore-model", "linerisk-restore@champion",
+    done = subprocess.run([str(BIN / "linerisk"), "serve", "--restore-model", "linerisk-restore-nowhere@champion",
                            "--port", str(free_port())], env=bare_env(store), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "linerisk-restore" in lines[0] and lines[0].startswith("error: "), done.stderr
+    assert len(lines) == 1 and "linerisk-restore-nowhere" in lines[0] and lines[0].startswith("error: "), done.stderr
 
 
 def test_a_registered_restoration_model_is_served_on_the_next_port(store_env, small_world, tmp_path):
