@@ -310,12 +310,13 @@ class RestrictionModel:
         booster = lgb.train(lgb_params, dtrain, num_boost_round=params.n_estimators,
                             valid_sets=[dvalid], valid_names=["valid"], callbacks=callbacks)
         best = int(booster.best_iteration or booster.current_iteration())
-        return self.calibrate(booster.model_to_string(num_iteration=best), best, X_valid, y_valid, spec)
+        return self.calibrate(booster.model_to_string(num_iteration=best), best, X_valid, y_valid, spec, X_train)
 
     def calibrate(self, booster_text: str, best_iteration: int, X_valid: pd.DataFrame, y_valid,
-                  spec: dict[str, Any] | None = None) -> "RestrictionModel":
+                  spec: dict[str, Any] | None = None, X_reference: pd.DataFrame | None = None) -> "RestrictionModel":
         """Take a grown booster (from `fit`, or from lightgbm.dask on a cluster) and calibrate it on the
-        validation part: the same model, whichever way the trees were grown."""
+        validation part: the same model, whichever way the trees were grown. The reasons' reference
+        profile comes from `X_reference` (the training part; default the validation part)."""
         params = self.params or TrainParams()
         spec = spec or self.spec or default_spec(X_valid)
         self.best_iteration_ = best_iteration
@@ -325,7 +326,9 @@ class RestrictionModel:
         self.n_features_in_ = len(self.feature_names_in_)
         self.scorer_ = Scorer(self.booster_text_, {"method": "none"}, spec)
         self.calibrator_ = fit_calibrator(self.scorer_.raw_score(X_valid), np.asarray(y_valid), params.calibration)
-        reference = attribution_reference(Xt, self.scorer_.raw_score(X_train), spec, params)
+        X_reference = X_valid if X_reference is None else X_reference
+        reference = attribution_reference(prepare_features(X_reference, spec), self.scorer_.raw_score(X_reference),
+                                          spec, params)
         if reference:  # a spec without directional features keeps path-dependent SHAP
             self.spec_ = {**spec, "attribution": {"method": "owen_families_vs_reference", "reference": reference}}
         self.scorer_ = Scorer(self.booster_text_, self.calibrator_, self.spec_)
