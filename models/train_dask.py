@@ -40,4 +40,5 @@ def fit_on_cluster(client, train, valid: pd.DataFrame, rounds: int, params: Trai
         warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored", UserWarning)
         model.fit(X, y)
     booster_text = model.to_local().booster_.model_to_string()
+    # the reasons' reference profile from the validation part: the training part stays on the workers
     return RestrictionModel(params, spec).calibrate(booster_text, rounds, valid[names], valid["label"])
