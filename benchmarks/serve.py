@@ -49,7 +49,7 @@ def request_rows(world: Path, n: int):
 
     users = read_users(world / "users.parquet")
     events = read_events(world / "events.parquet", users).good
-    return build_features(events, last_day(world), users)[feature_names()].head(n).astype("float64")
+    return build_features(events, last_day(world), users)[feature_names("restrict")].head(n).astype("float64")
 
 
 def payload(frame) -> bytes:
