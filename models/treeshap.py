@@ -651,7 +651,7 @@ class TreeShap:
             return self
         self._fitted_trees = n_trees
         self.forest, self.fallback_reason = None, None
-        self._groups_key = None
+        self._groups = None  # (grouping key, per-leaf numbering) of the parsed forest
         try:
             dump = self.booster.dump_model(num_iteration=-1)
             self.forest = _parse(dump, self.booster.num_feature())
@@ -736,10 +736,11 @@ class TreeShap:
         if data.shape[0] == 0:
             return out
         key = group.tobytes()
-        if getattr(self, "_groups_key", None) != key:  # per-leaf group numbering, once per grouping
-            self._groups_key = key
-            self._local_groups = _local_groups(fo.leaf_k, fo.leaf_path_start, group[fo.path_feature])
-        local, n_local = self._local_groups
+        cached = getattr(self, "_groups", None)  # (key, numbering): one attribute, so threads never see half
+        if cached is None or cached[0] != key:  # per-leaf group numbering, once per grouping
+            cached = (key, _local_groups(fo.leaf_k, fo.leaf_path_start, group[fo.path_feature]))
+            self._groups = cached
+        local, n_local = cached[1]
         _explain_baseline(data, ref, n_trees, fo.tree_int_start, fo.tree_leaf_start, fo.int_self,
                           fo.int_left, fo.int_right, fo.int_bit, fo.int_feature, fo.int_threshold,
                           fo.int_nan_left, fo.int_zero_left, fo.int_kind, fo.int_cat_start,
