@@ -70,10 +70,7 @@ def render_restricted(view: dict[str, Any], model: str = "") -> str:
     curve = np.asarray([c["probability"] for c in rest["curve"]])
     lines.append(f"  monthly for a year: {sparkline(curve)}  {pct(curve[0])} -> {pct(curve[-1])}")
     lines.append("What holds restoration back (SHAP on the restoration log-odds):")
-    for r in view["holding_back"] or [{"rank": "-", "family": "none", "code": "", "text_en": "nothing stands out",
-                                      "text_zh": "无", "contribution": 0.0}]:
-        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
-        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    lines += _reason_lines(view["holding_back"], "nothing stands out")
     lines.append("What would bring it sooner:")
     if red["holds"]:
         lines.append("  nothing: past the red line the line does not come back")
@@ -88,6 +85,15 @@ def render_restricted(view: dict[str, Any], model: str = "") -> str:
     return "\n".join(lines)
 
 
+def _reason_lines(reasons: list[dict[str, Any]], none_text: str) -> list[str]:
+    """Ranked reason families, English then Chinese with the code; `none_text` when there are none."""
+    rows = reasons or [{"rank": "-", "family": "none", "code": "", "text_en": none_text, "text_zh": "无",
+                        "contribution": 0.0}]
+    return [line for r in rows for line in (
+        f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}",
+        f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")]
+
+
 def render(view: dict[str, Any], model: str = "") -> str:
     """The explanation as terminal text (English and Chinese side by side)."""
     pct = lambda p: f"{100 * p:.1f}%"  # noqa: E731
@@ -98,10 +104,7 @@ def render(view: dict[str, Any], model: str = "") -> str:
     lines.append(f"probability of a restriction within 90 days: {pct(view['probability'])}  band: {view['band']}")
     lines.append("")
     lines.append("Why (families pushing risk up against your best-achievable self; log-odds):")
-    for r in view["reasons"] or [{"rank": "-", "family": "none", "code": "", "text_en": "no family raises the risk",
-                                  "text_zh": "无", "contribution": 0.0}]:
-        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
-        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    lines += _reason_lines(view["reasons"], "no family raises the risk")
     lines.append("What is helping you (against the average user):")
     for r in view["helping"] or [{"rank": "-", "family": "none", "text_en": "-", "text_zh": "-", "contribution": 0.0}]:
         lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']} / {r['text_zh']}")
