@@ -237,6 +237,8 @@ def fidelity_metrics(scores: pd.DataFrame, truth_snapshots: pd.DataFrame, truth_
         v = overall[name]
         met = (v >= goal) if op == ">=" else (v <= goal)
         goals[name] = f"{op} {goal:.2f}: {'met' if met else 'MISSED'}"
+    if len(present):  # which family is the lowest
+        goals["min_cause_recall_at_3_present_20plus"] += f" ({present['cause_recall_at_3_present'].idxmin()})"
     return Fidelity(overall, table, goals)
 
 
