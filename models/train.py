@@ -340,7 +340,7 @@ class RestrictionModel:
         self.scorer_ = Scorer(self.booster_text_, {"method": "none"}, spec)
         self.calibrator_ = fit_calibrator(self.scorer_.raw_score(X_valid), np.asarray(y_valid), params.calibration)
         self.scorer_ = self.scorer_class(self.booster_text_, self.calibrator_, spec)
-        # the restriction model's reasons compare a user with its best-achievable self (issue 16); the
+        # the restriction model's reasons compare a user with an achievable, ordinary-good self (issue 16); the
         # restoration model keeps path-dependent SHAP
         X_reference = X_valid if X_reference is None else X_reference
         reference = (attribution_reference(prepare_features(X_reference, spec), self.scorer_.raw_score(X_reference),
