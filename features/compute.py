@@ -639,6 +639,43 @@ def _count_older(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
     return snap.bincount(f.source, None) - snap.bincount(f.source, f.window)
 
 
+def _decayed_count(snap: Snapshot, f: Feature) -> np.ndarray:
+    """Events in the window, each weighted 0.5 ** (its age in days / half_life): recent ones count fully."""
+    rate = np.log(0.5) / (f.half_life * DAY_US)
+
+    def weight(b: Block, rows: Piece) -> np.ndarray:
+        return np.exp(rate * (snap.as_of_us - b.t[rows]).astype(np.float64))
+
+    return snap.bincount(f.source, f.window, weight, tag=f"decayed_hl{f.half_life}")
+
+
+def _peak_count(snap: Snapshot, f: Feature) -> np.ndarray:
+    """The most events in any `sub_window` days of the window: for each event, the user's events from it up to
+    sub_window days later (and before as_of), maximised per user; 0 without events. One sort, no loop per user."""
+    u, t = [], []
+    for b, rows, m in snap.parts(f.source, f.window):
+        u.append(b.u[rows] if m is None else b.u[rows][m])
+        t.append(b.t[rows] if m is None else b.t[rows][m])
+    out = np.zeros(snap.n)
+    if not u or not sum(map(len, u)):
+        return out
+    u, t = np.concatenate(u).astype(np.int64), np.concatenate(t)
+    order = np.lexsort((t, u))
+    u, t = u[order], t[order]
+    n = len(t)
+    # events (kind 1) and each event's span end (kind 0, sorted before an event at the same time: the end is open)
+    both_u, both_t = np.concatenate([u, u]), np.concatenate([t, t + f.sub_window * DAY_US])
+    kind = np.concatenate([np.ones(n, np.int8), np.zeros(n, np.int8)])
+    merged = np.lexsort((kind, both_t, both_u))
+    is_end = kind[merged] == 0
+    events_before = np.cumsum(~is_end) - ~is_end  # events sorted before each merged entry
+    ends = merged[is_end] - n  # the event each span end belongs to, in merged order
+    within = np.empty(n, np.int64)
+    within[ends] = events_before[is_end] - ends  # events from the span's own event (index ends) up to its end
+    np.maximum.at(out, u, within.astype(np.float64))
+    return out
+
+
 # aggregation kind -> vectorised function (Snapshot, Feature) -> one float per user row.
 AGGREGATORS: dict[str, Callable[[Snapshot, Feature], np.ndarray]] = {
     "count": _count, "sum": _sum, "share": _share, "flag": _flag, "max_dpd": _max_dpd,
@@ -648,6 +685,7 @@ AGGREGATORS: dict[str, Callable[[Snapshot, Feature], np.ndarray]] = {
     "line_open": _line_open, "line_closed": _line_closed, "days_since_signup": _days_since_signup,
     "segment_merchant": _segment_merchant, "days_restricted": _days_restricted,
     "change_since_restriction": _change_since_restriction, "count_older": _count_older,
+    "decayed_count": _decayed_count, "peak_count": _peak_count,
 }
 
 

@@ -46,13 +46,13 @@ MAY_BE_MISSING = ("share", "last_dpd", "last", "change", "min", "days_since_last
                   "utilisation", "limit", "limit_change_ratio", "change_since_restriction")
 
 # How a value is shown in a reason text.
-UNITS = ("count", "money", "share", "days", "score", "points", "ratio", "flag")
+UNITS = ("count", "money", "share", "days", "score", "points", "ratio", "flag", "weighted")
 
 # Aggregation kinds understood by features/compute.py (kept here so the spec validates itself).
 AGGREGATIONS = ("count", "sum", "share", "flag", "max_dpd", "sum_dpd_capped", "last_dpd", "last", "change",
                 "min", "days_since_last", "days_since_first", "balance", "utilisation", "limit",
                 "limit_change_ratio", "line_open", "line_closed", "days_since_signup", "segment_merchant",
-                "days_restricted", "change_since_restriction", "count_older")
+                "days_restricted", "change_since_restriction", "count_older", "decayed_count", "peak_count")
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,8 @@ class Feature:
     targets: tuple[str, ...] = ("restrict",)  # the models that use it (TARGETS)
     restore_direction: int = 0  # monotone constraint on P(restored) where the restoration model uses it
     anchor: str = "as_of"       # where the window is cut (ANCHORS)
+    half_life: int | None = None  # decayed_count only: days after which an event weighs half (the review's memory)
+    sub_window: int | None = None  # peak_count only: the most events in any span of this many days in the window
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -152,6 +154,15 @@ class Feature:
             raise ValueError(f"feature {self.name}: unknown anchor {self.anchor!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"feature {self.name}: unknown aggregation {self.aggregation!r}")
+        if (self.aggregation == "decayed_count") != (self.half_life is not None):
+            raise ValueError(f"feature {self.name}: a decayed_count needs a half_life, and only it takes one")
+        if (self.aggregation == "peak_count") != (self.sub_window is not None):
+            raise ValueError(f"feature {self.name}: a peak_count needs a sub_window, and only it takes one")
+        if self.sub_window is not None and not (isinstance(self.sub_window, int) and self.window is not None
+                                                and 0 < self.sub_window < self.window):
+            raise ValueError(f"feature {self.name}: sub_window must be a whole number of days shorter than the window")
+        if self.half_life is not None and not (isinstance(self.half_life, int) and 0 < self.half_life <= 365):
+            raise ValueError(f"feature {self.name}: half_life must be a whole number of days from 1 to 365")
         if self.unit not in UNITS:
             raise ValueError(f"feature {self.name}: unknown unit {self.unit!r}")
         if "{value}" not in self.text_en or "{value}" not in self.text_zh:
@@ -390,6 +401,10 @@ FEATURES: tuple[Feature, ...] = (
             levers=(_NO_EARLY,)),
     Feature("early_repayment_count_365d", "early_repayment", 365, "count", 1, True,
             "{value} early repayments in the last 365 days", "近365天提前还款{value}次", source="repayment.early"),
+    Feature("early_repayment_decayed_hl90", "early_repayment", 365, "decayed_count", 1, True,
+            "{value} early repayments weighted by recency (one 90 days old counts half)",
+            "按时间加权的提前还款{value}次（90天前的一次计一半）", source="repayment.early", unit="weighted",
+            half_life=90),
     # --- fund misuse on the business loan
     Feature("fund_misuse_count_90d", "fund_misuse", 90, "count", 1, True,
             "{value} fund-misuse flags on the business loan in the last 90 days", "近90天网商贷资金用途违规{value}次",
@@ -441,6 +456,15 @@ FEATURES: tuple[Feature, ...] = (
             restore_levers=(_NO_APPLICATIONS,)),
     Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
+    # Recency-weighted counts: the platform reviews behaviour with a lag, so a burst of applications (or of early
+    # repayments) weighs on the line for months after the window counts drop it; half-lives a month and a quarter.
+    *(Feature(f"credit_inquiry_decayed_hl{h}", "multi_borrowing", 365, "decayed_count", 1, True,
+              f"{{value}} credit inquiries weighted by recency (one {h} days old counts half)",
+              f"按时间加权的征信查询{{value}}次（{h}天前的一次计一半）", source="credit_inquiry", unit="weighted",
+              half_life=h) for h in (30, 90)),
+    Feature("credit_inquiry_peak_30d_180d", "multi_borrowing", 180, "peak_count", 1, True,
+            "up to {value} credit inquiries within 30 days in the last 180 days", "近180天内任意30天征信查询最多{value}次",
+            source="credit_inquiry", sub_window=30),
     # --- utilisation of the personal line
     Feature("pl_balance", "utilisation", None, "balance", 1, True,
             "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money",
@@ -518,10 +542,13 @@ def features_for(target: str | None = None) -> tuple[Feature, ...]:
 
 def feature_records(target: str) -> list[dict]:
     """One target's view as the plain rows a model's spec carries (features/spec.py's fields, `levers` the
-    target's own; restore_levers, empty in every view, left out so the restriction spec is as before them)."""
+    target's own; restore_levers, empty in every view, and an unset half_life or sub_window left out so records are as before them)."""
     rows = [asdict(f) for f in features_for(target)]
     for row in rows:
         del row["restore_levers"]
+        for extra in ("half_life", "sub_window"):  # only their aggregations carry them: other records stay as they were
+            if row[extra] is None:
+                del row[extra]
     return rows
 
 

@@ -27,6 +27,8 @@ def format_value(unit: str, value: object, lang: str = "en") -> str:
         return f"¥{x:,.0f}"
     if unit == "points":
         return f"{x:+.0f}"
+    if unit == "weighted":  # a recency-weighted count: one decimal, it is rarely whole
+        return f"{x:,.1f}"
     if unit in ("count", "days", "score"):
         return f"{x:,.0f}"
     return f"{x:.4g}"  # a column outside the spec (external feature tables): no unit known

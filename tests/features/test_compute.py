@@ -209,3 +209,69 @@ def test_prepared_events_refuse_a_later_as_of_than_they_were_cut_at(tiny_events,
     prep = prepare_events(tiny_events, tiny_users, until=AS_OF)
     with pytest.raises(ValueError, match="cut off"):
         features_from_prepared(prep, AS_OF + pd.Timedelta(days=1))
+
+
+DECAYED = [f for f in features_for("restrict") if f.aggregation == "decayed_count"]
+_DECAYED_SOURCES = {  # which events each source names, written out here rather than read from compute.SOURCES
+    "credit_inquiry": lambda e: e["event_type"] == "credit_inquiry",
+    "repayment.early": lambda e: e["event_type"].isin(["bl_repayment", "pl_repayment"])
+    & (e["days_past_due"].fillna(0) < 0),
+}
+
+
+@pytest.mark.parametrize("order", ["shuffled", "by_time"])
+@pytest.mark.parametrize("as_of", ["2025-06-15 13:37:01.5", "2025-03-01"])
+def test_decayed_counts_match_a_brute_force_sum_of_halving_weights(as_of, order):
+    events, users = random_log(n_users=40, n_events=8_000, seed=11)
+    t = pd.Timestamp(as_of, tz="UTC")
+    ordered = events.sample(frac=1.0, random_state=3) if order == "shuffled" else events.sort_values("event_time")
+    features = build_features(ordered, t, users)
+    assert DECAYED, "the spec declares recency-weighted counts"
+    for f in DECAYED:
+        mine = events[_DECAYED_SOURCES[f.source](events) & (events["event_time"] < t)
+                      & (events["event_time"] >= t - pd.Timedelta(days=f.window))]
+        age_days = (t - mine["event_time"]) / pd.Timedelta(days=1)
+        ref = (0.5 ** (age_days / f.half_life)).groupby(mine["user_id"]).sum().reindex(features.index, fill_value=0)
+        assert ref.sum() > 5  # the log has such events: the comparison is not between zeros
+        np.testing.assert_allclose(features[f.name].astype(float), ref.astype(float), rtol=1e-5, err_msg=f.name)
+
+
+def test_decayed_counts_halve_after_the_half_life_and_ignore_events_after_as_of(tiny_users):
+    past = make_events([(5, "credit_inquiry", -30, None, None, None), (5, "credit_inquiry", -90, None, None, None),
+                        (5, "credit_inquiry", -400, None, None, None)])  # the last is outside the 365-day window
+    future = make_events([(5, "credit_inquiry", 0, None, None, None), (5, "credit_inquiry", 3, None, None, None)],
+                         start_id=100)
+    before = build_features(past, AS_OF, tiny_users)
+    after = build_features(pd.concat([past, future], ignore_index=True), AS_OF, tiny_users)
+    pdt.assert_frame_equal(before, after)
+    assert before.loc[5, "credit_inquiry_decayed_hl30"] == pytest.approx(0.5 + 0.125, rel=1e-6)
+    assert before.loc[5, "credit_inquiry_decayed_hl90"] == pytest.approx(0.5 ** (1 / 3) + 0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "by_time"])
+@pytest.mark.parametrize("as_of", ["2025-06-15 13:37:01.5", "2025-03-01"])
+def test_peak_counts_match_a_brute_force_scan_of_every_span(as_of, order):
+    events, users = random_log(n_users=40, n_events=8_000, seed=12)
+    t = pd.Timestamp(as_of, tz="UTC")
+    ordered = events.sample(frac=1.0, random_state=4) if order == "shuffled" else events.sort_values("event_time")
+    features = build_features(ordered, t, users)
+    peaks = [f for f in features_for("restrict") if f.aggregation == "peak_count"]
+    assert peaks, "the spec declares peak counts"
+    for f in peaks:
+        mine = events[_DECAYED_SOURCES[f.source](events) & (events["event_time"] < t)
+                      & (events["event_time"] >= t - pd.Timedelta(days=f.window))]
+        ref = pd.Series(0.0, index=features.index)
+        for user, times in mine.groupby("user_id")["event_time"]:
+            ref[user] = max(((times >= s) & (times < s + pd.Timedelta(days=f.sub_window))).sum() for s in times)
+        assert ref.max() >= 2  # some span holds several events: the peak is not just the count of one
+        np.testing.assert_array_equal(features[f.name].astype(float), ref, err_msg=f.name)
+
+
+def test_a_peak_count_sees_the_busiest_span_not_the_whole_window(tiny_users):
+    rows = [(5, "credit_inquiry", d, None, None, None) for d in (-170, -150, -100, -75, -72, -70, -60)]
+    rows += [(5, "credit_inquiry", -200, None, None, None), (5, "credit_inquiry", 1, None, None, None)]  # outside
+    rows += [(4, "credit_inquiry", -45, None, None, None), (4, "credit_inquiry", -15, None, None, None)]  # 30 apart
+    features = build_features(make_events(rows), AS_OF, tiny_users)
+    assert features.loc[5, "credit_inquiry_peak_30d_180d"] == 4  # days -75 .. -60
+    assert features.loc[4, "credit_inquiry_peak_30d_180d"] == 1  # a span's end is open
+    assert features.loc[1, "credit_inquiry_peak_30d_180d"] == 0

@@ -208,3 +208,23 @@ def with_restore_levers(feature: Feature, restore_levers: tuple, **changes) -> F
     import dataclasses
 
     return dataclasses.replace(feature, restore_levers=restore_levers, **changes)
+
+
+def test_a_decayed_count_needs_a_half_life_and_no_other_aggregation_takes_one():
+    with pytest.raises(ValueError, match="half_life"):
+        Feature("x", "multi_borrowing", 365, "decayed_count", 1, True, "{value}", "{value}", source="credit_inquiry")
+    with pytest.raises(ValueError, match="half_life"):
+        Feature("x", "multi_borrowing", 365, "count", 1, True, "{value}", "{value}", source="credit_inquiry",
+                half_life=30)
+
+
+def test_a_recency_weighted_count_reads_with_one_decimal_in_both_languages():
+    assert reason_text("credit_inquiry_decayed_hl30", 1.234) == \
+        "1.2 credit inquiries weighted by recency (one 30 days old counts half)"
+    assert reason_text("credit_inquiry_decayed_hl30", 1.234, "zh") == "按时间加权的征信查询1.2次（30天前的一次计一半）"
+
+
+def test_only_decayed_counts_carry_a_half_life_in_a_model_s_spec_records():
+    for target in spec.TARGETS:
+        for row in spec.feature_records(target):
+            assert ("half_life" in row) == (row["aggregation"] == "decayed_count"), row["name"]
