@@ -186,6 +186,12 @@ class Feature:
 SCORE_POINTS_PER_INQUIRY = 0.75 * 5.0
 _SCORE_AFTER_NO_INQUIRIES = tuple(Lever(action, by=SCORE_POINTS_PER_INQUIRY, of="credit_inquiry_count_30d")
                                   for action in ("no_credit_applications_30d", "no_credit_applications_90d"))
+def _decays(action: str, days: int, name: str, half_life: int) -> Lever:
+    """A recency-weighted count after `days` without such events: every weight has halved days / half_life times
+    (events leaving the window only lower it further; the plan never moves a feature past its risk direction)."""
+    return Lever(action, by=0.5 ** (days / half_life) - 1.0, of=name)
+
+
 # Levers shared by several features of one action (the action's texts sit on one feature).
 _REPAY = Lever("repay_on_time_90d", to=0.0)
 _NO_EARLY = Lever("no_early_repayment_90d", to=0.0)
@@ -404,7 +410,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("early_repayment_decayed_hl90", "early_repayment", 365, "decayed_count", 1, True,
             "{value} early repayments weighted by recency (one 90 days old counts half)",
             "按时间加权的提前还款{value}次（90天前的一次计一半）", source="repayment.early", unit="weighted",
-            half_life=90),
+            half_life=90, levers=(_decays("no_early_repayment_90d", 90, "early_repayment_decayed_hl90", 90),)),
     # --- fund misuse on the business loan
     Feature("fund_misuse_count_90d", "fund_misuse", 90, "count", 1, True,
             "{value} fund-misuse flags on the business loan in the last 90 days", "近90天网商贷资金用途违规{value}次",
@@ -461,7 +467,10 @@ FEATURES: tuple[Feature, ...] = (
     *(Feature(f"credit_inquiry_decayed_hl{h}", "multi_borrowing", 365, "decayed_count", 1, True,
               f"{{value}} credit inquiries weighted by recency (one {h} days old counts half)",
               f"按时间加权的征信查询{{value}}次（{h}天前的一次计一半）", source="credit_inquiry", unit="weighted",
-              half_life=h) for h in (30, 90)),
+              half_life=h, levers=tuple(_decays(a, d, f"credit_inquiry_decayed_hl{h}", h)
+                                        for a, d in (("no_credit_applications_30d", 30),
+                                                     ("no_credit_applications_90d", 90))))
+      for h in (30, 90)),
     Feature("credit_inquiry_peak_30d_180d", "multi_borrowing", 180, "peak_count", 1, True,
             "up to {value} credit inquiries within 30 days in the last 180 days", "近180天内任意30天征信查询最多{value}次",
             source="credit_inquiry", sub_window=30),

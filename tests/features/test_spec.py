@@ -228,3 +228,23 @@ def test_only_decayed_counts_carry_a_half_life_in_a_model_s_spec_records():
     for target in spec.TARGETS:
         for row in spec.feature_records(target):
             assert ("half_life" in row) == (row["aggregation"] == "decayed_count"), row["name"]
+
+
+def test_a_plan_without_applications_or_early_repayments_lets_recency_weighted_counts_decay_by_their_half_life():
+    import numpy as np
+    import pandas as pd
+
+    from linerisk.models.recover import lever_values, spec_levers
+
+    view = {"features": spec.feature_records("restrict")}
+    levers = {lv.code: lv for lv in spec_levers(view)}
+    names = [f["name"] for f in view["features"]]
+    X = pd.DataFrame([[2.0] * len(names)], columns=names)
+    for code, expected in (("no_credit_applications_90d", {"credit_inquiry_decayed_hl30": 0.25,
+                                                           "credit_inquiry_decayed_hl90": 1.0}),
+                           ("no_credit_applications_30d", {"credit_inquiry_decayed_hl30": 1.0,
+                                                           "credit_inquiry_decayed_hl90": 2.0 * 0.5 ** (1 / 3)}),
+                           ("no_early_repayment_90d", {"early_repayment_decayed_hl90": 1.0})):
+        moved = lever_values((levers[code],), X, view)[0]
+        for name, value in expected.items():
+            np.testing.assert_allclose(moved[names.index(name)], [value], err_msg=f"{code}: {name}")
