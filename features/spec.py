@@ -407,10 +407,6 @@ FEATURES: tuple[Feature, ...] = (
             levers=(_NO_EARLY,)),
     Feature("early_repayment_count_365d", "early_repayment", 365, "count", 1, True,
             "{value} early repayments in the last 365 days", "近365天提前还款{value}次", source="repayment.early"),
-    Feature("early_repayment_decayed_hl90", "early_repayment", 365, "decayed_count", 1, True,
-            "{value} early repayments weighted by recency (one 90 days old counts half)",
-            "按时间加权的提前还款{value}次（90天前的一次计一半）", source="repayment.early", unit="weighted",
-            half_life=90, levers=(_decays("no_early_repayment_90d", 90, "early_repayment_decayed_hl90", 90),)),
     # --- fund misuse on the business loan
     Feature("fund_misuse_count_90d", "fund_misuse", 90, "count", 1, True,
             "{value} fund-misuse flags on the business loan in the last 90 days", "近90天网商贷资金用途违规{value}次",
