@@ -38,17 +38,18 @@ from linerisk.models.batch import SCORE_COLUMNS, local_date, score_users
 from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
-from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, quarantine_path_for, read_users,
-                                  temp_beside, users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, publish, quarantine_path_for,
+                                  read_users, temp_beside, users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.location import LOCATION, Location, Url, location
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 DEFAULT_CHUNK_USERS = 100_000
 DEFAULT_RESTORE_MODEL = "models:/linerisk-restore@champion"
 
 
-def drift_path_for(out: str | Path) -> Path:
+def drift_path_for(out: str | Path | Url) -> Location:
     """Where the batch's drift counts go: `<out stem>.drift.json` beside the scores."""
-    out = Path(out)
+    out = location(out)
     return out.with_name(f"{out.stem}.drift.json")
 
 
@@ -68,9 +69,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim_partial(out: str | Path) -> Path:
-    """A new partial file for this run; first removes those whose run (by pid in the name) is gone."""
-    out = Path(out)
+def claim_partial(out: str | Path | Url) -> Path:
+    """A new partial file for this run; first removes those whose run (by pid in the name) is gone.
+    For a Url it is a local temporary file, uploaded whole at the end."""
+    out = location(out)
+    if isinstance(out, Url):
+        return temp_beside(out, f".{out.name}.{os.getpid()}-", ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in partial_paths(out):
         pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
@@ -227,7 +231,7 @@ def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
                 "users_scored": run.users_scored - run.restricted_scored, **run.counts}, drift_path_for(out))
 
 
-def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
+def score_events(events_path: Location, users_path: Location | None, as_of: pd.Timestamp, model_ref: str, out: Location,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
                  pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False,
                  tz: str = "UTC", restore_model_ref: str | None = DEFAULT_RESTORE_MODEL) -> ScoreRun:
@@ -239,6 +243,7 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     a dataset directory of them (one file with `single_file`); the rows are the same either way."""
     started = time.perf_counter()
     runner = runner or Runner()
+    out = location(out)
     package = load_model_package(model_ref, expect="restrict")
     try:
         restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
@@ -279,7 +284,7 @@ def _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, t
             bar.update(len(part.users))
         writer.close()
         _finish(run, package, as_of, out)
-        os.replace(partial, out)
+        publish(partial, out)
         done = True
     finally:
         if not done:
@@ -293,7 +298,7 @@ def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, sc
     becomes `out` (or is streamed into the single file `out`) once every part is there."""
     parts = list(parts)
     sizes = [len(p.users) for p in parts]
-    with staged(out) as staging:
+    with staged(out, in_place=not single_file) as staging:
         shared = runner.share(package)
         shared_restore = None if restore is None else runner.share(restore)
         results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, tz, pause,
@@ -315,15 +320,16 @@ def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, sc
 @click.option("--restore-model", "restore_model_ref", default=DEFAULT_RESTORE_MODEL, show_default=True,
               help="Registered restoration model, for the restricted lines.")
 @click.option("--active-only", is_flag=True, help="Score the active lines only (no restoration model needed).")
-@click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
-              help="Events: Parquet file/dir or CSV (the events contract).")
-@click.option("--users", "users_path", type=click.Path(path_type=Path),
+@click.option("--events", "events_path", required=True, type=LOCATION,
+              help="Events: Parquet file, dataset directory or glob, or CSV (the events contract); a path or an "
+                   "fsspec URL (s3://... with s3fs installed).")
+@click.option("--users", "users_path", type=LOCATION,
               help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", required=True,
               help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
 @timezone_option
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Scores file (with --scheduler: a dataset directory of part files); also writes "
+@click.option("--out", required=True, type=LOCATION,
+              help="Scores file (a path or an fsspec URL) (with --scheduler: a dataset directory of part files); also writes "
                    "<stem>.quarantine.parquet and <stem>.drift.json beside it.")
 @click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
               help="Users per chunk (bounds memory; the same value gives the same bytes).")
@@ -333,8 +339,8 @@ def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, sc
 @click.option("--single-file", is_flag=True,
               help="With --scheduler: one --out file instead of a dataset directory of part files.")
 @scheduler_option
-def command(model_ref: str, restore_model_ref: str, active_only: bool, events_path: Path, users_path: Path | None,
-            as_of: str, tz: str, out: Path, chunk_users: int, fmt: str | None, pause_after_chunk: float,
+def command(model_ref: str, restore_model_ref: str, active_only: bool, events_path: Location,
+            users_path: Location | None, as_of: str, tz: str, out: Location, chunk_users: int, fmt: str | None, pause_after_chunk: float,
             single_file: bool, scheduler: str | None) -> ScoreRun:
     """Score every user with a personal line at --as-of. Active lines: calibrated P(restricted within 90 days),
     band and the top-3 reasons; restricted lines: P(restored within 90 days), the expected date and what holds
