@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from linerisk.data.idhash import string_hashes
 from linerisk.data.schema import (EVENT_COLUMNS, InputError, Validated, id_hashes, repeated_hashes, require_columns,
                                   validate_events, validate_users)
 from linerisk.pipeline.cluster import Runner
@@ -96,8 +97,12 @@ def read_events(path: str | os.PathLike | Url, users: pd.DataFrame | None = None
 def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(64-bit hash, is-present) per event id.
 
-    Collisions only make extra duplicate candidates, which are then compared exactly."""
-    return id_hashes(arr.to_numpy(zero_copy_only=False)), ~np.asarray(arr.is_null(), dtype=bool)
+    Collisions only make extra duplicate candidates, which are then compared exactly. String ids
+    are hashed from the Arrow buffers (data.idhash); other types by pandas."""
+    present = ~np.asarray(arr.is_null(), dtype=bool)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return string_hashes(arr), present
+    return id_hashes(arr.to_numpy(zero_copy_only=False)), present
 
 
 def _repeated_present(hashes: list[np.ndarray]) -> np.ndarray:
@@ -215,8 +220,10 @@ class EventSource:
         buckets = 4 * runner.workers if runner.distributed else 1
         found = runner.map_buckets(functools.partial(_bucketed_id_hashes, source=self, buckets=buckets),
                                    pieces, _repeated_present, buckets)
-        repeated = runner.share(np.unique(np.concatenate(found)))
-        return pa.concat_tables(runner.map(_rows_with_hashes, pieces, self, repeated))
+        repeated = np.unique(np.concatenate(found))
+        if not len(repeated):  # the usual case: no second pass over the ids
+            return self.dataset.schema.empty_table()
+        return pa.concat_tables(runner.map(_rows_with_hashes, pieces, self, runner.share(repeated)))
 
     def read(self, where: ds.Expression | None) -> pd.DataFrame:
         """The rows matching `where` (file order) as pandas, typed as read_events would read them."""
