@@ -20,9 +20,10 @@ from __future__ import annotations
 import glob
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import click
 import numpy as np
@@ -100,10 +101,13 @@ class PartScores:
 
 
 def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package, tz: str = "UTC",
-                    pause: float = 0.0, restore=None) -> PartScores:
+                    pause: float = 0.0, restore=None, read: tuple[pd.DataFrame, Validated] | None = None
+                    ) -> PartScores:
     """Validate -> features -> score one partition: the one function both the single-process and the
-    cluster path run, so their rows are the same."""
-    events, checked = read_partition(part, source, tz)
+    cluster path run, so their rows are the same. `read`: the partition's `read_partition`, when it
+    was read ahead."""
+    events, checked = read if read is not None else read_partition(part, source, tz)
+    del read
     scores, features, consumed = score_users(package, events, part.users, as_of, tz, restore)
     del events
     result = PartScores(None, checked.account(*consumed), checked.quarantined)  # candidates: read globally, used here
@@ -231,6 +235,17 @@ def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
                 "users_scored": run.users_scored - run.restricted_scored, **run.counts}, drift_path_for(out))
 
 
+def _load_models(model_ref: str, restore_model_ref: str | None) -> tuple[Any, Any]:
+    """The restriction package and (unless None) the restoration package, each sha256- and spec-checked."""
+    package = load_model_package(model_ref, expect="restrict")
+    try:
+        restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
+    except InputError as exc:
+        raise InputError(f"{exc} (restricted lines need a restoration model: train one with "
+                         "`linerisk train --target restore`, or score with --active-only)") from None
+    return package, restore
+
+
 def score_events(events_path: Location, users_path: Location | None, as_of: pd.Timestamp, model_ref: str, out: Location,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
                  pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False,
@@ -244,17 +259,15 @@ def score_events(events_path: Location, users_path: Location | None, as_of: pd.T
     started = time.perf_counter()
     runner = runner or Runner()
     out = location(out)
-    package = load_model_package(model_ref, expect="restrict")
-    try:
-        restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
-    except InputError as exc:
-        raise InputError(f"{exc} (restricted lines need a restoration model: train one with "
-                         "`linerisk train --target restore`, or score with --active-only)") from None
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     run = ScoreRun(out)
-    candidates = global_candidates(source, users, runner, tz)
+    with ThreadPoolExecutor(1) as pool:
+        # in one process the global event-id pass (Arrow and numba, off the GIL) runs while the models load
+        job = None if runner.distributed else pool.submit(global_candidates, source, users, runner, tz)
+        package, restore = _load_models(model_ref, restore_model_ref)
+        candidates = job.result() if job else global_candidates(source, users, runner, tz)
     if candidates.checked is not None:
         run.add_candidates(candidates.checked)
     parts = partitions(users, chunk_users, candidates)
@@ -270,14 +283,32 @@ def score_events(events_path: Location, users_path: Location | None, as_of: pd.T
     return run
 
 
+def read_ahead(parts: Iterable[Partition], source: EventSource, tz: str
+               ) -> Iterator[tuple[Partition, tuple[pd.DataFrame, Validated]]]:
+    """Each partition with its `read_partition`, the next one read on a second thread while this one is
+    scored: the scan and much of validation run in Arrow and numpy, off the GIL, so both cores work.
+    At most two partitions' events are held at once."""
+    with ThreadPoolExecutor(1) as pool:
+        it = iter(parts)
+        current = next(it, None)
+        if current is None:
+            return
+        pending = pool.submit(read_partition, current, source, tz)
+        for following in it:
+            ahead = pool.submit(read_partition, following, source, tz)
+            yield current, pending.result()
+            current, pending = following, ahead
+        yield current, pending.result()
+
+
 def _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, tz, pause, bar) -> None:
     """One process: partitions one after another, appended to one partial file renamed into place at the end."""
     partial = claim_partial(out)
     writer = _Writer(partial, fmt, schema)
     done = False
     try:
-        for part in parts:
-            result = score_partition(part, source, as_of, package, tz, pause, restore)
+        for part, read in read_ahead(parts, source, tz):
+            result = score_partition(part, source, as_of, package, tz, pause, restore, read)
             if result.scores is not None:
                 writer.write(result.scores)
             run.add(result)
