@@ -149,9 +149,14 @@ def id_hashes(values: np.ndarray) -> np.ndarray:
     return pd.util.hash_array(values, categorize=False)
 
 
-def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
-    """The hashes occurring more than once across `hashes` (sorted, unique)."""
-    ordered = np.sort(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+def repeated_hashes(hashes: list[np.ndarray], in_place: bool = False) -> np.ndarray:
+    """The hashes occurring more than once across `hashes` (sorted, unique). `in_place`: a single array
+    may be sorted where it is (the caller no longer needs its order), which saves a copy of every hash."""
+    if len(hashes) == 1 and in_place:
+        ordered = hashes[0]
+    else:
+        ordered = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)  # a new array, ours to sort
+    ordered.sort()
     return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
 
 

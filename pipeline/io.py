@@ -107,7 +107,7 @@ def _hash_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _repeated_present(hashes: list[np.ndarray]) -> np.ndarray:
     """Repeated hashes, without 0 (what a null id is given: nulls break another rule first)."""
-    repeated = repeated_hashes(hashes)
+    repeated = repeated_hashes(hashes, in_place=True)  # each bucket's hashes are its own
     return repeated[repeated != 0]
 
 
@@ -191,11 +191,18 @@ class EventSource:
     def id_hashes(self, piece: tuple[int, int, int] | None = None) -> np.ndarray:
         """A 64-bit hash per row's event_id in scan order (0 for a null id: it breaks another rule first)."""
         def run() -> np.ndarray:
-            out = []
+            out, at = [], 0
+            whole = np.empty(self.n_rows, np.uint64) if piece is None else None  # filled in place: no concat
             for batch in self._piece(piece).to_batches(columns=["event_id"]):
                 h, present = _hash_ids(batch.column(0))
                 h[~present] = 0
-                out.append(h)
+                if whole is None:
+                    out.append(h)
+                else:
+                    whole[at: at + len(h)] = h
+                    at += len(h)
+            if whole is not None:
+                return whole[:at]
             return np.concatenate(out) if out else np.zeros(0, np.uint64)
         return self._scan("event ids", run)
 
@@ -232,6 +239,8 @@ class EventSource:
 
 def _bucketed_id_hashes(piece, source: EventSource, buckets: int) -> list[np.ndarray]:
     h = source.id_hashes(piece)
+    if buckets == 1:  # one process: no copy of the whole file's hashes
+        return [h]
     which = h % np.uint64(buckets)
     return [h[which == b] for b in range(buckets)]
 
