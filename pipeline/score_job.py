@@ -101,16 +101,18 @@ class PartScores:
 
 
 def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package, tz: str = "UTC",
-                    pause: float = 0.0, restore=None, read: tuple[pd.DataFrame, Validated] | None = None
+                    pause: float = 0.0, restore=None, read: list[tuple[pd.DataFrame, Validated]] | None = None
                     ) -> PartScores:
     """Validate -> features -> score one partition: the one function both the single-process and the
-    cluster path run, so their rows are the same. `read`: the partition's `read_partition`, when it
-    was read ahead."""
-    events, checked = read if read is not None else read_partition(part, source, tz)
-    del read
+    cluster path run, so their rows are the same. `read`: a list holding the partition's
+    `read_partition` when it was read ahead (taken out of it, so the events go once scored)."""
+    events, checked = read.pop() if read else read_partition(part, source, tz)
+    tally, quarantined = checked.account(0, 0), checked.quarantined  # `checked` holds the events: let them go
+    del checked
     scores, features, consumed = score_users(package, events, part.users, as_of, tz, restore)
     del events
-    result = PartScores(None, checked.account(*consumed), checked.quarantined)  # candidates: read globally, used here
+    rows = RowCount(tally.read, *consumed, tally.quarantined)
+    result = PartScores(None, rows, quarantined)  # candidates: read globally, used here
     if len(features):
         result.scores = scores
         result.users_scored = len(scores)
@@ -284,10 +286,11 @@ def score_events(events_path: Location, users_path: Location | None, as_of: pd.T
 
 
 def read_ahead(parts: Iterable[Partition], source: EventSource, tz: str
-               ) -> Iterator[tuple[Partition, tuple[pd.DataFrame, Validated]]]:
-    """Each partition with its `read_partition`, the next one read on a second thread while this one is
-    scored: the scan and much of validation run in Arrow and numpy, off the GIL, so both cores work.
-    At most two partitions' events are held at once."""
+               ) -> Iterator[tuple[Partition, list[tuple[pd.DataFrame, Validated]]]]:
+    """Each partition with its `read_partition` (in a list the consumer empties, so nothing here keeps
+    the events alive), the next one read on a second thread while this one is scored: the scan and
+    much of validation run in Arrow and numpy, off the GIL, so both cores work. At most two
+    partitions' events are held at once."""
     with ThreadPoolExecutor(1) as pool:
         it = iter(parts)
         current = next(it, None)
@@ -296,9 +299,14 @@ def read_ahead(parts: Iterable[Partition], source: EventSource, tz: str
         pending = pool.submit(read_partition, current, source, tz)
         for following in it:
             ahead = pool.submit(read_partition, following, source, tz)
-            yield current, pending.result()
+            box = [pending.result()]
+            pending = None
+            yield current, box
+            del box
             current, pending = following, ahead
-        yield current, pending.result()
+        box = [pending.result()]
+        pending = None
+        yield current, box
 
 
 def _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, tz, pause, bar) -> None:
