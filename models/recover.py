@@ -129,7 +129,8 @@ class Lever:
     """One action a user can take: the features it moves and its texts, gathered from the spec's `levers`.
 
     `moves`: (feature, to, by, of) per moved feature (see features.spec.Lever); `shown` is the
-    feature whose current value fills `{value}` in the texts."""
+    feature whose current value fills `{value}` in the texts. A restoration action also has the days it
+    takes and when it applies (features.spec.RestoreLever); the restriction model's have 0 and ""."""
 
     code: str
     family: str
@@ -137,19 +138,23 @@ class Lever:
     text_zh: str
     moves: tuple[tuple[str, float | None, float | None, str | None], ...]
     shown: str
+    days: int = 0
+    only_if: str = ""
 
 
 def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
-    """The recovery actions a model's spec declares, in order of first appearance in the spec."""
+    """The recovery actions a model's spec declares (either model's: its `levers`), in order of first appearance."""
     actions: dict[str, dict[str, Any]] = {}
     for f in spec["features"]:
         for lv in f.get("levers") or ():
             entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None})
-            entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
+            if lv.get("to") is not None or lv.get("by") is not None:  # else its texts only show this feature
+                entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
             if lv.get("text_en"):  # the feature with the texts is the behaviour: its family is the lever's
-                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"])
+                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"], int(lv.get("days", 0)),
+                                  str(lv.get("only_if", "")))
                 entry["family"] = f["family"]
-    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2])
+    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), *e["texts"][2:])
                  for code, e in actions.items() if e["texts"] is not None)
 
 
