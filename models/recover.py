@@ -27,6 +27,7 @@ import pandas as pd
 
 from linerisk.features import valuefmt
 from linerisk.features.compute import build_features
+from linerisk.features.spec import REVIEW_LAG_DAYS
 from linerisk.models.scoring import BAND_NAMES, Scorer
 
 STEP_DAYS = 7
@@ -129,7 +130,9 @@ class Lever:
     """One action a user can take: the features it moves and its texts, gathered from the spec's `levers`.
 
     `moves`: (feature, to, by, of) per moved feature (see features.spec.Lever); `shown` is the
-    feature whose current value fills `{value}` in the texts."""
+    feature whose current value fills `{value}` in the texts. `days`: how long the behaviour must be kept
+    before the platform sees the move (the longest window it clears; one clearing none, the review's lag
+    features.spec.REVIEW_LAG_DAYS), i.e. from when the projected probability holds."""
 
     code: str
     family: str
@@ -137,6 +140,7 @@ class Lever:
     text_zh: str
     moves: tuple[tuple[str, float | None, float | None, str | None], ...]
     shown: str
+    days: int = 0
 
 
 def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
@@ -144,12 +148,16 @@ def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
     actions: dict[str, dict[str, Any]] = {}
     for f in spec["features"]:
         for lv in f.get("levers") or ():
-            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None})
+            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None, "days": 0})
             entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
+            if not (lv.get("by") is not None and lv.get("of") is not None):  # the behaviour itself, not a consequence
+                entry["days"] = max(entry["days"], int(f.get("window") or 0))
             if lv.get("text_en"):  # the feature with the texts is the behaviour: its family is the lever's
                 entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"])
                 entry["family"] = f["family"]
-    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2])
+    for entry in actions.values():
+        entry["days"] = entry["days"] or REVIEW_LAG_DAYS  # clears no window: the platform's review still lags
+    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2], e["days"])
                  for code, e in actions.items() if e["texts"] is not None)
 
 
@@ -198,8 +206,10 @@ def _lever_grid(levers: tuple[Lever, ...]) -> tuple[list[str], list[list[int]], 
 class ActionPlan:
     """Per user the plan's steps and its outcome."""
 
-    steps: pd.DataFrame    # user_id, step, code, family, text_en, text_zh, probability (after the step)
-    summary: pd.DataFrame  # index user_id: probability_now, threshold, final_probability, reached, n_steps
+    steps: pd.DataFrame    # user_id, step, code, family, text_en, text_zh, probability (after the step), days
+    # (kept before the step's effect shows: the projected probability holds from as_of + days)
+    summary: pd.DataFrame  # index user_id: probability_now, threshold, final_probability, reached, n_steps,
+    # effective_days (the plan's probability holds from as_of + this many days: its slowest step)
     features: pd.DataFrame  # index user_id: the feature row after the whole plan (to re-check from scratch)
 
 
@@ -266,8 +276,11 @@ def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None
     steps = _steps_frame(step_rows, features, levers, scorer.spec)
     final_code = (levels * radix[None, :]).sum(axis=1)
     final_p = p[final_code, np.arange(n)]
+    lever_days = np.asarray([lv.days for lv in levers] + [0], dtype=np.int64)  # index -1: no lever
+    effective_days = lever_days[lever_of[np.arange(len(members))[None, :], levels]].max(axis=1, initial=0)
     summary = pd.DataFrame({"probability_now": p[0], "threshold": threshold, "final_probability": final_p,
-                            "reached": final_p < threshold, "n_steps": (levels > 0).sum(axis=1)}, index=features.index)
+                            "reached": final_p < threshold, "n_steps": (levels > 0).sum(axis=1),
+                            "effective_days": effective_days}, index=features.index)
     final = pd.DataFrame(rows[final_code, np.arange(n)], columns=names, index=features.index)
     return ActionPlan(steps, summary, final)
 
@@ -292,7 +305,8 @@ def _effective_levels(levels: np.ndarray, members: list[list[int]], effective: n
 def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame, levers: tuple[Lever, ...],
                  spec: dict[str, Any]) -> pd.DataFrame:
     """One row per (user, step): the lever's code, family, texts filled with the user's current value, probability."""
-    cols = {"user_id": [], "step": [], "code": [], "family": [], "text_en": [], "text_zh": [], "probability": []}
+    cols = {"user_id": [], "step": [], "code": [], "family": [], "text_en": [], "text_zh": [], "probability": [],
+            "days": []}
     units = {f["name"]: f.get("unit", "") for f in spec["features"]}
     ids = features.index.to_numpy()
     for users, step, lever, prob in step_rows:
@@ -306,6 +320,7 @@ def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame
             cols["text_en"].append(valuefmt.fill_template(lv_.text_en, unit, value, "en"))
             cols["text_zh"].append(valuefmt.fill_template(lv_.text_zh, unit, value, "zh"))
             cols["probability"].append(float(pr))
+            cols["days"].append(lv_.days)
         cols["step"].extend(step.tolist())
     out = pd.DataFrame(cols)
     return out.sort_values(["user_id", "step"], kind="stable").reset_index(drop=True) if len(out) else out
