@@ -244,8 +244,17 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
         "days_to_restoration": {k: _median_days(frame[k].to_numpy()) for k in
                                 ("projected_days_without", "projected_days_with", "true_days_without",
                                  "true_days_with")},
-        "by_lever": {c: {"n": int(applied[i].sum())} for i, c in enumerate(codes)},
+        "by_lever": {},
     }
+    for i, code in enumerate(codes):  # each lever alone (365 days), on the users whose plan has it
+        who = applied[i]
+        mine = levers[levers["code"] == code].set_index("user_id").loc[has[who]]
+        arm = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, (intervention(code, YEAR_DAYS),),
+                       np.ones((1, who.sum()), bool), on_day)
+        ref = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, on_day=on_day)  # same rows: same numbers
+        summary["by_lever"][code] = {"days": int(mine["days"].iloc[0]), **_reduction(
+            mine["probability_365d"].to_numpy() - now[who, 1],
+            arm.restored_by()[YEAR_DAYS - 1] - ref.restored_by()[YEAR_DAYS - 1])}
     return frame, summary
 
 
@@ -274,3 +283,41 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     clean = frame.astype(object).where(frame.notna(), None)
     return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
             for row in clean.to_dict("records")]
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The plan-validity table (Markdown) of a `validate_plans` result: per lever and for whole plans."""
+    s = result["summary"]
+    fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = ["| restriction plans | n | takes effect after | projected reduction | true reduction | projected / true |",
+             "|---|---:|---:|---:|---:|---:|"]
+    red = s["projected_vs_true_reduction"]
+    for code, v in red["by_lever"].items():
+        lines.append(f"| {code} alone | {v['n']} | {v['days']} d | {fmt(v['mean_projected'])} | "
+                     f"{fmt(v['mean_true'])} | {fmt(v['ratio'], 2)} |")
+    lines.append(f"| **whole plan** | {red['n']} | its slowest step | {fmt(red['mean_projected'])} | "
+                 f"{fmt(red['mean_true'])} | {fmt(red['ratio'], 2)} |")
+    early = s["from_as_of"]["projected_vs_true_reduction"]
+    lines.append(f"| whole plan, counted from as_of | {early['n']} | 0 d | {fmt(early['mean_projected'])} | "
+                 f"{fmt(early['mean_true'])} | {fmt(early['ratio'], 2)} |")
+    lines.append("")
+    lines.append(f"share of plans lowering the true risk: {100 * s['share_lowering_true_risk']:.1f}% "
+                 f"(counted from as_of: {100 * s['from_as_of']['share_lowering_true_risk']:.1f}%); "
+                 f"true risk with the plan under the threshold ({s['threshold']:.3f}): "
+                 f"{100 * s['share_under_threshold']:.1f}%")
+    r = s.get("restoration")
+    if r:
+        lines += ["", "| restoration plans | n | projected gain, 90 d | true gain, 90 d | projected gain, a year | "
+                      "true gain, a year |", "|---|---:|---:|---:|---:|---:|"]
+        for code, v in r["by_lever"].items():
+            lines.append(f"| {code} alone | {v['n']} | | | {fmt(v['mean_projected'])} | {fmt(v['mean_true'])} |")
+        g90, g365 = r["projected_vs_true_gain"]["90d"], r["projected_vs_true_gain"]["365d"]
+        lines.append(f"| **whole plan** | {r['n_plans']} | {fmt(g90['mean_projected'])} | {fmt(g90['mean_true'])} | "
+                     f"{fmt(g365['mean_projected'])} | {fmt(g365['mean_true'])} |")
+        d = r["days_to_restoration"]
+        lines += ["", f"share of restoration plans raising the true chance within a year: "
+                      f"{100 * r['share_raising_true_restoration']:.1f}%; median days to restoration (more likely "
+                      f"than not; '-': not within a year): without the plan projected {fmt(d['projected_days_without'], 0)}"
+                      f", true {fmt(d['true_days_without'], 0)}; with it projected {fmt(d['projected_days_with'], 0)}, "
+                      f"true {fmt(d['true_days_with'], 0)}"]
+    return "\n".join(lines)

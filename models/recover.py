@@ -10,8 +10,9 @@ has emptied into "no data"). With the model's monotone constraints and a
 monotone calibrator, the projected probability therefore never rises.
 
 Action: the levers the model's spec declares on its actionable features (features/spec.py
-`levers`, e.g. "stop early repayments for 90 days", "pay the personal line down to 50% of its
-limit"), each a behaviour and its direction-respecting move to a plausible value; an outcome such
+`levers`, e.g. "stop early repayments for 90 days", "make no new credit applications for 30 days"),
+each a behaviour and its direction-respecting move to a plausible value, and the days it must be kept
+before its projection holds (`Lever.days`); an outcome such
 as the credit score is never a lever, it moves only as the behaviours that drive it do. Every combination of at most one lever per family is scored in one predict call; the plan
 is the smallest set that brings the probability below the threshold (lowest probability among
 equals), ordered greedily by what each step adds. Pure functions over DataFrames.

@@ -48,7 +48,7 @@ def world_params(world: Path) -> WorldParams:
 def command(world, model_ref, restore_ref, as_of, n_users, seed, futures, out) -> None:
     """Check plans against the true world: projected and true risk with and without each plan."""
     from linerisk.features.compute import to_utc_timestamp
-    from linerisk.models.plan_check import validate_plans, world_day
+    from linerisk.models.plan_check import summary_table, validate_plans, world_day
 
     try:
         ts = to_utc_timestamp(as_of)
@@ -68,6 +68,7 @@ def command(world, model_ref, restore_ref, as_of, n_users, seed, futures, out) -
     if restore is not None:
         result["restore_model"] = {"name": restore.name, "version": restore.version}
     write_json(result, out)
+    click.echo(summary_table(result))
     s = result["summary"]
     red = s["projected_vs_true_reduction"]
     click.echo(f"{s['n_plans']} restriction plans: {100 * s['share_lowering_true_risk']:.0f}% lower the true risk, "
