@@ -32,9 +32,9 @@ def main() -> None:
     import numpy as np
     import pyarrow.dataset as ds
 
+    from linerisk import api
     from linerisk.data.schema import validate_events
     from linerisk.features.labels import line_state
-    from linerisk.pipeline.explain_job import explain_restricted_user
     from linerisk.pipeline.io import EventSource, load_model_package, read_events, read_users
 
     restrict, restore = load_model_package("linerisk@champion"), load_model_package("linerisk-restore@champion")
@@ -49,7 +49,8 @@ def main() -> None:
     for user in picked:
         t0 = time.perf_counter()
         events = validate_events(source.read(ds.field("user_id") == user), users).good
-        explain_restricted_user(restrict.scorer, restore.scorer, events, users, user, as_of)
+        view = api.explain(events, users, as_of, user, restrict, restore_model=restore)  # as `linerisk explain`
+        assert view["line_state"] == "restricted"
         seconds.append(time.perf_counter() - t0)
     s = np.asarray(seconds)
     print(f"linerisk explain, restricted lines, on {machine()}\n")

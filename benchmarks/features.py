@@ -1,6 +1,6 @@
 """Benchmark the point-in-time feature pipeline: events per second and peak memory, with DuckDB alongside.
 
-Rows: one snapshot (`build_features`, every spec feature), a 12-snapshot labelled panel (`build_panel`),
+Rows: one snapshot (the restriction model's features, as the panel has them), a 12-snapshot labelled panel (`build_panel`),
 and five features computed both by us and by an equivalent DuckDB query. A subprocess loads the
 data once and runs the jobs in turn; memory is the resident set sampled during each job, above
 what was resident before it (the loaded events frame).
@@ -118,7 +118,7 @@ def worker(args) -> None:
 
     from linerisk.features.compute import features_from_prepared, prepare_events
     from linerisk.features.labels import build_panel, default_snapshots
-    from linerisk.features.spec import FEATURES, get
+    from linerisk.features.spec import features_for, get
 
     import gc
 
@@ -132,9 +132,10 @@ def worker(args) -> None:
     panel_snaps = snaps[:12]
     as_of = snaps[-1]
     subset = tuple(get(n) for n in SUBSET)
+    restrict = features_for("restrict")  # the restriction model's features, as the panel builds them
 
     def one():
-        return features_from_prepared(prepare_events(events, users, until=as_of), as_of)
+        return features_from_prepared(prepare_events(events, users, until=as_of), as_of, restrict)
 
     def panel():
         return build_panel(events, users, panel_snaps, horizon_days=90)
@@ -170,7 +171,7 @@ def worker(args) -> None:
         peak[0] = max(peak[0], _rss())
         print(json.dumps({"job": name, "events": len(events), "seconds": wall, "cpu": cpu, "rows": len(result),
                           "cols": result.shape[1], "frame_bytes": frame_bytes, "extra_peak": peak[0] - before,
-                          "snapshots": len(panel_snaps) if name == "panel" else 1, "n_features": len(FEATURES),
+                          "snapshots": len(panel_snaps) if name == "panel" else 1, "n_features": len(restrict),
                           "as_of": str(as_of)}), flush=True)
         del result
 

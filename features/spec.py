@@ -2,8 +2,9 @@
 
 Compute, monotone constraints, reason codes and recovery levers all read `FEATURES`;
 nothing else in the project lists feature names. A recovery action ("stop early repayments for
-90 days") is declared on the features it moves (`levers`); models/recover.py reads them from the
-model's spec. Each entry names its `source` (which
+90 days") is declared on the features it moves (`levers`, of the restriction model; `restore_levers`,
+of the restoration model, with the days each takes and when it applies); models/recover.py reads
+them from the model's spec, where a model's view names its own as `levers`. Each entry names its `source` (which
 events), `aggregation` (how they are reduced) and `window`; features/compute.py maps
 each aggregation kind to one vectorised function.
 Two models read the registry: `targets` says which (the restriction model of active lines,
@@ -27,6 +28,8 @@ CAUSE_FAMILIES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "
 # `restriction` (how long the line has been shut), `appeal` (contacting the platform) and
 # `red_line` (a default or repeated misuse: never restored) are the restoration model's own.
 FAMILIES = CAUSE_FAMILIES + ("activity", "tenure", "restriction", "appeal", "red_line")
+# Families that record what happened to the user, not what the user does: never an action's own.
+OUTCOME_FAMILIES = ("credit_score",)
 # Causes the platform lifts readily, also on appeal (shared/design/world.md "Restoration").
 MINOR_CAUSES = ("early_repayment", "bl_closure", "utilisation", "multi_borrowing")
 
@@ -69,16 +72,51 @@ class Lever:
     text_en: str = ""
     text_zh: str = ""
 
-    def check(self, feature: "Feature") -> None:
+    def check(self, feature: "Feature", direction: int | None = None) -> None:
+        """Refuse a declaration models/recover.py could not apply (`direction`: the target's, default restrict's)."""
         where = f"feature {feature.name}: lever {self.action}"
-        if (self.to is None) == (self.by is None):
+        direction = feature.direction if direction is None else direction
+        if (self.to is None) == (self.by is None) and not (self.shows_only() and self.text_en):
             raise ValueError(f"{where}: give exactly one of to or by")
-        if not (feature.actionable and feature.direction != 0):
+        if not (feature.actionable and direction != 0):
             raise ValueError(f"{where}: only an actionable feature with a risk direction can be moved")
         if bool(self.text_en) != bool(self.text_zh):
             raise ValueError(f"{where}: give both text_en and text_zh, or neither")
         if self.text_en and ("{value}" not in self.text_en or "{value}" not in self.text_zh):
             raise ValueError(f"{where}: lever texts need a {{value}} slot")
+
+    def shows_only(self) -> bool:
+        """True for a restoration action's texts on a feature it does not move (the value they show)."""
+        return False
+
+
+# When a restoration action applies, besides "not past the red line" (models/restore_plan.py decides each):
+# "likely_minor": the restriction model's top reason on the day of the restriction is one of MINOR_CAUSES.
+LEVER_CONDITIONS = ("", "likely_minor")
+
+
+@dataclass(frozen=True)
+class RestoreLever(Lever):
+    """A restoration action's texts, on the feature whose value they show: the days the action takes before
+    the line is re-scored and when it applies (LEVER_CONDITIONS). The feature may only be shown (neither
+    `to` nor `by`): "repay on time for 90 days" shows the late repayments since the restriction, which it
+    cannot undo. The other features the action moves carry plain Levers in `restore_levers`."""
+
+    days: int = 0
+    only_if: str = ""
+
+    def check(self, feature: "Feature", direction: int | None = None) -> None:
+        super().check(feature, direction)
+        where = f"feature {feature.name}: lever {self.action}"
+        if not self.text_en:
+            raise ValueError(f"{where}: a RestoreLever carries the action's texts")
+        if not (isinstance(self.days, int) and 0 <= self.days <= 365):
+            raise ValueError(f"{where}: days must be a whole number from 0 to 365")
+        if self.only_if not in LEVER_CONDITIONS:
+            raise ValueError(f"{where}: only_if must be one of {LEVER_CONDITIONS}")
+
+    def shows_only(self) -> bool:
+        return self.to is None and self.by is None
 
 
 @dataclass(frozen=True)
@@ -97,7 +135,8 @@ class Feature:
     unit: str = "count"  # how `{value}` is rendered: one of UNITS
     none_en: str = ""    # text when the user has no value (no such event before as_of); needed where one can be missing
     none_zh: str = ""
-    levers: tuple[Lever, ...] = ()  # recovery actions that move this feature
+    levers: tuple[Lever, ...] = ()  # recovery actions (restriction model) that move this feature
+    restore_levers: tuple[Lever, ...] = ()  # restoration actions that move (or show) it, by restore_direction
     targets: tuple[str, ...] = ("restrict",)  # the models that use it (TARGETS)
     restore_direction: int = 0  # monotone constraint on P(restored) where the restoration model uses it
     anchor: str = "as_of"       # where the window is cut (ANCHORS)
@@ -119,8 +158,12 @@ class Feature:
             raise ValueError(f"feature {self.name}: reason texts need a {{value}} slot")
         if self.aggregation in MAY_BE_MISSING and not (self.none_en and self.none_zh):
             raise ValueError(f"feature {self.name}: {self.aggregation} can be missing; give none_en and none_zh")
-        for lever in self.levers:
+        for lever in self.levers:  # in the restoration view these are its restore_levers
             lever.check(self)
+        if self.restore_levers and "restore" not in self.targets:
+            raise ValueError(f"feature {self.name}: restore_levers on a feature the restoration model does not read")
+        for lever in self.restore_levers:
+            lever.check(self, self.restore_direction)
 
 
 # The credit score is an outcome, not something a user can do: no lever of its own. In this world
@@ -140,6 +183,11 @@ _SCORE_AFTER_NO_INQUIRIES = tuple(Lever(action, by=SCORE_POINTS_PER_INQUIRY, of=
 # Levers shared by several features of one action (the action's texts sit on one feature).
 _REPAY = Lever("repay_on_time_90d", to=0.0)
 _NO_EARLY = Lever("no_early_repayment_90d", to=0.0)
+_NO_APPLICATIONS = Lever("no_credit_applications_90d", to=0.0)
+# Restoration actions take 90 days of behaviour before the line is re-scored (an appeal is reviewed within
+# days: 0). Repaying on time for 90 days gives about three on-time instalments, and using the business loan
+# normally two drawdowns repaid on time.
+RESTORE_ACTION_DAYS = 90
 
 _PRODUCT = {"bl": ("business loan", "网商贷"), "pl": ("personal line", "借呗")}
 
@@ -202,9 +250,14 @@ def _restoration() -> tuple[Feature, ...]:
         since("days_restricted", "restriction", "days_restricted", "pl_restricted", 0,
               "restricted for {value} days", "借呗已被限制{value}天", unit="days", actionable=False),
         since("on_time_repayment_count_since", "overdue", "count", "repayment.on_time", +1,
-              "{value} on-time repayments since the restriction", "限制以来按时还款{value}次"),
+              "{value} on-time repayments since the restriction", "限制以来按时还款{value}次",
+              restore_levers=(Lever("repay_on_time_90d", by=3.0), Lever("use_business_loan_90d", by=2.0))),
         since("late_repayment_count_since", "overdue", "count", "repayment.late", -1,
-              "{value} late repayments since the restriction", "限制以来逾期还款{value}次"),
+              "{value} late repayments since the restriction", "限制以来逾期还款{value}次",
+              restore_levers=(RestoreLever(
+                  "repay_on_time_90d", days=RESTORE_ACTION_DAYS,
+                  text_en="Repay every instalment on time for 90 days (now: {value} late repayments since the restriction)",
+                  text_zh="连续90天按时还款（限制以来逾期还款{value}次）"),)),
         since("max_dpd_since", "overdue", "max_dpd", "repayment", -1,
               "up to {value} days past due since the restriction", "限制以来最长逾期{value}天", unit="days"),
         since("early_repayment_count_since", "early_repayment", "count", "repayment.early", 0,
@@ -213,14 +266,28 @@ def _restoration() -> tuple[Feature, ...]:
               "credit score changed by {value} points since the restriction", "限制以来信用分变化{value}分",
               unit="points", none_en="no credit score on record", none_zh="无信用分记录"),
         since("credit_inquiry_count_since", "multi_borrowing", "count", "credit_inquiry", -1,
-              "{value} credit applications since the restriction", "限制以来征信查询{value}次"),
+              "{value} credit applications since the restriction", "限制以来征信查询{value}次",
+              restore_levers=(RestoreLever(
+                  "no_credit_applications_90d", days=RESTORE_ACTION_DAYS,
+                  text_en="Make no new credit applications for 90 days (now: {value} since the restriction)",
+                  text_zh="90天内不再申请其他贷款（限制以来征信查询{value}次）"),)),
         since("bl_drawdown_count_since", "activity", "count", "bl_drawdown", +1,
-              "{value} business-loan drawdowns since the restriction", "限制以来网商贷借款{value}次"),
+              "{value} business-loan drawdowns since the restriction", "限制以来网商贷借款{value}次",
+              restore_levers=(RestoreLever(
+                  "use_business_loan_90d", by=2.0, days=RESTORE_ACTION_DAYS,
+                  text_en="Use the business loan normally and repay it on time for 90 days "
+                          "(now: {value} drawdowns since the restriction)",
+                  text_zh="90天内正常使用网商贷并按时还款（限制以来借款{value}次）"),)),
         since("fund_misuse_count_since", "fund_misuse", "count", "bl_fund_misuse", -1,
               "{value} fund-misuse flags since the restriction", "限制以来资金用途违规{value}次"),
         since("appeal_pending_count", "appeal", "count", "pl_appeal", +1,
               f"{{value}} appeals to the platform in the last {APPEAL_REVIEW_DAYS} days, under review",
-              f"近{APPEAL_REVIEW_DAYS}天联系平台申诉{{value}}次，审核中", window=APPEAL_REVIEW_DAYS),
+              f"近{APPEAL_REVIEW_DAYS}天联系平台申诉{{value}}次，审核中", window=APPEAL_REVIEW_DAYS,
+              restore_levers=(RestoreLever(
+                  "contact_platform", to=1.0, days=0, only_if="likely_minor",
+                  text_en="Contact the platform to ask for a review: the likely cause is minor "
+                          "(now: {value} appeals under review)",
+                  text_zh="主动联系平台申请复核：可能的原因较轻（目前审核中的申诉{value}次）"),)),
         since("appeal_rejected_count", "appeal", "count_older", "pl_appeal", -1,
               "{value} appeals since the restriction reviewed without a lift", "限制以来申诉{value}次未获恢复",
               window=APPEAL_REVIEW_DAYS, actionable=False),
@@ -275,10 +342,11 @@ FEATURES: tuple[Feature, ...] = (
             "近90天累计逾期{value}天（单笔最多计120天）", source="repayment.late", unit="days",
             levers=(Lever("repay_on_time_90d", to=0.0,
                            text_en="Clear the overdue balance and repay on time for 90 days (now: {value} days overdue in the last 90 days)",
-                           text_zh="结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）"),), targets=BOTH, restore_direction=-1),
+                           text_zh="结清逾期欠款并连续90天按时还款（近90天累计逾期{value}天）"),), targets=BOTH, restore_direction=-1,
+            restore_levers=(_REPAY,)),
     Feature("late_repayment_count_90d", "overdue", 90, "count", 1, True,
             "{value} late repayments in the last 90 days", "近90天逾期还款{value}次", source="repayment.late",
-            levers=(_REPAY,), targets=BOTH, restore_direction=-1),
+            levers=(_REPAY,), targets=BOTH, restore_direction=-1, restore_levers=(_REPAY,)),
     Feature("bl_late_repayment_count_90d", "overdue", 90, "count", 1, True,
             "{value} late repayments on the business loan in the last 90 days", "近90天网商贷逾期还款{value}次",
             source="bl_repayment.late",
@@ -296,13 +364,13 @@ FEATURES: tuple[Feature, ...] = (
             levers=(_REPAY,)),
     Feature("max_dpd_90d", "overdue", 90, "max_dpd", 1, True,
             "up to {value} days past due in the last 90 days", "近90天最长逾期{value}天", source="repayment", unit="days",
-            levers=(_REPAY,), targets=BOTH, restore_direction=-1),
+            levers=(_REPAY,), targets=BOTH, restore_direction=-1, restore_levers=(_REPAY,)),
     Feature("max_dpd_365d", "overdue", 365, "max_dpd", 1, True,
             "up to {value} days past due in the last 365 days", "近365天最长逾期{value}天", source="repayment", unit="days"),
     Feature("last_dpd", "overdue", None, "last_dpd", 1, True,
             "the latest repayment was {value} days late", "最近一笔还款逾期{value}天", source="repayment", unit="days",
             none_en="no repayment on record", none_zh="无还款记录",
-            levers=(_REPAY,), targets=BOTH, restore_direction=-1),
+            levers=(_REPAY,), targets=BOTH, restore_direction=-1, restore_levers=(_REPAY,)),
     Feature("days_since_late_repayment", "overdue", None, "days_since_last", -1, True,
             "last late repayment {value} days ago", "距上次逾期还款{value}天", source="repayment.late", unit="days",
             none_en="no late repayment on record", none_zh="无逾期还款记录"),
@@ -367,14 +435,15 @@ FEATURES: tuple[Feature, ...] = (
                                    "the credit score then recovers about 4 points per recent inquiry at its next "
                                    "monthly report",
                            text_zh="30天内不再申请其他贷款（近30天征信查询{value}次）；下次月度更新时每次查询约可回升4分信用分"),
-                    Lever("no_credit_applications_90d", to=0.0)), targets=BOTH, restore_direction=-1),
+                    _NO_APPLICATIONS), targets=BOTH, restore_direction=-1, restore_levers=(_NO_APPLICATIONS,)),
     Feature("credit_inquiry_count_90d", "multi_borrowing", 90, "count", 1, True,
             "{value} credit inquiries in the last 90 days", "近90天征信查询{value}次", source="credit_inquiry",
             levers=(Lever("no_credit_applications_90d", to=0.0,
                            text_en="Make no new credit applications for 90 days (now: {value} in the last 90 days); "
                                    "the credit score then recovers about 4 points per inquiry of the last 30 days "
                                    "at its next monthly report",
-                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）；下次月度更新时近30天每次查询约可回升4分信用分"),), targets=BOTH, restore_direction=-1),
+                           text_zh="90天内不再申请其他贷款（近90天征信查询{value}次）；下次月度更新时近30天每次查询约可回升4分信用分"),), targets=BOTH, restore_direction=-1,
+            restore_levers=(_NO_APPLICATIONS,)),
     Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
     # --- utilisation of the personal line. No lever: paying the line down (to 50% or 30% of its limit) was
@@ -408,7 +477,8 @@ FEATURES: tuple[Feature, ...] = (
             none_en="business loan never closed", none_zh="网商贷从未关闭", targets=BOTH),
     # --- activity: repayment timing mix and line history (history only: events before as_of)
     Feature("on_time_repayment_count_90d", "activity", 90, "count", 0, True,
-            "{value} on-time repayments in the last 90 days", "近90天按时还款{value}次", source="repayment.on_time", targets=BOTH, restore_direction=+1),
+            "{value} on-time repayments in the last 90 days", "近90天按时还款{value}次", source="repayment.on_time", targets=BOTH, restore_direction=+1,
+            restore_levers=(Lever("repay_on_time_90d", to=3.0),)),
     Feature("on_time_repayment_share_90d", "activity", 90, "share", 0, True,
             "{value} of repayments in the last 90 days were on time", "近90天{value}的还款按时",
             source="repayment.on_time", unit="share",
@@ -435,15 +505,25 @@ FEATURES: tuple[Feature, ...] = (
 
 
 def features_for(target: str | None = None) -> tuple[Feature, ...]:
-    """The registry as one model sees it: its features in spec order, `direction` its own (None: all entries)."""
+    """The registry as one model sees it: its features in spec order, `direction` and `levers` its own
+    (the restoration view's `levers` are the restore_levers; no view keeps restore_levers). None: all entries."""
     if target is None:
         return FEATURES
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r} (expected one of {', '.join(TARGETS)})")
     mine = tuple(f for f in FEATURES if target in f.targets)
-    # the restriction levers move features by their restriction direction: the restoration view has its own
-    return mine if target == "restrict" else tuple(replace(f, direction=f.restore_direction, levers=())
-                                                   for f in mine)
+    if target == "restrict":
+        return tuple(replace(f, restore_levers=()) for f in mine)
+    return tuple(replace(f, direction=f.restore_direction, levers=f.restore_levers, restore_levers=()) for f in mine)
+
+
+def feature_records(target: str) -> list[dict]:
+    """One target's view as the plain rows a model's spec carries (features/spec.py's fields, `levers` the
+    target's own; restore_levers, empty in every view, left out so the restriction spec is as before them)."""
+    rows = [asdict(f) for f in features_for(target)]
+    for row in rows:
+        del row["restore_levers"]
+    return rows
 
 
 def feature_names(target: str | None = None) -> list[str]:
@@ -453,7 +533,7 @@ def feature_names(target: str | None = None) -> list[str]:
 
 def spec_hash(target: str = "restrict") -> str:
     """sha256 of one model's view of the spec: a model refuses features built from another spec."""
-    payload = json.dumps([asdict(f) for f in features_for(target)], sort_keys=True, ensure_ascii=False)
+    payload = json.dumps(feature_records(target), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -475,9 +555,10 @@ if len(_BY_NAME) != len(FEATURES):
     raise ValueError("feature names in FEATURES must be unique")
 
 
-def check_levers(features: tuple[Feature, ...]) -> None:
-    """Each recovery action: one family (features of others only as consequences, `by` ... `of`),
-    exactly one feature carrying its texts, `of` naming a feature."""
+def check_levers(features: tuple[Feature, ...], one_family: bool = True) -> None:
+    """Each recovery action of one model's view: exactly one feature carrying its texts, `of` naming a feature,
+    never a credit-score feature's texts (an outcome, not an action) and, with `one_family` (the restriction plan
+    takes at most one lever per family), one family (features of others only as consequences, `by` ... `of`)."""
     names = {f.name for f in features}
     family: dict[str, set[str]] = {}
     texts: dict[str, int] = {}
@@ -486,16 +567,20 @@ def check_levers(features: tuple[Feature, ...]) -> None:
             if not (lever.by is not None and lever.of is not None):
                 family.setdefault(lever.action, set()).add(f.family)
             texts[lever.action] = texts.get(lever.action, 0) + bool(lever.text_en)
+            if lever.text_en and f.family in OUTCOME_FAMILIES:
+                raise ValueError(f"feature {f.name}: lever {lever.action}: a {f.family} feature is an outcome, "
+                                 "not an action (it moves through the behaviours that drive it)")
             if lever.of is not None and lever.of not in names:
                 raise ValueError(f"feature {f.name}: lever {lever.action} refers to unknown feature {lever.of!r}")
     for action, fams in family.items():
-        if len(fams) > 1:
+        if one_family and len(fams) > 1:
             raise ValueError(f"lever {action}: moves features of several families ({', '.join(sorted(fams))})")
         if texts[action] != 1:
             raise ValueError(f"lever {action}: exactly one feature must carry its texts (found {texts[action]})")
 
 
-check_levers(FEATURES)
+for _target in TARGETS:
+    check_levers(features_for(_target), one_family=_target == "restrict")
 
 
 def get(name: str) -> Feature:

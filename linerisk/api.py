@@ -74,21 +74,14 @@ def _validated(events: pd.DataFrame, users: pd.DataFrame, bad_rows: BadRows, tz:
     return checked, users
 
 
-def _package(model: str | ModelPackage, check_spec: bool = True) -> ModelPackage:
-    """A loaded package (loaded from the registry when given a reference), its feature spec checked."""
+def _package(model: str | ModelPackage, expect: str | None = None) -> ModelPackage:
+    """A loaded package (loaded from the registry when given a reference), its feature spec checked and, with
+    `expect` ("restrict" / "restore"), its target."""
     from linerisk.models.batch import require_feature_spec
 
     package = load_model(model) if isinstance(model, str) else model
-    if check_spec:
-        require_feature_spec(package)
+    require_feature_spec(package, expect)
     return package
-
-
-def _no_restore(restore_model: object) -> None:
-    # Where the restoration model for restricted lines slots in (issue 12); active lines only today.
-    if restore_model is not None:
-        raise InputError("restore_model: explain a restricted line with `linerisk explain --restore-model`; "
-                         "linerisk.explain answers for active lines (leave restore_model=None)")
 
 
 # ---------------------------------------------------------------------------- data and features
@@ -233,13 +226,10 @@ def score(events: pd.DataFrame, users: pd.DataFrame, as_of: object, model: str |
     """The Scores frame, as `linerisk score` writes it: one row per user with a line at `as_of`; active
     lines get probability, band and the top-3 reasons, restricted lines (with `restore_model`, e.g.
     "linerisk-restore@champion"; else active lines only) the restoration answer and what holds it back."""
-    from linerisk.models.batch import require_feature_spec, score_users
+    from linerisk.models.batch import score_users
 
-    restore = None
-    if restore_model is not None:
-        restore = _package(restore_model)
-        require_feature_spec(restore, "restore")
-    package = _package(model)
+    restore = None if restore_model is None else _package(restore_model, "restore")
+    package = _package(model, "restrict")
     ts = _timestamp(as_of, tz)
     checked, users = _validated(events, users, bad_rows, tz)
     scores, _, consumed = score_users(package, checked.good, users, ts, tz, restore)
@@ -257,20 +247,37 @@ def _user_rows(events: pd.DataFrame, users: pd.DataFrame, user_id: Any) -> tuple
 
 def explain(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_id: Any,
             model: str | ModelPackage = DEFAULT_MODEL, *, threshold: float | None = None,
-            restore_model: str | None = None, tz: str = "UTC", bad_rows: BadRows = "raise") -> dict[str, Any]:
-    """One user's probability, band, reasons, what helps and the path back (time alone and a plan of
-    actions): the structure `linerisk explain --json` prints."""
-    from linerisk.models.view import explain_user
+            restore_model: str | ModelPackage | None = None, tz: str = "UTC", bad_rows: BadRows = "raise"
+            ) -> dict[str, Any]:
+    """One user's explanation, the structure `linerisk explain --json` prints. An active line: probability,
+    band, reasons, what helps and the path back (time alone and a plan of actions). A restricted line (needs
+    `restore_model`, e.g. "linerisk-restore@champion", loaded only then): why it was most likely restricted,
+    the red line, P(restored within 90 days and a year), the expected date, what holds it back and what would
+    bring it sooner. A user without a line at `as_of` raises."""
+    from linerisk.features.labels import line_state
+    from linerisk.models.view import explain_restricted_user, explain_user
 
-    _no_restore(restore_model)
-    package = _package(model)
+    package = _package(model, "restrict")
     ts = _timestamp(as_of, tz)
     if threshold is not None and not 0 < threshold < 1:
         raise InputError(f"threshold: must be between 0 and 1 (exclusive), not {threshold!r}")
     mine, users = _user_rows(events, users, user_id)
     checked, users = _validated(mine, users, bad_rows, tz)
-    view = explain_user(package.scorer, checked.good, users, user_id, ts, threshold, tz)
+    state = line_state(checked.good, ts, users[users["user_id"] == user_id], tz)
+    since = state["state_since"].iloc[0]
+    if state["state"].iloc[0] == "no_line":
+        raise InputError(f"user_id: {user_id!r} has no personal line at {ts:%Y-%m-%d} (no pl_open before it)")
+    if state["state"].iloc[0] != "restricted":
+        view = explain_user(package.scorer, checked.good, users, user_id, ts, threshold, tz)
+        view["model"] = {"name": package.name, "version": package.version}
+        return view
+    if restore_model is None:
+        raise InputError(f"user_id: {user_id!r}'s line is restricted since {since:%Y-%m-%d}; pass restore_model "
+                         "(e.g. 'linerisk-restore@champion') for the way back")
+    restore = _package(restore_model, "restore")
+    view = explain_restricted_user(package.scorer, restore.scorer, checked.good, users, user_id, ts, tz)
     view["model"] = {"name": package.name, "version": package.version}
+    view["restore_model"] = {"name": restore.name, "version": restore.version}
     return view
 
 

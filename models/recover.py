@@ -132,8 +132,10 @@ class Lever:
 
     `moves`: (feature, to, by, of) per moved feature (see features.spec.Lever); `shown` is the
     feature whose current value fills `{value}` in the texts. `days`: how long the behaviour must be kept
-    before the platform sees the move (the longest window it clears; one clearing none, the review's lag
-    features.spec.REVIEW_LAG_DAYS), i.e. from when the projected probability holds."""
+    before its projection holds: a restoration action's days (features.spec.RestoreLever); a restriction
+    action's are the longest window it clears (one clearing none waits out the review's lag,
+    features.spec.REVIEW_LAG_DAYS), as the platform sees behaviour only then. `only_if`: when a restoration
+    action applies (the restriction model's are "")."""
 
     code: str
     family: str
@@ -142,23 +144,26 @@ class Lever:
     moves: tuple[tuple[str, float | None, float | None, str | None], ...]
     shown: str
     days: int = 0
+    only_if: str = ""
 
 
 def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
-    """The recovery actions a model's spec declares, in order of first appearance in the spec."""
+    """The recovery actions a model's spec declares (either model's: its `levers`), in order of first appearance."""
     actions: dict[str, dict[str, Any]] = {}
     for f in spec["features"]:
         for lv in f.get("levers") or ():
-            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None, "days": 0})
-            entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
-            if not (lv.get("by") is not None and lv.get("of") is not None):  # the behaviour itself, not a consequence
-                entry["days"] = max(entry["days"], int(f.get("window") or 0))
+            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None, "window": 0})
+            if lv.get("to") is not None or lv.get("by") is not None:  # else its texts only show this feature
+                entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
+                if not (lv.get("by") is not None and lv.get("of") is not None):  # the behaviour, not a consequence
+                    entry["window"] = max(entry["window"], int(f.get("window") or 0))
             if lv.get("text_en"):  # the feature with the texts is the behaviour: its family is the lever's
-                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"])
+                days = lv.get("days")  # a restoration action's own; a restriction action's: from its windows
+                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"], None if days is None else int(days),
+                                  str(lv.get("only_if", "")))
                 entry["family"] = f["family"]
-    for entry in actions.values():
-        entry["days"] = entry["days"] or REVIEW_LAG_DAYS  # clears no window: the platform's review still lags
-    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2], e["days"])
+    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2],
+                       (e["window"] or REVIEW_LAG_DAYS) if e["texts"][3] is None else e["texts"][3], e["texts"][4])
                  for code, e in actions.items() if e["texts"] is not None)
 
 

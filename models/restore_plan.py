@@ -5,7 +5,9 @@ events before that day), the same SHAP families `linerisk explain` shows for an 
 
 What would bring it sooner: restoration levers, behaviours a user can carry out (repay on time for
 90 days, no new credit applications, use the business loan normally and repay it on time, contact
-the platform when the likely cause is minor). Each moves the restoration model's features the way
+the platform when the likely cause is minor), declared on the features they move (features/spec.py
+`restore_levers`, with the days each takes and when it applies) and read from the restoration
+model's own spec (models/recover.py `spec_levers`). Each moves the restoration model's features the way
 it would once done (only ever towards restoration, by the spec's restore directions) and advances
 the line's clock by the time it takes; the credit score is left where it is (it moves through these
 behaviours, it is not an action of its own). A line past the red line has no path back: no action.
@@ -20,42 +22,9 @@ import pandas as pd
 
 from linerisk.features.compute import build_features, to_utc_timestamp
 from linerisk.features.spec import MINOR_CAUSES
-from linerisk.models.recover import Lever, lever_values
+from linerisk.models.recover import Lever, lever_values, spec_levers
 from linerisk.models.restore_scoring import CURVE_DAYS
 from linerisk.models.scoring import Scorer
-
-
-def _plus(name: str, n: float) -> tuple[str, None, float, None]:
-    return name, None, n, None
-
-
-def _to(name: str, value: float) -> tuple[str, float, None, None]:
-    return name, value, None, None
-
-
-# Days each lever takes before the line is re-scored (the appeal is reviewed within days: 0).
-RESTORE_LEVERS: tuple[tuple[Lever, int], ...] = (
-    (Lever("repay_on_time_90d", "overdue",
-           "Repay every instalment on time for 90 days (now: {value} late repayments since the restriction)",
-           "连续90天按时还款（限制以来逾期还款{value}次）",
-           (_plus("on_time_repayment_count_since", 3), _to("on_time_repayment_count_90d", 3.0),
-            _to("late_repayment_count_90d", 0.0), _to("late_days_sum_90d", 0.0), _to("max_dpd_90d", 0.0),
-            _to("last_dpd", 0.0)),
-           "late_repayment_count_since"), 90),
-    (Lever("no_credit_applications_90d", "multi_borrowing",
-           "Make no new credit applications for 90 days (now: {value} since the restriction)",
-           "90天内不再申请其他贷款（限制以来征信查询{value}次）",
-           (_to("credit_inquiry_count_30d", 0.0), _to("credit_inquiry_count_90d", 0.0)), "credit_inquiry_count_since"), 90),
-    (Lever("use_business_loan_90d", "activity",
-           "Use the business loan normally and repay it on time for 90 days (now: {value} drawdowns since the restriction)",
-           "90天内正常使用网商贷并按时还款（限制以来借款{value}次）",
-           (_plus("bl_drawdown_count_since", 2), _plus("on_time_repayment_count_since", 2)),
-           "bl_drawdown_count_since"), 90),
-    (Lever("contact_platform", "appeal",
-           "Contact the platform to ask for a review: the likely cause is minor (now: {value} appeals under review)",
-           "主动联系平台申请复核：可能的原因较轻（目前审核中的申诉{value}次）",
-           (_to("appeal_pending_count", 1.0),), "appeal_pending_count"), 0),
-)
 
 
 def why_restricted(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, restricted_since: pd.Series,
@@ -97,21 +66,28 @@ def likely_minor(why: pd.DataFrame) -> np.ndarray:
 
 
 def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, as_of: object,
-                        levers: tuple[tuple[Lever, int], ...] = RESTORE_LEVERS) -> pd.DataFrame:
+                        levers: tuple[Lever, ...] | None = None) -> pd.DataFrame:
     """Per restricted user (features indexed by user_id) and lever that changes something: the lever's code,
     texts, days it takes, and, counted from today, P(restored within 90 days and within a year) and the expected
     date (the status quo while the action takes its days, the line as it then stands after); a last row `all`
-    with every such lever. None past the red line; `contact_platform` only where `minor`."""
+    with every such lever. Levers: the restoration model's spec's (features/spec.py `restore_levers`). None past
+    the red line; a lever `only_if` "likely_minor" (contacting the platform) only where `minor`."""
     ts = to_utc_timestamp(as_of)
+    levers = spec_levers(scorer.spec) if levers is None else levers
+    applies = {"": np.ones(len(features), dtype=bool), "likely_minor": np.asarray(minor, dtype=bool)}
+    unknown = sorted({lv.only_if for lv in levers} - set(applies))
+    if unknown:
+        raise ValueError(f"restoration levers: unknown condition(s) {', '.join(unknown)} in the model's spec")
     names = [f["name"] for f in scorer.spec["features"]]
     X = features[names].astype(np.float64)
     red = scorer.red_line(X)
     clocks = [f["name"] for f in scorer.spec["features"] if f.get("aggregation") == "days_restricted"]
     rows, moved, combined_days = [], X.copy(), np.zeros(len(X))
     useful = np.zeros(len(X), dtype=bool)
-    for lever, days in levers:
+    for lever in levers:
+        days = lever.days
         moves = lever_values((lever,), X, scorer.spec, toward_target=True)[0]
-        allowed = ~red & (minor if lever.code == "contact_platform" else True)
+        allowed = ~red & applies[lever.only_if]
         new = X.copy()
         changed = np.zeros(len(X), dtype=bool)
         for col, value in moves.items():

@@ -133,7 +133,7 @@ def registry_spec(target: str = "restrict") -> dict[str, Any]:
     """The model spec of one target's view of the feature registry (its features, directions and hash)."""
     from linerisk.features import spec as feature_spec
 
-    spec = model_spec(features=feature_spec.features_for(target), spec_hash=feature_spec.spec_hash(target))
+    spec = model_spec(features=feature_spec.feature_records(target), spec_hash=feature_spec.spec_hash(target))
     if target == "restore":  # what the restoration scorer needs besides the features
         spec.update(period_days=HORIZON_DAYS,
                     red_line={"rules": [dict(r) for r in feature_spec.RED_LINE], "cap": feature_spec.RED_LINE_CAP})

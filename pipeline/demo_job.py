@@ -20,6 +20,7 @@ import click
 import pandas as pd
 
 from linerisk.data.simulate import WorldParams
+from linerisk.models.report import CARD_FILE
 from linerisk.pipeline.config import build, load_toml
 from linerisk.pipeline.io import linerisk_home
 
@@ -76,7 +77,8 @@ def command(users, months, seed, config_path) -> None:
     name, version, _ = registry.resolve("linerisk@challenger")
     _run(["registry", "promote", version, "--name", name, "--force"])
 
-    restore_report = demo / "restore_report.html"
+    # its own directory: each report keeps its model card (model_card.md beside it, which the report links to)
+    restore_report = demo / "restoration" / "report.html"
     _run(["train", "--target", "restore", "--data", str(train_world), "--fidelity-data", str(new_world),
           "--restriction-model", f"{name}@champion", "--out", str(restore_report)]
          + (["--config", str(config_path)] if config_path else []))
@@ -99,7 +101,9 @@ def command(users, months, seed, config_path) -> None:
 
     click.secho("\nWhere the results are", bold=True)
     for what, where in (("training world", train_world), ("unseen world (seed + 1)", new_world),
-                        ("training report", report), ("restoration report", restore_report), ("scores", scores),
+                        ("training report", report), ("model card", report.with_name(CARD_FILE)),
+                        ("restoration report", restore_report),
+                        ("restoration model card", restore_report.with_name(CARD_FILE)), ("scores", scores),
                         ("MLflow store", registry.tracking_uri()),
                         ("registered model", f"models:/{name}@champion (version {version})"),
                         ("restoration model", f"models:/{restore_name}@champion (version {restore_version})")):

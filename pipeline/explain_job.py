@@ -2,7 +2,7 @@
 
 Argument parsing, I/O and printing only: the model comes from the registry (sha256-checked on
 load), events are validated like every other job (bad rows quarantined, unusable input exits 2
-with one line), and the explanation is `linerisk.explain` (models/view.py).
+with one line), and the explanation is `linerisk.explain` (models/view.py), for an active or a restricted line.
 """
 from __future__ import annotations
 
@@ -20,8 +20,6 @@ import pyarrow.dataset as ds
 from linerisk import api
 from linerisk.data.schema import InputError, validate_events
 from linerisk.features.compute import prepare_events, to_utc_timestamp
-from linerisk.features.labels import line_state
-from linerisk.models.view import explain_restricted_user
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import EventSource, linerisk_home, load_model_package, read_users, users_path_for, write_quarantine
 
@@ -157,7 +155,6 @@ def command(model_ref: str, restore_model_ref: str, events_path: Path, users_pat
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     package = load_model_package(model_ref, expect="restrict")  # first: a wrong model fails before any data is read
-    scorer, name, version = package.scorer, package.name, package.version
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     key = _user_key(users, user)
@@ -174,21 +171,16 @@ def command(model_ref: str, restore_model_ref: str, events_path: Path, users_pat
         path = linerisk_home() / "quarantine" / f"explain-{stamp}.quarantine.parquet"
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
-    events = validated.good
-    mine = users[users["user_id"] == key]
-    state = str(line_state(events, ts, mine, tz)["state"].iloc[0])
-    if state == "no_line":
-        raise InputError(f"user {user!r} has no personal line at {ts:%Y-%m-%d} (no pl_open before it)")
-    if state == "restricted":
-        restore = load_model_package(restore_model_ref, expect="restore")
-        view = explain_restricted_user(package.scorer, restore.scorer, events, users, key, ts, tz)
-        view["model"] = {"name": package.name, "version": package.version}
-        view["restore_model"] = {"name": restore.name, "version": restore.version}
-        text = render_restricted(view, f"{package.name} v{package.version}, {restore.name} v{restore.version}")
+    # the restoration model is loaded (and checked) only for a restricted line
+    view = api.explain(validated.good, users, ts, key, package, threshold=threshold, restore_model=restore_model_ref,
+                       tz=tz)
+    if as_json:
+        click.echo(json.dumps(view, ensure_ascii=False, indent=1))
+    elif view["line_state"] == "restricted":
+        restore = view["restore_model"]
+        click.echo(render_restricted(view, f"{package.name} v{package.version}, {restore['name']} v{restore['version']}"))
     else:
-        view = api.explain(events, users, ts, key, package, threshold=threshold, tz=tz)
-        text = render(view, f"{package.name} v{package.version}")
-    click.echo(json.dumps(view, ensure_ascii=False, indent=1) if as_json else text)
+        click.echo(render(view, f"{package.name} v{package.version}"))
 
 
 def main(argv: list[str] | None = None) -> int:

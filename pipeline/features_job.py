@@ -34,7 +34,8 @@ def describe_spec(as_json: bool = False) -> str:
              "source": f.source, "targets": list(f.targets), "direction": f.direction,
              "restore_direction": f.restore_direction, "actionable": f.actionable,
              "text_en": f.text_en, "text_zh": f.text_zh, "none_en": f.none_en, "none_zh": f.none_zh,
-             "levers": [lever.action for lever in f.levers]} for f in FEATURES]
+             "levers": [lever.action for lever in f.levers],
+             "restore_levers": [lever.action for lever in f.restore_levers]} for f in FEATURES]
     if as_json:
         return json.dumps({"spec_hash": {t: spec_hash(t) for t in TARGETS}, "features": rows}, ensure_ascii=False,
                           indent=2)

@@ -78,9 +78,27 @@ def weak_model(synth_split):
 
 # ---------------------------------------------------------------------------- simulated worlds (issue 2)
 # Worlds are written once per test session into a directory shared by the xdist workers
-# (guarded by a file lock), so each is simulated only once however many workers need it.
+# (guarded by a file lock), so each is simulated only once however many workers need it. Without
+# xdist that directory outlives the session (and is shared by every checkout on the machine), so a
+# world's directory is named after its parameters and the code that writes it: a change to the
+# simulator or the features gets a fresh world, never a stale one.
 
 import fcntl  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+
+
+def source_key(*modules: str, **params) -> str:
+    """12 hex digits of sha256 over `params` and the Python sources of `modules` (a package: all its files)."""
+    import importlib
+
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for module in modules:
+        path = Path(importlib.import_module(module).__file__)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for file in files:
+            digest.update(f"{module}:{file.relative_to(path.parent)}".encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def shared_world(tmp_path_factory, name: str, **params) -> Path:
@@ -88,9 +106,11 @@ def shared_world(tmp_path_factory, name: str, **params) -> Path:
     from linerisk.data.simulate import WorldParams
     from linerisk.pipeline.simulate_job import write_world
 
+    key = source_key("linerisk.data", "linerisk.features", "linerisk.pipeline.simulate_job", **params)
     corrupt_rate = params.pop("corrupt_rate", 0.0)
     root = tmp_path_factory.getbasetemp().parent / "worlds"
     root.mkdir(exist_ok=True)
+    name = f"{name}-{key}"
     out = root / name
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

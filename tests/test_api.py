@@ -248,6 +248,35 @@ def test_explain_returns_what_explain_json_prints(store, small_world, world, cap
         linerisk.explain(world.events, world.users, AS_OF, 987654321)
 
 
+def test_explain_of_a_restricted_line_returns_what_json_prints_and_agrees_with_score(store, small_world, world,
+                                                                                      capsys):
+    restore = "linerisk-restore@champion"
+    scores = linerisk.score(world.events, world.users, AS_OF, restore_model=restore).set_index("user_id")
+    restricted = scores[(scores["line_state"] == "restricted") & ~scores["red_line"]]
+    user = int(restricted["restore_probability"].idxmax())  # one with a way back worth showing
+    capsys.readouterr()
+    assert main(["explain", "--events", str(small_world / "events.parquet"), "--as-of", AS_OF,
+                 "--user", str(user), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    view = linerisk.explain(world.events, world.users, AS_OF, user, restore_model=restore)
+    assert json.loads(json.dumps(view, ensure_ascii=False)) == printed
+    row = scores.loc[user]
+    assert view["line_state"] == "restricted" and view["restore_model"]["name"] == "linerisk-restore"
+    assert view["restore"]["probability_90d"] == pytest.approx(row["restore_probability"], abs=1e-12)
+    assert view["restore"]["expected"] == (None if pd.isna(row["restore_expected"])
+                                           else pd.Timestamp(row["restore_expected"]).strftime("%Y-%m-%d"))
+    assert view["red_line"]["holds"] == bool(row["red_line"]) is False
+    assert [r["code"] for r in view["holding_back"]] == [row[f"reason_{k}_code"] for k in (1, 2, 3)
+                                                         if pd.notna(row[f"reason_{k}_code"])]
+    assert view["actions"] and all(a["probability_90d"] >= row["restore_probability"] - 1e-12 for a in view["actions"])
+    # without the restoration model a restricted line is one clear line, not the active view
+    with pytest.raises(InputError, match=f"user_id: {user}'s line is restricted since .*pass restore_model"):
+        linerisk.explain(world.events, world.users, AS_OF, user)
+    # an active line does not need (or load) the restoration model
+    active = int(scores.index[scores["line_state"] == "active"][0])
+    assert linerisk.explain(world.events, world.users, AS_OF, active, restore_model="nowhere@champion")["band"]
+
+
 def test_plan_covers_every_active_line_and_its_actions_get_below_the_threshold_from_scratch(store, world):
     from linerisk.features.labels import line_state
     from linerisk.models.recover import apply_plan

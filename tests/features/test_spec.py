@@ -147,3 +147,67 @@ def test_a_lever_on_a_feature_the_user_cannot_move_or_without_one_target_is_refu
                                                              text_zh="乙{value}"),))
     with pytest.raises(ValueError, match="unknown feature 'nope'"):
         check_levers((silent, texted))
+
+
+# The restoration model's actions: codes another part of the project keys on (the simulator's interventions).
+RESTORE_CODES = ("repay_on_time_90d", "no_credit_applications_90d", "use_business_loan_90d", "contact_platform")
+
+
+def test_the_restoration_levers_come_from_the_restoration_spec_with_their_days_and_when_they_apply():
+    from linerisk.models.recover import spec_levers
+    from linerisk.models.train import registry_spec
+
+    restore = registry_spec("restore")
+    levers = {lv.code: lv for lv in spec_levers(restore)}
+    assert tuple(levers) == RESTORE_CODES
+    assert {c: lv.days for c, lv in levers.items()} == {**dict.fromkeys(RESTORE_CODES[:3], 90), "contact_platform": 0}
+    assert {c for c, lv in levers.items() if lv.only_if == "likely_minor"} == {"contact_platform"}
+    names = {f["name"] for f in restore["features"]}
+    for lv in levers.values():
+        assert lv.shown in names and lv.moves and {n for n, *_ in lv.moves} <= names, lv.code
+        assert "{value}" in lv.text_en and "{value}" in lv.text_zh, lv.code
+        # an outcome is never an action: no restoration lever moves the credit score
+        assert lv.family not in spec.OUTCOME_FAMILIES, lv.code
+        assert not {spec.get(n).family for n, *_ in lv.moves} & set(spec.OUTCOME_FAMILIES), lv.code
+    # the restriction model's plan keeps its own levers: no appeal, no condition; their days are those of the
+    # windows they clear (when the projection holds, models/recover.py), not the restoration spec's
+    restrict = spec_levers(registry_spec("restrict"))
+    assert "contact_platform" not in {lv.code for lv in restrict} and all(lv.only_if == "" for lv in restrict)
+    assert {lv.code: lv.days for lv in restrict}["no_credit_applications_30d"] == 30
+    assert all("restore_levers" not in f for f in restore["features"] + registry_spec("restrict")["features"])
+
+
+def test_a_restoration_lever_change_moves_only_the_restoration_spec_hash(monkeypatch):
+    import dataclasses
+
+    restrict, restore = spec.spec_hash("restrict"), spec.spec_hash("restore")
+    i = next(i for i, f in enumerate(FEATURES) if f.name == "bl_drawdown_count_since")
+    lever = dataclasses.replace(FEATURES[i].restore_levers[0], days=30)
+    monkeypatch.setattr(spec, "FEATURES", (*FEATURES[:i], dataclasses.replace(FEATURES[i], restore_levers=(lever,)),
+                                           *FEATURES[i + 1:]))
+    assert spec.spec_hash("restrict") == restrict and spec.spec_hash("restore") != restore
+
+
+def test_a_restoration_lever_on_an_outcome_or_with_an_unknown_condition_is_refused():
+    import dataclasses
+
+    from linerisk.features.spec import Lever, RestoreLever, check_levers
+
+    texts = dict(text_en="Do x (now {value})", text_zh="做x（{value}）")
+    score = with_restore_levers(spec.get("credit_score_latest"), (RestoreLever("raise_score", by=10.0, **texts),),
+                                        levers=())
+    with pytest.raises(ValueError, match="outcome, not an action"):  # as the restoration view sees it
+        check_levers((dataclasses.replace(score, direction=1, levers=score.restore_levers),), one_family=False)
+    with pytest.raises(ValueError, match="only_if must be one of"):
+        with_restore_levers(spec.get("bl_drawdown_count_since"),
+                                    (RestoreLever("use_bl", by=1.0, only_if="sometimes", **texts),))
+    with pytest.raises(ValueError, match="restoration model does not read"):
+        with_restore_levers(spec.get("bl_early_repayment_count_90d"), (RestoreLever("x", to=0.0, **texts),))
+    with pytest.raises(ValueError, match="exactly one of to or by"):  # only an action's texts may move nothing
+        with_restore_levers(spec.get("bl_drawdown_count_since"), (Lever("use_bl"),))
+
+
+def with_restore_levers(feature: Feature, restore_levers: tuple, **changes) -> Feature:
+    import dataclasses
+
+    return dataclasses.replace(feature, restore_levers=restore_levers, **changes)

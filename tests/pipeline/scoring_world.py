@@ -59,7 +59,11 @@ def _train_and_register(world: Path) -> None:
 
 def scoring_store(tmp_path_factory, world: Path, template_db: Path) -> dict[str, str]:
     """Env vars (MLFLOW_TRACKING_URI, LINERISK_HOME) of the shared store with `linerisk@champion`."""
-    root = tmp_path_factory.getbasetemp().parent / "scoring_store"
+    from tests.conftest import source_key
+
+    # named after the world and the code that trains and packages the models (see tests/conftest.py shared_world)
+    key = source_key("linerisk.features", "linerisk.models", world=world.name)
+    root = tmp_path_factory.getbasetemp().parent / f"scoring_store-{key}"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "LINERISK_HOME": str(root),
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     with open(f"{root}.lock", "w") as lock:

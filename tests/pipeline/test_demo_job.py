@@ -16,7 +16,13 @@ def test_demo_runs_every_stage_and_says_where_the_results_are(mlflow_store, tmp_
     demo = tmp_path / "linerisk_home" / "demo"
     for stage in ("simulate", "train", "registry promote", "score", "explain"):
         assert f"$ linerisk {stage}" in out
-    assert (demo / "report.html").stat().st_size > 10_000 and (demo / "restore_report.html").stat().st_size > 10_000
+    restore = demo / "restoration"
+    assert (demo / "report.html").stat().st_size > 10_000 and (restore / "report.html").stat().st_size > 10_000
+    # each model keeps its own card, beside the report that links to it, and both paths are printed
+    card, restore_card = (demo / "model_card.md").read_text(), (restore / "model_card.md").read_text()
+    assert "linerisk-restore" not in card.splitlines()[0] and "linerisk-restore" in restore_card.splitlines()[0]
+    assert re.search(rf"^  model card +{re.escape(str(demo / 'model_card.md'))}$", out, re.M)
+    assert re.search(rf"^  restoration model card +{re.escape(str(restore / 'model_card.md'))}$", out, re.M)
     assert "$ linerisk train --target restore" in out and "linerisk-restore v1" in out
     scores = pd.read_parquet(demo / "scores.parquet")
     active, restricted = scores["line_state"] == "active", scores["line_state"] == "restricted"

@@ -120,7 +120,7 @@ def test_a_user_without_a_line_is_one_line(store, tmp_path, capsys):
     write_log(tmp_path, QUIET)
     assert main(["explain", "--events", str(tmp_path / "events.parquet"), "--as-of", AS_OF, "--user", "2"]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
-    assert err == ["error: user '2' has no personal line at 2024-09-27 (no pl_open before it)"]
+    assert err == ["error: user_id: 2 has no personal line at 2024-09-27 (no pl_open before it)"]
 
 
 def test_unknown_user_and_unknown_model_exit_2_with_one_line(store, small_world, capsys):

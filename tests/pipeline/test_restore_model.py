@@ -124,3 +124,48 @@ def test_train_target_restore_reports_the_curve_and_the_red_line(population_worl
     assert m["oracle_test_auc"] > 0.5  # restore_oracle_prob joined on the same rows
     html = (tmp_path / "r.html").read_text()
     assert "Restoration curve (test)" in html and "Red line (test)" in html
+
+
+def test_the_way_back_takes_its_levers_days_and_conditions_from_the_models_spec(restore, restricted):
+    import copy
+
+    from linerisk.models.restore_plan import restoration_actions
+
+    lines = restricted[~restore.red_line(restricted)].head(20).assign(appeal_pending_count=0.0)
+    edited = copy.copy(restore)
+    edited.spec = copy.deepcopy(restore.spec)
+    for f in edited.spec["features"]:
+        for lv in f["levers"]:
+            if lv["action"] == "contact_platform":
+                lv["only_if"] = ""  # offered whatever the likely cause
+            if lv["action"] == "no_credit_applications_90d" and lv["text_en"]:
+                lv["days"] = 30
+    actions = restoration_actions(edited, lines, np.zeros(len(lines), bool), AS_OF)
+    assert (actions[actions["code"] == "contact_platform"]["days"] == 0).all()
+    assert len(actions[actions["code"] == "contact_platform"]) == len(lines)
+    inquiries = actions[actions["code"] == "no_credit_applications_90d"]
+    assert len(inquiries) and (inquiries["days"] == 30).all()
+    assert set(restoration_actions(restore, lines, np.zeros(len(lines), bool), AS_OF)["code"]) <= {
+        "repay_on_time_90d", "no_credit_applications_90d", "use_business_loan_90d", "all"}
+
+
+def test_a_restoration_model_saved_before_the_spec_had_its_levers_is_refused_in_one_line():
+    """Such a model's spec has no restoration levers (its way back would be empty): it is refused, not loaded."""
+    import hashlib
+    import json
+    from types import SimpleNamespace
+
+    from linerisk.data.errors import InputError
+    from linerisk.features.spec import feature_records
+    from linerisk.models.batch import require_feature_spec
+    from linerisk.models.recover import spec_levers
+
+    old_rows = [{**row, "levers": []} for row in feature_records("restore")]  # the view as saved before
+    old_hash = hashlib.sha256(json.dumps(old_rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    assert spec_levers({"features": old_rows}) == ()
+    old = SimpleNamespace(name="linerisk-restore", version="3", target="restore", spec_hash=old_hash)
+    with pytest.raises(InputError) as err:
+        require_feature_spec(old, "restore")
+    message = str(err.value)
+    assert "\n" not in message and "linerisk-restore v3" in message and old_hash[:12] in message
+    assert "use a model trained on the current feature spec" in message

@@ -45,13 +45,16 @@ def assert_same_answer(answer: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 @pytest.fixture(scope="module")
 def served(store_env, small_world, tmp_path_factory):
-    """`.venv/bin/linerisk serve` on the shared store's champion, two workers (requests land on either), a free loopback port."""
+    """`.venv/bin/linerisk serve` on the shared store's champions, two workers each (requests land on either), a
+    free loopback port: the restriction model there, the restoration model (registered in the store) on the next."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
     port = free_port()
     server = start([str(BIN / "linerisk"), "serve", "--port", str(port), "--workers", "2"], bare_env(store_env), log)
     try:
         wait_for(port, server, log)
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/invocations", log=log, port=port)
+        wait_for(port + 1, server, log)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/invocations", log=log, port=port,
+                              restore_url=f"http://127.0.0.1:{port + 1}/invocations")
     finally:
         stop(server)
 
@@ -144,30 +147,39 @@ def test_a_restoration_model_that_is_not_registered_is_one_error_line(store, tmp
     assert len(lines) == 1 and "linerisk-restore-nowhere" in lines[0] and lines[0].startswith("error: "), done.stderr
 
 
-def test_a_registered_restoration_model_is_served_on_the_next_port(store_env, small_world, tmp_path):
-    """Two models, two ports: with `linerisk-restore@champion` registered (here a copy of the champion,
-    standing in for the restoration model's registration), `linerisk serve` serves it on PORT + 1."""
-    import shutil
+def test_the_served_restoration_model_answers_restricted_lines_as_batch_scoring(store, small_world, served, tmp_path):
+    """Over real HTTP on PORT + 1: the restoration model trained and registered in the session's store answers
+    each restricted line as `linerisk score` does, row for row; a bad request is one 400 line."""
+    from linerisk.features.labels import line_features
+    from linerisk.features.spec import feature_names
+    from linerisk.models import registry
+    from linerisk.pipeline.cli import main
+    from linerisk.pipeline.io import read_events, read_users
 
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path / "mlflow.db"
-    shutil.copy(store_env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), db)
-    env = {**store_env, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "LINERISK_HOME": str(tmp_path)}
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_URI"])
-    copy = client.copy_model_version("models:/linerisk@champion", "linerisk-restore")
-    client.set_registered_model_alias("linerisk-restore", "champion", copy.version)
-
-    port = free_port()
-    log = tmp_path / "server.log"
-    server = start([str(BIN / "linerisk"), "serve", "--port", str(port), "--workers", "1"], bare_env(env), log)
-    try:
-        wait_for(port, server, log)
-        wait_for(port + 1, server, log)
-        frame = feature_frame(small_world, 3)
-        first = post(f"http://127.0.0.1:{port}/invocations", split_payload(frame))
-        second = post(f"http://127.0.0.1:{port + 1}/invocations", split_payload(frame))
-    finally:
-        stop(server)
-    assert first[0] == second[0] == 200 and first[1] == second[1]
-    assert f"serving linerisk-restore v{copy.version} at http://127.0.0.1:{port + 1}/invocations" in log.read_text()
+    name, version, _ = registry.resolve("linerisk-restore@champion")
+    assert f"serving {name} v{version} at {served.restore_url}" in served.log.read_text()
+    users = read_users(small_world / "users.parquet")
+    lines = line_features(read_events(small_world / "events.parquet", users).good, AS_OF, users)
+    restricted = lines[lines["line_state"] == "restricted"].head(40)
+    assert main(["score", "--events", str(small_world / "events.parquet"), "--as-of", AS_OF,
+                 "--out", str(tmp_path / "scores.parquet")]) == 0
+    batch = pd.read_parquet(tmp_path / "scores.parquet").set_index("user_id").loc[restricted.index]
+    frame = restricted[feature_names("restore")].astype("float64")
+    status, body = post(served.restore_url, split_payload(frame))
+    assert status == 200
+    answer = pd.DataFrame(body["predictions"], index=restricted.index)
+    assert len(answer) == len(batch) and (batch["line_state"] == "restricted").all()
+    np.testing.assert_allclose(answer["restore_probability"], batch["restore_probability"], rtol=1e-12)
+    assert answer["red_line"].tolist() == batch["red_line"].tolist() and batch["red_line"].any()
+    expected = pd.Timestamp(AS_OF) + pd.to_timedelta(answer["restore_expected_days"], unit="D")
+    assert expected.dt.strftime("%Y-%m-%d").fillna("").tolist() == \
+        pd.to_datetime(batch["restore_expected"]).dt.strftime("%Y-%m-%d").fillna("").tolist()
+    reasons = [c for c in batch.columns if c.startswith("reason_")]
+    assert_same_answer(answer[reasons].reset_index(drop=True), batch[reasons].reset_index(drop=True))
+    # the restriction model's columns are not the restoration model's: one 400 line naming what is missing
+    status, bad = post(served.restore_url, split_payload(feature_frame(small_world, 2)))
+    missing = next(n for n in feature_names("restore") if n not in feature_names("restrict"))
+    assert status == 400 and bad["error_code"] == "BAD_REQUEST" and f"missing column '{missing}'" in bad["message"]
+    assert "\n" not in bad["message"]
+    status, again = post(served.restore_url, split_payload(frame.head(1)))
+    assert status == 200 and again["predictions"][0] == body["predictions"][0]
