@@ -1,24 +1,27 @@
 """Benchmark: reason fidelity of attribution candidates on an unseen world, per cause family.
 
 Each candidate explains the same model on the same rows; reasons are the 3 families with the
-largest attribution (at least MIN_CONTRIBUTION), scored against the world's truth by
-models.explain.fidelity_metrics. Prints the overall table, the per-family tables and rows/s.
-Usage::
+largest attribution (at least MIN_CONTRIBUTION, or the candidate's materiality threshold), scored
+against the world's truth by models.explain.fidelity_metrics. Prints the overall table, the
+per-family tables and rows/s. Usage::
 
     python benchmarks/fidelity.py --train-world .linerisk/demo/world_seed0 \
         --world .linerisk/demo/world_seed1 [--model linerisk@champion] [--cache .linerisk/cache]
         [--background 20]
 
-Candidates: path-dependent TreeSHAP (LightGBM's pred_contrib, against the average user);
-baseline Shapley and Owen values (families as players) against the user's best-achievable self
-with the best value seen in training; the same Owen values against the package's reference
-(the lowest-risk tenth's upper-normal values: what the model uses) and against a more lenient
-one (risk-raising features at the population's 80th percentile); interventional TreeSHAP
-against the `--background` lowest-risk training rows (the mean of baseline Shapley values).
+Candidates: path-dependent TreeSHAP (LightGBM's pred_contrib, against the average user); baseline
+Shapley and Owen values (families as players) against the user's best-achievable self with the
+best value seen in training; Owen values against references built like `attribution_reference`
+from the training world (the lowest-risk tenth's 75th/90th percentiles, issue 16's first choice;
+the default TrainParams [chosen]; the population's median or 75th percentile for risk-raising
+features), some with a materiality threshold (a family is named only when its value reaches it);
+with `--background K`, interventional TreeSHAP against the K lowest-risk training rows (the mean of
+baseline Shapley values, slow).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -40,13 +43,44 @@ def _panel(world: Path, cache: Path | None) -> pd.DataFrame:
     return panel
 
 
+# name -> (TrainParams overrides of the reference, materiality threshold); None: the defaults
+REFERENCES = {
+    "Owen vs lowest-risk tenth q75/q90 (previous)": ({"reference_low_risk_share_up": 0.10,
+                                                      "reference_quantile_up": 0.75}, None),
+    "Owen vs lowest-risk tenth q75/q90, material >= 0.1": ({"reference_low_risk_share_up": 0.10,
+                                                            "reference_quantile_up": 0.75}, 0.10),
+    "Owen vs low-risk half q60 / tenth q90 [chosen]": ({}, None),
+    "Owen vs low-risk half q60 / tenth q90, material >= 0.05": ({}, 0.05),
+    "Owen vs low-risk half q60 / tenth q90, material >= 0.1": ({}, 0.10),
+    "Owen vs population median (risk-raising)": ({"reference_low_risk_share_up": 1.0,
+                                                  "reference_quantile_up": 0.5}, None),
+    "Owen vs population q75 (risk-raising), material >= 0.1": ({"reference_low_risk_share_up": 1.0,
+                                                                "reference_quantile_up": 0.75}, 0.10),
+}
+
+
+def material(values: np.ndarray, spec: dict, threshold: float | None) -> np.ndarray:
+    """The attribution with every family whose total is under `threshold` zeroed (so it is never named)."""
+    if threshold is None:
+        return values
+    from linerisk.models import scoring
+
+    ids = scoring.family_ids(spec)
+    sums = scoring.family_contributions(values, spec).to_numpy()
+    out = values.copy()
+    out[:, : len(ids)] = np.where(sums[:, ids] >= threshold, values[:, : len(ids)], 0.0)
+    return out
+
+
 def candidates(scorer, X: pd.DataFrame, train_X: pd.DataFrame, background: int) -> dict[str, tuple]:
     """name -> (per-feature attribution with a last column, seconds)."""
     from linerisk.models import scoring, treeshap
+    from linerisk.models.train import TrainParams, attribution_reference
 
     ts = treeshap.explainer_for(scorer.booster)
     A = treeshap.to_matrix(X, scorer.booster)
     T = treeshap.to_matrix(train_X, scorer.booster)
+    train_raw = scorer.booster.predict(T, raw_score=True)
     direction = np.asarray([f.get("direction", 0) for f in scorer.spec["features"]])
     best = {f["name"]: float(np.nanmin(T[:, j]) if d > 0 else np.nanmax(T[:, j]))
             for j, (f, d) in enumerate(zip(scorer.spec["features"], direction)) if d != 0}
@@ -61,18 +95,14 @@ def candidates(scorer, X: pd.DataFrame, train_X: pd.DataFrame, background: int) 
     timed("path TreeSHAP (pred_contrib)", lambda: ts.shap_values(A))
     timed("baseline Shapley vs best", lambda: ts.baseline_values(A, scoring.reference_rows(A, best_spec)))
     timed("Owen (families) vs best", lambda: ts.baseline_values(A, scoring.reference_rows(A, best_spec), groups))
-    if "attribution" in scorer.spec:
-        timed("Owen (families) vs low-risk reference [chosen]",
-              lambda: ts.baseline_values(A, scoring.reference_rows(A, scorer.spec), groups))
-        # a more lenient reference for risk-raising features: the population's 80th percentile
-        lenient = dict(scorer.spec["attribution"]["reference"])
-        lenient.update({f["name"]: float(np.nanquantile(T[:, j], 0.8)) for j, f in enumerate(scorer.spec["features"])
-                        if direction[j] > 0 and not np.isnan(T[:, j]).all()})
-        lenient_spec = {**scorer.spec, "attribution": {"reference": lenient}}
-        timed("Owen (families) vs population q80 (risk-raising features)",
-              lambda: ts.baseline_values(A, scoring.reference_rows(A, lenient_spec), groups))
+    for name, (overrides, threshold) in REFERENCES.items():
+        params = dataclasses.replace(TrainParams(), **overrides)
+        ref_spec = {**scorer.spec, "attribution": {"reference": attribution_reference(train_X, train_raw, scorer.spec,
+                                                                                      params)}}
+        timed(name, lambda: material(ts.baseline_values(A, scoring.reference_rows(A, ref_spec), groups),
+                                     scorer.spec, threshold))
     if background:
-        low = np.argsort(scorer.booster.predict(T, raw_score=True), kind="stable")[:background]
+        low = np.argsort(train_raw, kind="stable")[:background]
 
         def interventional():
             total = np.zeros((len(A), A.shape[1] + 1))
@@ -85,7 +115,7 @@ def candidates(scorer, X: pd.DataFrame, train_X: pd.DataFrame, background: int) 
 
 def main() -> None:
     from linerisk.models import registry
-    from linerisk.models.evaluate import markdown_table
+    from linerisk.models.report import markdown_table
     from linerisk.models.explain import fidelity_metrics
     from linerisk.models.scoring import apply_calibrator, prepare_features, reasons_frame
     from linerisk.pipeline.io import read_table
@@ -95,7 +125,7 @@ def main() -> None:
     ap.add_argument("--world", type=Path, required=True)
     ap.add_argument("--model", default="linerisk@champion")
     ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--background", type=int, default=20)
+    ap.add_argument("--background", type=int, default=0)
     args = ap.parse_args()
 
     scorer = registry.load_package(args.model).scorer
@@ -122,13 +152,13 @@ def main() -> None:
     table["rows/s"] = pd.Series(speed).round(0)
     print(f"{len(X):,} rows of {args.world}; goals: driver >= 0.95, recall@3 >= 0.83, present >= 0.95 "
           "(>= 0.90 per family with 20+), zero-hazard <= 0.03, bl_closure blame <= 0.05\n")
-    print(markdown_table(table, ".3f"))
+    print(markdown_table(table.round(3)))
     for col, what in (("cause_recall_at_3", "cause recall@3"), ("cause_recall_at_3_present", "recall@3 where present"),
                       ("named_zero_hazard", "share of named reasons with zero hazard")):
         per = pd.DataFrame({name: t[col] for name, t in families.items()}).T
         print(f"\n{what} by family\n")
         drop = [] if col == "named_zero_hazard" else [c for c in ("latent",) if c in per.columns]
-        print(markdown_table(per.drop(columns=drop), ".3f"))
+        print(markdown_table(per.drop(columns=drop).round(3)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Reason codes from the model's attributions, grouped by behaviour family, and their fidelity against the simulator's truth.
 
 Attributions come from `Scorer.attributions` (models/scoring.py): Owen values with families as
-players against the user's best-achievable self for a package with a reference, path-dependent
+players against an achievable, ordinary-good self for a package with a reference, path-dependent
 SHAP otherwise; per row they add up to the booster's raw score. The families pushing risk up most
 are the reasons; what pulls risk down most against the average user (path SHAP) is "what is helping you".
 
@@ -237,6 +237,8 @@ def fidelity_metrics(scores: pd.DataFrame, truth_snapshots: pd.DataFrame, truth_
         v = overall[name]
         met = (v >= goal) if op == ">=" else (v <= goal)
         goals[name] = f"{op} {goal:.2f}: {'met' if met else 'MISSED'}"
+    if len(present):  # which family is the lowest
+        goals["min_cause_recall_at_3_present_20plus"] += f" ({present['cause_recall_at_3_present'].idxmin()})"
     return Fidelity(overall, table, goals)
 
 

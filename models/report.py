@@ -127,7 +127,7 @@ def training_card(*, name: str, version: str | None, run_id: str | None, source:
     limitations = [
         f"Probabilities are calibrated ({calibration}) on the validation part; when the base rate moves they "
         "drift. Watch `linerisk monitor` and retrain.",
-        ("Reasons are exact Owen values of this model against the user's best-achievable self (families as "
+        ("Reasons are exact Owen values of this model against an achievable, ordinary-good self (families as "
          "players): associations it learnt, not causes; it also reads behaviour below the platform's rules as risk."
          if "attribution" in spec else
          "Reasons are exact SHAP contributions of this model: associations it learnt, not causes."),

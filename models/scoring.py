@@ -6,14 +6,14 @@ process without this repository can score. Training (`RestrictionModel`), batch 
 `linerisk explain` all score through `Scorer`, so they give the same probabilities and reasons.
 
 Reasons: the three families whose attribution (log-odds) pushes risk up most. A package whose spec
-carries an `attribution` reference explains each user against the best-achievable version of
+carries an `attribution` reference explains each user against an achievable, ordinary-good version of
 themselves (every risk feature moved no further than the reference's value in its less risky
-direction; everything else as it is) with Owen values, families as players: exact, they add up to
-f(x) - f(reference) and a family's total is its Shapley value in the game of families. Older packages
-fall back to path-dependent SHAP (against the average user). Reasons: the three families whose sum pushes risk up most. Each has a stable
-code `<family>:<feature>`, the family's feature with the largest positive SHAP value for that
-user (e.g. `overdue:max_dpd_90d`), and that feature's spec text in English and Chinese filled
-with the user's own value. SHAP comes from the exact TreeSHAP kernel (models/treeshap.py, numba)
+direction, e.g. no more inquiries than most lower-risk users have; everything else as it is) with
+Owen values, families as players: exact, they add up to f(x) - f(reference) and a family's total is
+its Shapley value in the game of families. Older packages fall back to path-dependent SHAP (against
+the average user). Each reason has a stable code `<family>:<feature>`, the family's feature with the
+largest value for that user (e.g. `overdue:max_dpd_90d`), and that feature's spec text in English
+and Chinese filled with the user's own value. SHAP comes from the exact TreeSHAP kernel (models/treeshap.py, numba)
 and falls back to LightGBM's `pred_contrib` (same values to ~1e-15) where numba is missing.
 """
 from __future__ import annotations

@@ -59,11 +59,15 @@ class TrainParams:
     horizon_days: int = 90
     log_every: int = 100
     baseline_C: float = 1.0
-    # Reasons compare a user with their best-achievable self: each risk feature moved no further than
-    # what the lowest-risk share of training rows shows at this quantile (the risk-raising side of
-    # counts and shares at the 75th percentile, the high end of scores and days-since at the 90th).
-    reference_low_risk_share: float = 0.10
-    reference_quantile_up: float = 0.75
+    # Reasons compare a user with an achievable, ordinary-good self: each risk feature moved no further
+    # than what a low-risk share of training rows shows at a quantile. Risk-raising counts and shares:
+    # the lower-risk half's 60th percentile, so ordinary values (one inquiry, a third of the line used)
+    # are no reason; scores and days-since: the lowest-risk tenth's 90th percentile (issue 16: the
+    # lowest-risk tenth's 75th percentile on both sides named ordinary values, 9% of named reasons
+    # with no hazard at as_of).
+    reference_low_risk_share: float = 0.10  # risk-lowering features (scores, days since)
+    reference_low_risk_share_up: float = 0.50  # risk-raising features (counts, shares, balances)
+    reference_quantile_up: float = 0.60
     reference_quantile_down: float = 0.90
 
     def __post_init__(self) -> None:
@@ -71,7 +75,8 @@ class TrainParams:
             raise ValueError(f"calibration must be auto, isotonic or sigmoid, not {self.calibration!r}")
         if not 1 <= self.max_depth <= 16:
             raise ValueError(f"max_depth must be in 1..16 (TreeSHAP cost grows with depth), not {self.max_depth}")
-        for name in ("reference_low_risk_share", "reference_quantile_up", "reference_quantile_down"):
+        for name in ("reference_low_risk_share", "reference_low_risk_share_up", "reference_quantile_up",
+                     "reference_quantile_down"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], not {getattr(self, name)}")
         for name in ("valid_snapshots", "test_snapshots", "n_estimators", "early_stopping_rounds"):
@@ -335,7 +340,7 @@ class RestrictionModel:
         self.scorer_ = Scorer(self.booster_text_, {"method": "none"}, spec)
         self.calibrator_ = fit_calibrator(self.scorer_.raw_score(X_valid), np.asarray(y_valid), params.calibration)
         self.scorer_ = self.scorer_class(self.booster_text_, self.calibrator_, spec)
-        # the restriction model's reasons compare a user with its best-achievable self (issue 16); the
+        # the restriction model's reasons compare a user with an achievable, ordinary-good self (issue 16); the
         # restoration model keeps path-dependent SHAP
         X_reference = X_valid if X_reference is None else X_reference
         reference = (attribution_reference(prepare_features(X_reference, spec), self.scorer_.raw_score(X_reference),
@@ -394,19 +399,20 @@ class RestrictionModel:
 def attribution_reference(X: pd.DataFrame, raw: np.ndarray, spec: dict[str, Any], params: TrainParams
                           ) -> dict[str, float]:
     """The reasons' reference profile: per directional feature, the value the lowest-risk
-    `reference_low_risk_share` of the rows `X` (model input) stay at or better than with probability
-    `reference_quantile_up` (risk-raising features) or that they reach with probability
-    1 - `reference_quantile_down` (risk-lowering ones); where they never have a value, the best one seen."""
-    low = raw <= np.quantile(raw, params.reference_low_risk_share)
+    `reference_low_risk_share_up` of the rows `X` (model input) stay at or under with probability
+    `reference_quantile_up` (risk-raising features), or that the lowest-risk `reference_low_risk_share`
+    reach with probability 1 - `reference_quantile_down` (risk-lowering ones); where those rows never
+    have a value, the best one seen."""
     out = {}
     for f in spec["features"]:
         direction = f.get("direction", 0)
         if direction == 0 or isinstance(X[f["name"]].dtype, pd.CategoricalDtype):
             continue
+        share, q = ((params.reference_low_risk_share_up, params.reference_quantile_up) if direction > 0
+                    else (params.reference_low_risk_share, params.reference_quantile_down))
         column = X[f["name"]].to_numpy(dtype=np.float64, na_value=np.nan)
-        values = column[low & ~np.isnan(column)]
+        values = column[(raw <= np.quantile(raw, share)) & ~np.isnan(column)]
         if len(values):
-            q = params.reference_quantile_up if direction > 0 else params.reference_quantile_down
             out[f["name"]] = float(np.quantile(values, q))
         elif (~np.isnan(column)).any():  # the low-risk rows never have it: the best value seen
             out[f["name"]] = float(np.nanmin(column) if direction > 0 else np.nanmax(column))

@@ -127,3 +127,15 @@ def test_named_reasons_without_a_true_hazard_are_counted_on_restricted_rows_only
     assert fid.overall["named_zero_hazard_share"] == pytest.approx(0.5)
     assert fid.goals["named_zero_hazard_share"].endswith("MISSED")
     assert fid.overall["cause_recall_at_3_present"] == 1.0
+
+
+def test_the_per_family_floor_names_its_weakest_family():
+    # 25 overdue restrictions all named; 25 utilisation ones, 5 of them named as something else
+    rows = [(u, "2025-01-01", 0.5, ["overdue"]) for u in range(25)]
+    rows += [(u, "2025-01-01", 0.5, ["utilisation" if u >= 30 else "credit_score"]) for u in range(25, 50)]
+    truth = _truth([(u, "2025-01-01", {"overdue" if u < 25 else "utilisation": 0.01}) for u in range(50)])
+    restrictions = pd.DataFrame({"user_id": list(range(50)), "event_time": pd.to_datetime(["2025-01-15"] * 50, utc=True),
+                                 "cause": ["overdue"] * 25 + ["utilisation"] * 25})
+    fid = explain.fidelity_metrics(_scores(rows), truth, restrictions)
+    assert fid.overall["min_cause_recall_at_3_present_20plus"] == pytest.approx(0.8)
+    assert fid.goals["min_cause_recall_at_3_present_20plus"] == ">= 0.90: MISSED (utilisation)"

@@ -106,6 +106,23 @@ def test_reasons_compare_the_user_with_the_best_achievable_self(scorer, frame):
     assert np.abs(scorer.attributions(clean)[:, :-1]).max() == 0.0
 
 
+def test_the_packages_attribution_is_the_brute_force_owen_value_against_its_reference_rows(scorer, frame):
+    """Scorer.attributions is exactly its definition: Owen values (spec families as players) of
+    v(S) = f(x_S, r_rest) with r = reference_rows(x), enumerated coalition by coalition."""
+    from tests.models.test_treeshap import _brute_owen
+
+    X = prepare_features(frame.head(60), scorer.spec)
+    A = X.to_numpy(dtype=np.float64)
+    R = scoring.reference_rows(A, scorer.spec)
+    assert (A != R).any(axis=1).mean() > 0.5  # most rows are moved somewhere
+    values = scorer.attributions(X)
+    groups = list(scoring.family_ids(scorer.spec))
+    for i in range(len(A)):
+        phi, base = _brute_owen(scorer.booster, A[i], R[i], groups)
+        np.testing.assert_allclose(values[i, :-1], phi, rtol=0, atol=1e-9)
+        assert values[i, -1] == pytest.approx(base, abs=1e-9)
+
+
 def test_one_row_at_a_time_equals_the_batch(scorer, frame):
     batch = scorer.score(frame.head(40))
     singles = pd.concat([scorer.score(frame.iloc[[i]]) for i in range(40)])

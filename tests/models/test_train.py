@@ -205,18 +205,19 @@ def test_json_calibrator_reproduces_sklearns_calibrated_probabilities(method):
     np.testing.assert_allclose(apply_calibrator(raw, fit_calibrator(raw, y, method)), expected, atol=1e-12)
 
 
-def test_the_reasons_reference_is_what_the_lowest_risk_tenth_stays_within(synth_split, trained_model):
+def test_the_reasons_reference_is_an_ordinary_value_of_the_low_risk_rows(synth_split, trained_model):
     names = [f["name"] for f in trained_model.spec_["features"]]
     X = synth_split.train[names]
     raw = trained_model.raw_score(X)
     params = TrainParams()
-    low = X[raw <= np.quantile(raw, params.reference_low_risk_share)]
     reference = trained_model.spec_["attribution"]["reference"]
     for f in trained_model.spec_["features"]:
         if f["direction"] == 0:
             assert f["name"] not in reference  # unconstrained features are never moved
             continue
-        q = params.reference_quantile_up if f["direction"] > 0 else params.reference_quantile_down
+        share, q = ((params.reference_low_risk_share_up, params.reference_quantile_up) if f["direction"] > 0
+                    else (params.reference_low_risk_share, params.reference_quantile_down))
+        low = X[raw <= np.quantile(raw, share)]
         assert reference[f["name"]] == pytest.approx(float(np.nanquantile(low[f["name"]].to_numpy(float), q)))
 
 
