@@ -122,9 +122,10 @@ def test_every_cause_family_a_user_can_act_on_has_a_lever_with_texts_in_both_lan
     from linerisk.models.train import registry_spec
 
     levers = spec_levers(registry_spec())
-    # the credit score is an outcome: it moves with the inquiry levers, never as a lever of its own
-    assert {lv.family for lv in levers} == {"overdue", "early_repayment", "fund_misuse",
-                                            "multi_borrowing", "utilisation"}
+    # the credit score is an outcome: it moves with the inquiry levers, never as a lever of its own; paying the
+    # line down (utilisation) is offered no more: checked in the simulator, it lowers the true risk far less
+    # than the model projects (README, "Plans checked against the true world")
+    assert {lv.family for lv in levers} == {"overdue", "early_repayment", "fund_misuse", "multi_borrowing"}
     for lv in levers:
         assert "{value}" in lv.text_en and "{value}" in lv.text_zh and lv.text_en != lv.text_zh, lv.code
         assert lv.shown in {name for name, *_ in lv.moves}, lv.code
@@ -168,9 +169,11 @@ def test_the_restoration_levers_come_from_the_restoration_spec_with_their_days_a
         # an outcome is never an action: no restoration lever moves the credit score
         assert lv.family not in spec.OUTCOME_FAMILIES, lv.code
         assert not {spec.get(n).family for n, *_ in lv.moves} & set(spec.OUTCOME_FAMILIES), lv.code
-    # the restriction model's plan keeps its own levers: no appeal, no restoration days
+    # the restriction model's plan keeps its own levers: no appeal, no condition; their days are those of the
+    # windows they clear (when the projection holds, models/recover.py), not the restoration spec's
     restrict = spec_levers(registry_spec("restrict"))
-    assert "contact_platform" not in {lv.code for lv in restrict} and all(lv.days == 0 for lv in restrict)
+    assert "contact_platform" not in {lv.code for lv in restrict} and all(lv.only_if == "" for lv in restrict)
+    assert {lv.code: lv.days for lv in restrict}["no_credit_applications_30d"] == 30
     assert all("restore_levers" not in f for f in restore["features"] + registry_spec("restrict")["features"])
 
 
