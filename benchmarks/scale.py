@@ -43,7 +43,7 @@ def main() -> None:
             [str(BIN / "linerisk"), "score", "--events", str(world / "events.parquet"), "--as-of", as_of,
              "--out", str(out), "--chunk-users", str(CHUNK), *extra], env=env)
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
-        scored = int(re.search(r"scored ([\d,]+) active users", stdout).group(1).replace(",", ""))
+        scored = int(re.search(r"scored ([\d,]+) users with a line", stdout).group(1).replace(",", ""))
         per_part[label] = secs * workers / parts  # worker-seconds per partition, start-up included
         rows.append([label, parts, workers, f"{secs:.0f}", f"{scored / secs:,.0f} scored", f"{peak:.2f}",
                      f"{single:.2f}"])

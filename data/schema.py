@@ -149,9 +149,14 @@ def id_hashes(values: np.ndarray) -> np.ndarray:
     return pd.util.hash_array(values, categorize=False)
 
 
-def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
-    """The hashes occurring more than once across `hashes` (sorted, unique)."""
-    ordered = np.sort(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+def repeated_hashes(hashes: list[np.ndarray], in_place: bool = False) -> np.ndarray:
+    """The hashes occurring more than once across `hashes` (sorted, unique). `in_place`: a single array
+    may be sorted where it is (the caller no longer needs its order), which saves a copy of every hash."""
+    if len(hashes) == 1 and in_place:
+        ordered = hashes[0]
+    else:
+        ordered = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)  # a new array, ours to sort
+    ordered.sort()
     return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
 
 
@@ -168,11 +173,23 @@ def duplicated_ids(ids: pd.Series) -> np.ndarray:
     return out
 
 
-def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz: str = "UTC") -> Validated:
+def type_codes(etype: pd.Series) -> np.ndarray:
+    """Each row's event type as its index in EVENT_TYPES (-1: unknown or missing), in one Arrow pass."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    codes = pc.index_in(pa.array(etype.array), value_set=pa.array(EVENT_TYPES, pa.string()))
+    return codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz: str = "UTC",
+                    unique_ids: bool = False) -> Validated:
     """Check every row against the contract; return good rows typed per contract and bad rows with their rule.
 
     `users` enables the unknown-user rule; naive times are wall-clock times in `tz` (good rows carry UTC
-    instants). The input frame is not modified.
+    instants). `unique_ids`: the caller has already taken out every row whose event_id may repeat (a
+    partition after the global duplicate check), so the duplicate rule has nothing to find and is skipped.
+    The input frame is not modified.
     """
     require_columns(events, EVENT_COLUMNS, "events")
     n = len(events)
@@ -185,14 +202,18 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz:
     times = parse_times(events["event_time"], tz)
     fields = {f: _numeric(events[f], f) for f in VALUE_FIELDS}
     present = {f: fields[f].notna().to_numpy(dtype=bool) for f in VALUE_FIELDS}
-    known = etype.isin(EVENT_TYPES).fillna(False).to_numpy(bool)
+    code = type_codes(etype)
+    known = code >= 0
+
+    def of_types(types) -> np.ndarray:  # rows whose event type is one of `types` (a table lookup per row)
+        return np.append(np.isin(EVENT_TYPES, list(types)), False)[code]
 
     missing = (events["event_id"].isna() | events["user_id"].isna() | etype.isna()
                | events["event_time"].isna()).to_numpy(dtype=bool, copy=True)
     must_null = np.zeros(n, dtype=bool)
     for f in VALUE_FIELDS:
-        req = etype.isin([t for t, spec in EVENT_FIELDS.items() if spec.get(f) == "req"]).fillna(False).to_numpy(bool)
-        allowed = etype.isin([t for t, spec in EVENT_FIELDS.items() if f in spec]).fillna(False).to_numpy(bool)
+        req = of_types(t for t, spec in EVENT_FIELDS.items() if spec.get(f) == "req")
+        allowed = of_types(t for t, spec in EVENT_FIELDS.items() if f in spec)
         missing |= req & ~present[f]
         must_null |= known & ~allowed & present[f]
 
@@ -203,26 +224,34 @@ def validate_events(events: pd.DataFrame, users: pd.DataFrame | None = None, tz:
     flag((fields["amount"] < 0).fillna(False).to_numpy(bool), 4)
     score = fields["credit_score"]
     flag(((score < SCORE_RANGE[0]) | (score > SCORE_RANGE[1])).fillna(False).to_numpy(bool), 5)
-    is_default = etype.isin(DEFAULT_TYPES).fillna(False).to_numpy(bool)
+    is_default = of_types(DEFAULT_TYPES)
     flag(is_default & (fields["days_past_due"] <= RED_LINE_DPD).fillna(False).to_numpy(bool), 6)
     if users is not None:
         flag(~events["user_id"].isin(users["user_id"]).to_numpy(dtype=bool), 7)
     # Duplicates are judged among rows that passed every other rule: a broken row is not "first".
-    ok = rule < 0
-    dup = np.zeros(n, dtype=bool)
-    dup[ok] = duplicated_ids(events["event_id"][ok])
-    flag(dup, 8)
+    if not unique_ids:
+        ok = rule < 0
+        dup = np.zeros(n, dtype=bool)
+        dup[ok] = duplicated_ids(events["event_id"][ok])
+        flag(dup, 8)
 
     bad = rule >= 0
-    good = events.loc[~bad, list(EVENT_COLUMNS)].copy()
+    if bad.any():
+        def kept(col: pd.Series) -> pd.Series:
+            return col[~bad]
+        good = events.loc[~bad, list(EVENT_COLUMNS)].copy()
+    else:  # the usual case: no row taken out, so no copy (copy-on-write keeps `events` as it is)
+        def kept(col: pd.Series) -> pd.Series:
+            return col
+        good = events[list(EVENT_COLUMNS)]
     good["event_id"] = good["event_id"].astype("string")
     if pd.api.types.is_numeric_dtype(good["user_id"].dtype):
         good["user_id"] = good["user_id"].astype("int64")  # nullable after corruption; no nulls remain
-    good["event_type"] = etype[~bad]
-    good["event_time"] = times[~bad]
-    good["amount"] = fields["amount"][~bad].astype("float64")
-    good["days_past_due"] = fields["days_past_due"][~bad].astype("Int32")
-    good["credit_score"] = fields["credit_score"][~bad].astype("Int32")
+    good["event_type"] = kept(etype)
+    good["event_time"] = kept(times)
+    good["amount"] = kept(fields["amount"]).astype("float64")
+    good["days_past_due"] = kept(fields["days_past_due"]).astype("Int32")
+    good["credit_score"] = kept(fields["credit_score"]).astype("Int32")
     quarantined = events.loc[bad].copy()
     quarantined["rule"] = pd.Series(np.asarray(RULES)[rule[bad]], index=quarantined.index, dtype="string")
     return Validated(good, quarantined)

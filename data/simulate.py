@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from linerisk.data.world import (CAUSES, CHANNELS, CODE, EVENT_CODES, RESTORE_FACTORS, Behaviour, Events,
-                                 Hazards, Restoration, State, appeals, init_state, open_products, restore_factors,
-                                 restore_hazard, restrict_and_restore, step)
+from linerisk.data.world import (CAUSES, CHANNELS, CODE, EVENT_CODES, RESTORE_FACTORS, Behaviour, Draws, Events,
+                                 Hazards, Overrides, Restoration, State, appeals, init_state, open_products,
+                                 restore_factors, restore_hazard, restrict_and_restore, step)
 
 CHUNK_USERS = 100_000  # fixed: part of what a seed means, so never derived from the machine
 
@@ -155,17 +155,54 @@ def oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int,
     if len(idx) == 0:
         return np.empty(0), np.empty(0)
     futures = s.take(np.tile(idx, p.oracle_futures))
-    restrict, restore = np.zeros(futures.n), np.zeros(futures.n)
-    for t in range(day, day + p.horizon_days):
-        restrict += step(futures, t, rng, None, p.behaviour, p.hazards).sum(axis=1)
-        due, chance = appeals(futures, t, rng, None, p.restoration)
-        restore[due] -= np.log1p(-np.minimum(chance, 1.0 - 1e-12))
-        lift, h = restore_hazard(futures, t, p.restoration)
-        restore[lift] += h
+    restrict, restore = run_futures(futures, day, p.horizon_days, p, rng)
     prob = np.where(np.tile(np.r_[np.ones(len(active), bool), np.zeros(len(restricted), bool)], p.oracle_futures),
                     -np.expm1(-restrict), -np.expm1(-restore))
     prob = prob.reshape(p.oracle_futures, len(idx)).mean(axis=0)
     return prob[:len(active)], prob[len(active):]
+
+
+def run_futures(futures: State, day: int, days: int, p: WorldParams, rng: np.random.Generator | Draws,
+                ov: Overrides | None = None, daily: bool = False, on_day: Callable[[int], None] | None = None
+                ) -> tuple[np.ndarray, ...]:
+    """Simulate `futures` (copies of users' states) over `days` from `day`, as the oracle does: nothing fires
+    and no review lifts; returns each row's summed restriction hazard and summed restoration hazard
+    (-log of the chance of staying restricted), after the last day or (`daily`) after each day, (days, n),
+    then with `daily` the restriction hazard summed over the days per cause, (n, len(CAUSES)).
+    `ov`: behaviour a plan imposes (the intervention mode, data/intervene.py)."""
+    restrict, restore = np.zeros(futures.n), np.zeros(futures.n)
+    kept, by_cause = [], np.zeros((futures.n, len(CAUSES)))
+    for t in range(day, day + days):
+        h = step(futures, t, rng, None, p.behaviour, p.hazards, ov)
+        restrict += h.sum(axis=1)
+        if daily:
+            by_cause += h
+        due, chance = appeals(futures, t, rng, None, p.restoration, ov)
+        restore[due] -= np.log1p(-np.minimum(chance, 1.0 - 1e-12))
+        lift, h = restore_hazard(futures, t, p.restoration)
+        restore[lift] += h
+        if daily:
+            kept.append((restrict.copy(), restore.copy()))
+        if on_day is not None:
+            on_day(t)
+    if not daily:
+        return restrict, restore
+    if not kept:
+        return np.empty((0, futures.n)), np.empty((0, futures.n)), by_cause
+    return np.stack([k[0] for k in kept]), np.stack([k[1] for k in kept]), by_cause
+
+
+def states_at(p: WorldParams, day: int, on_day: Callable[[int], None] | None = None) -> Iterator[State]:
+    """Each chunk's full state at midnight of `day` (before that day's step), re-simulated from the seed
+    exactly as the main run reached it (the oracle's stream is separate, so skipping it changes nothing)."""
+    for chunk, first, n in p.chunks():
+        s, ev, (rng, _, _) = start_chunk(p, chunk, first, n)
+        for t in range(day):
+            advance(s, t, p, rng, ev)
+            ev.blocks.clear()  # the events are already written; only the state is needed
+            if on_day is not None:
+                on_day(t)
+        yield s
 
 
 def _event_table(ev: Events, s: State, p: WorldParams, rng: np.random.Generator) -> pa.Table:

@@ -273,9 +273,101 @@ class Events:
         return tuple(np.concatenate(c) for c in zip(*self.blocks))
 
 
-def _rare(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
-    """Indices hit by an event of small constant probability p, without drawing n uniforms."""
-    return np.unique(rng.integers(0, n, rng.binomial(n, p)))
+class Draws:
+    """The day's random numbers over one Generator (the main run, the oracle's futures): each draw is
+    made for exactly the rows that need it, in the order the step asks, so worlds stay as they were.
+    `key` names the mechanism; only `Paired` uses it."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def _gen(self, key: str) -> np.random.Generator:
+        return self.rng
+
+    def _size(self, rows: np.ndarray | int) -> int:
+        return rows if isinstance(rows, (int, np.integer)) else len(rows)
+
+    def _pick(self, values: np.ndarray, rows: np.ndarray | int) -> np.ndarray:
+        return values
+
+    def random(self, key: str, rows: np.ndarray | int) -> np.ndarray:
+        return self._pick(self._gen(key).random(self._size(rows)), rows)
+
+    def integers(self, key: str, low: int, high: int, rows: np.ndarray | int) -> np.ndarray:
+        return self._pick(self._gen(key).integers(low, high, self._size(rows)), rows)
+
+    def uniform(self, key: str, low: float, high: float, rows: np.ndarray | int) -> np.ndarray:
+        return self._pick(self._gen(key).uniform(low, high, self._size(rows)), rows)
+
+    def beta(self, key: str, a: float, b: float, rows: np.ndarray | int) -> np.ndarray:
+        return self._pick(self._gen(key).beta(a, b, self._size(rows)), rows)
+
+    def choice(self, key: str, values: np.ndarray, rows: np.ndarray | int) -> np.ndarray:
+        return self._pick(self._gen(key).choice(values, self._size(rows)), rows)
+
+    def standard_normal(self, key: str, rows: np.ndarray | int) -> np.ndarray:
+        return self._pick(self._gen(key).standard_normal(self._size(rows)), rows)
+
+    def poisson(self, key: str, lam: np.ndarray) -> np.ndarray:
+        return self._gen(key).poisson(lam)
+
+    def rare(self, key: str, n: int, p: float) -> np.ndarray:
+        """Indices hit by an event of small constant probability p, without drawing n uniforms."""
+        g = self._gen(key)
+        return np.unique(g.integers(0, n, g.binomial(n, p)))
+
+
+# The mechanisms that draw random numbers: each has its own stream in `Paired`.
+DRAW_KEYS = ("health", "shock", "score", "inquiry", "early", "plan", "miss", "cure", "pl_draw", "bl_draw",
+             "misuse", "close", "limit", "appeal")
+
+
+class Paired(Draws):
+    """Common random numbers for the intervention mode: one stream per mechanism, and every draw is made
+    for all `n` rows and then indexed, so two runs from one seed give each row the same numbers for the
+    same mechanism whatever either run's state (a plan's effect is then not noise)."""
+
+    def __init__(self, seed: int | np.random.SeedSequence, n: int) -> None:
+        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self.gens = {k: np.random.default_rng(x) for k, x in zip(DRAW_KEYS, seq.spawn(len(DRAW_KEYS)))}
+        self.n = n
+
+    def _gen(self, key: str) -> np.random.Generator:
+        return self.gens[key]
+
+    def _size(self, rows: np.ndarray | int) -> int:
+        return self.n
+
+    def _pick(self, values: np.ndarray, rows: np.ndarray | int) -> np.ndarray:
+        return values if isinstance(rows, (int, np.integer)) else values[rows]
+
+
+def draws(rng: np.random.Generator | Draws) -> Draws:
+    return rng if isinstance(rng, Draws) else Draws(rng)
+
+
+# Behaviours a plan can impose (the intervention mode; data/intervene.py builds them from a plan).
+BEHAVIOURS = ("no_inquiries", "repay_on_time", "no_early_repayment", "no_fund_misuse", "business_loan_use",
+              "utilisation_cap", "appeal")
+NORMAL_BL_USE = 1 / 15  # daily chance that a merchant keeping to normal business-loan use draws when nothing is owed
+
+
+@dataclass
+class Overrides:
+    """Behaviour imposed on rows of the state from day `start`: behaviour b is kept while day < until[b]
+    (until = start: not kept); `cap` is the utilisation the personal line is held under while kept.
+    `appeal` acts once, on the first day (the user contacts the platform)."""
+
+    start: int
+    until: np.ndarray  # (len(BEHAVIOURS), n) int
+    cap: np.ndarray    # (n,)
+
+    def kept(self, name: str, day: int) -> np.ndarray:
+        return self.until[BEHAVIOURS.index(name)] > day
+
+
+def _kept(ov: Overrides | None, name: str, day: int, n: int) -> np.ndarray:
+    return np.zeros(n, bool) if ov is None else ov.kept(name, day)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -295,16 +387,15 @@ def open_products(s: State, day: int, ev: Events | None, at_or_before: bool = Fa
         ev.add(bl_idx, s.signup_day[bl_idx], CODE["bl_open"], amount=s.bl.limit[bl_idx])
 
 
-def _plan(loan: Loan, idx: np.ndarray, day: int, p_early: np.ndarray, rng: np.random.Generator) -> None:
+def _plan(loan: Loan, idx: np.ndarray, day: int, p_early: np.ndarray, rng: Draws) -> None:
     """Decide, for loans with a new instalment due, whether the user will pay it early."""
-    early = rng.random(len(idx)) < p_early
-    lead = rng.integers(3, 26, len(idx))
+    early = rng.random("plan", idx) < p_early
+    lead = rng.integers("plan", 3, 26, idx)
     plan = np.maximum(loan.due[idx] - lead, day + 1)
     loan.pay_early[idx] = np.where(early & (plan < loan.due[idx]), plan, -1)
 
 
-def _settle(loan: Loan, idx: np.ndarray, amount: np.ndarray, day: int, p_early: np.ndarray,
-            rng: np.random.Generator) -> None:
+def _settle(loan: Loan, idx: np.ndarray, amount: np.ndarray, day: int, p_early: np.ndarray, rng: Draws) -> None:
     """Apply a payment: reduce the balance, move the schedule on, plan the next instalment."""
     loan.balance[idx] = np.maximum(loan.balance[idx] - amount, 0.0)
     loan.remaining[idx] -= 1
@@ -320,20 +411,23 @@ def _settle(loan: Loan, idx: np.ndarray, amount: np.ndarray, day: int, p_early: 
 
 
 def _repayments(s: State, loan: Loan, product: str, day: int, p_early: np.ndarray, health: np.ndarray,
-                rng: np.random.Generator, ev: Events | None, b: Behaviour, hz: Hazards,
+                rng: Draws, ev: Events | None, b: Behaviour, hz: Hazards, on_time: np.ndarray,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One day of repayments for one product; returns (user idx, days past due, paid) of payments made."""
+    """One day of repayments for one product; returns (user idx, days past due, paid) of payments made.
+    Rows `on_time` (a plan) miss no instalment and clear arrears today; rows with `p_early` 0 pay nothing early."""
     code = CODE[f"{product}_repayment"]
     # Early payments planned for today (a quarter of them pay the whole balance off).
     e = np.flatnonzero((loan.pay_early == day) & (loan.overdue_since < 0) & (loan.balance > 0))
-    payoff = rng.random(len(e)) < 0.25
+    e = e[p_early[e] > 0]
+    payoff = rng.random("early", e) < 0.25
     e_amt = np.where(payoff, loan.balance[e], np.minimum(loan.instalment[e], loan.balance[e]))
     e_dpd = (day - loan.due[e]).astype(float)
     loan.remaining[e[payoff]] = 1
     _settle(loan, e, e_amt, day, p_early[e], rng)
     # Instalments due today: paid on time or missed.
     d = np.flatnonzero((loan.due == day) & (loan.overdue_since < 0) & (loan.balance > 0))
-    miss = rng.random(len(d)) < _sigmoid(b.miss_logit - 1.3 * health[d] - 0.8 * s.discipline[d])
+    miss = rng.random("miss", d) < _sigmoid(b.miss_logit - 1.3 * health[d] - 0.8 * s.discipline[d])
+    miss &= ~on_time[d]
     loan.overdue_since[d[miss]] = day
     o = d[~miss]
     o_amt = np.minimum(loan.instalment[o], loan.balance[o])
@@ -346,7 +440,8 @@ def _repayments(s: State, loan: Loan, product: str, day: int, p_early: np.ndarra
     if ev is not None:
         ev.add(red, day, CODE[f"{product}_default"], amount=np.round(loan.balance[red], 2),
                dpd=np.full(len(red), hz.red_line_dpd + 1.0))
-    cure = rng.random(len(od)) < _sigmoid(b.cure_logit + 1.4 * health[od] + 0.6 * s.discipline[od])
+    cure = rng.random("cure", od) < _sigmoid(b.cure_logit + 1.4 * health[od] + 0.6 * s.discipline[od])
+    cure |= on_time[od]
     c = od[cure]
     c_dpd = (day - loan.overdue_since[c]).astype(float)
     c_amt = np.minimum(loan.instalment[c], loan.balance[c])
@@ -361,7 +456,7 @@ def _repayments(s: State, loan: Loan, product: str, day: int, p_early: np.ndarra
 
 
 def _draw(loan: Loan, idx: np.ndarray, amount: np.ndarray, terms: np.ndarray, day: int,
-          p_early: np.ndarray, rng: np.random.Generator) -> None:
+          p_early: np.ndarray, rng: Draws) -> None:
     """A drawdown merges into the current loan and restarts its instalment schedule."""
     loan.balance[idx] += amount
     loan.remaining[idx] = terms
@@ -371,21 +466,40 @@ def _draw(loan: Loan, idx: np.ndarray, amount: np.ndarray, terms: np.ndarray, da
     _plan(loan, idx, day, p_early, rng)
 
 
-def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
-         b: Behaviour = Behaviour(), hz: Hazards = Hazards()) -> np.ndarray:
+def _pay_down(loan: Loan, idx: np.ndarray, cap: np.ndarray, day: int, p_early: np.ndarray, rng: Draws,
+              ev: Events | None) -> tuple[np.ndarray, np.ndarray]:
+    """A plan's utilisation cap: rows `idx` with a personal-line balance above `cap` x limit (and no
+    arrears) pay it down to the cap today, one early repayment each (the platform sees it as one);
+    the schedule keeps its instalments left. Returns (rows, days past due) of the payments."""
+    over = idx[(loan.balance[idx] >= cap[idx] * loan.limit[idx] + 1.0) & (loan.overdue_since[idx] < 0)]
+    amount = np.ceil((loan.balance[over] - cap[over] * loan.limit[over]) * 100.0) / 100.0  # to the cent, not past
+    dpd = (day - loan.due[over]).astype(float)
+    loan.balance[over] -= amount
+    loan.instalment[over] = np.round(loan.balance[over] / np.maximum(loan.remaining[over], 1), 2)
+    done = over[loan.balance[over] < 0.005]
+    loan.balance[done], loan.remaining[done], loan.due[done], loan.pay_early[done] = 0.0, 0, -1, -1
+    if ev is not None:
+        ev.add(over, day, CODE["pl_repayment"], amount=amount, dpd=dpd)
+    return over, dpd
+
+
+def step(s: State, day: int, rng: np.random.Generator | Draws, ev: Events | None,
+         b: Behaviour = Behaviour(), hz: Hazards = Hazards(), ov: Overrides | None = None) -> np.ndarray:
     """Advance every user one day; record events into `ev` (None: oracle futures); return hazards.
 
     Returns the (n, len(CAUSES)) hazard components in force at the end of the day: the
     review's smoothed components (`s.review`, which keep following behaviour while the line is
     restricted), zero where the line is not active; also stores them on the state.
+    `ov`: behaviour a plan imposes on some rows (the intervention mode); `rng` a Generator or `Draws`.
     """
     n = s.n
+    rng = draws(rng)
     open_products(s, day, ev)
     alive = s.pl.opened
     # Latent health: AR(1) around the user's mean, with rare adverse shocks.
     s.health_dev *= b.health_rho
-    s.health_dev += b.health_sd * np.sqrt(1 - b.health_rho ** 2) * rng.standard_normal(n)
-    s.health_dev[_rare(rng, n, b.shock_rate)] -= b.shock_size
+    s.health_dev += b.health_sd * np.sqrt(1 - b.health_rho ** 2) * rng.standard_normal("health", n)
+    s.health_dev[rng.rare("shock", n, b.shock_rate)] -= b.shock_size
     health = s.health
     # Stress multipliers exp(0.4 k * stress) for k = 1, 2, 3, from a single exp.
     x1 = np.exp(0.4 * np.maximum(-health, 0.0))
@@ -397,8 +511,8 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
     overdue_now = (s.pl.overdue_since[rep] >= 0) | (s.bl.overdue_since[rep] >= 0)
     target = (650 + 45 * health[rep] + 20 * s.discipline[rep] - 60 * overdue_now
               - 5 * s.inquiries.total[rep])
-    s.score_true[rep] += 0.75 * (target - s.score_true[rep]) + 10.0 * rng.standard_normal(len(rep))
-    reported = np.clip(np.round(s.score_true[rep] + 6 * rng.standard_normal(len(rep))), 350, 950)
+    s.score_true[rep] += 0.75 * (target - s.score_true[rep]) + 10.0 * rng.standard_normal("score", rep)
+    reported = np.clip(np.round(s.score_true[rep] + 6 * rng.standard_normal("score", rep)), 350, 950)
     s.scores[rep] = np.column_stack([s.scores[rep, 1:], reported])
     change = np.nan_to_num(s.scores[rep, 3] - s.scores[rep, 0])
     s.score_term[rep] = _sigmoid((580 - reported) / 15.0) + np.maximum(-change - 10.0, 0.0) / 40.0
@@ -406,8 +520,8 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
         ev.add(rep, day, CODE["credit_score"], score=reported)
 
     # Credit inquiries elsewhere: more when stressed, less when cash-rich.
-    k = rng.poisson(s.inquiry_base * (x2 * x1))
-    k[~alive] = 0
+    k = rng.poisson("inquiry", s.inquiry_base * (x2 * x1))
+    k[~alive | _kept(ov, "no_inquiries", day, n)] = 0
     inq = np.flatnonzero(k)
     if ev is not None and len(inq):
         rep_idx = np.repeat(inq, k[inq])
@@ -415,31 +529,52 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
 
     # Early-repayment propensity: cash-rich users pay ahead, merchants more so on bl.
     p_early_pl, p_early_bl = s.p_early_pl, s.p_early_bl
+    on_time_pl = on_time_bl = normal_bl = capped = None
+    paid_down = (np.empty(0, np.int64), np.empty(0))
+    if ov is not None:  # a plan: its rows keep to the behaviours it names
+        normal_bl = ov.kept("business_loan_use", day)
+        on_time_pl = ov.kept("repay_on_time", day)
+        on_time_bl = on_time_pl | normal_bl
+        no_early = ov.kept("no_early_repayment", day)
+        p_early_pl = np.where(no_early, 0.0, p_early_pl)
+        p_early_bl = np.where(no_early | normal_bl, 0.0, p_early_bl)
+        capped = ov.kept("utilisation_cap", day)
+        paid_down = _pay_down(s.pl, np.flatnonzero(capped), ov.cap, day, p_early_pl, rng, ev)
 
-    pl_idx, pl_dpd, _ = _repayments(s, s.pl, "pl", day, p_early_pl, health, rng, ev, b, hz)
-    bl_idx, bl_dpd, _ = _repayments(s, s.bl, "bl", day, p_early_bl, health, rng, ev, b, hz)
+    pl_idx, pl_dpd, _ = _repayments(s, s.pl, "pl", day, p_early_pl, health, rng, ev, b, hz,
+                                    np.zeros(n, bool) if on_time_pl is None else on_time_pl)
+    bl_idx, bl_dpd, _ = _repayments(s, s.bl, "bl", day, p_early_bl, health, rng, ev, b, hz,
+                                    np.zeros(n, bool) if on_time_bl is None else on_time_bl)
+    pl_idx, pl_dpd = np.concatenate([pl_idx, paid_down[0]]), np.concatenate([pl_dpd, paid_down[1]])
 
     # Drawdowns: by need (stress), less when cash-rich; pl only while the line is active.
     avail = s.pl.limit - s.pl.balance
+    if capped is not None:  # a plan holding utilisation under its cap draws only the room below it
+        avail = np.where(capped, np.minimum(avail, ov.cap * s.pl.limit - s.pl.balance), avail)
     can_pl = alive & ~s.restricted & (s.pl.overdue_since < 0) & (avail >= 0.1 * s.pl.limit)
-    dp = np.flatnonzero(can_pl & (rng.random(n) < s.pl_draw_base * x2))
-    amt = np.minimum(avail[dp], np.round(s.pl.limit[dp] * rng.beta(2.0, 5.0, len(dp)) * np.sqrt(x2[dp]), -2))
+    dp = np.flatnonzero(can_pl & (rng.random("pl_draw", n) < s.pl_draw_base * x2))
+    amt = np.minimum(avail[dp], np.round(s.pl.limit[dp] * rng.beta("pl_draw", 2.0, 5.0, dp) * np.sqrt(x2[dp]), -2))
     amt = np.maximum(amt, 100.0)
-    _draw(s.pl, dp, amt, rng.choice(np.array([3, 6, 12], np.int16), len(dp)), day, p_early_pl[dp], rng)
+    _draw(s.pl, dp, amt, rng.choice("pl_draw", np.array([3, 6, 12], np.int16), dp), day, p_early_pl[dp], rng)
     if ev is not None:
         ev.add(dp, day, CODE["pl_drawdown"], amount=amt)
 
     bl_live = s.bl.opened & (s.bl_closed_day < 0)
     can_bl = bl_live & (s.bl.balance == 0)
-    db = np.flatnonzero(can_bl & (rng.random(n) < s.bl_draw_base * x1))
-    bamt = np.round(s.bl.limit[db] * rng.uniform(0.2, 0.9, len(db)), -2)
-    _draw(s.bl, db, bamt, rng.choice(np.array([3, 6], np.int16), len(db)), day, p_early_bl[db], rng)
+    bl_rate = s.bl_draw_base * x1
+    if normal_bl is not None:
+        bl_rate = np.where(normal_bl, np.maximum(bl_rate, NORMAL_BL_USE), bl_rate)
+    db = np.flatnonzero(can_bl & (rng.random("bl_draw", n) < bl_rate))
+    bamt = np.round(s.bl.limit[db] * rng.uniform("bl_draw", 0.2, 0.9, db), -2)
+    _draw(s.bl, db, bamt, rng.choice("bl_draw", np.array([3, 6], np.int16), db), day, p_early_bl[db], rng)
     if ev is not None:
         ev.add(db, day, CODE["bl_drawdown"], amount=bamt)
-    # Some business drawdowns are later flagged as misused funds.
-    mis = db[rng.random(len(db)) < _sigmoid(b.misuse_logit - 1.0 * s.discipline[db] - 0.6 * health[db])]
-    s.misuse_day[mis] = day + rng.integers(10, 61, len(mis))
-    s.misuse_amount[mis] = np.round(bamt[np.isin(db, mis)] * rng.uniform(0.2, 0.8, len(mis)), -2)
+    # Some business drawdowns are later flagged as misused funds (never those of a plan keeping to the rules).
+    mis = db[rng.random("misuse", db) < _sigmoid(b.misuse_logit - 1.0 * s.discipline[db] - 0.6 * health[db])]
+    if ov is not None:
+        mis = mis[~(ov.kept("no_fund_misuse", day) | normal_bl)[mis]]
+    s.misuse_day[mis] = day + rng.integers("misuse", 10, 61, mis)
+    s.misuse_amount[mis] = np.round(bamt[np.isin(db, mis)] * rng.uniform("misuse", 0.2, 0.8, mis), -2)
     flagged = np.flatnonzero(s.misuse_day == day)
     s.misuse_day[flagged] = -1
     if ev is not None:
@@ -447,15 +582,15 @@ def step(s: State, day: int, rng: np.random.Generator, ev: Events | None,
 
     # Business-loan closure: merchants with nothing owed, likelier when cash-rich.
     cl = np.flatnonzero(bl_live & (s.bl.balance == 0) & (s.misuse_day < 0)
-                        & (rng.random(n) < s.bl_close_base))
+                        & (rng.random("close", n) < s.bl_close_base))
     s.bl_closed_day[cl] = day
     if ev is not None:
         ev.add(cl, day, CODE["bl_close"])
 
     # Occasional personal-line limit reviews, following health.
-    lc = _rare(rng, n, b.limit_change)
+    lc = rng.rare("limit", n, b.limit_change)
     lc = lc[alive[lc] & ~s.restricted[lc]]
-    new_limit = np.clip(np.round(s.pl.limit[lc] * np.exp(0.03 + 0.08 * health[lc] + 0.12 * rng.standard_normal(len(lc))), -2),
+    new_limit = np.clip(np.round(s.pl.limit[lc] * np.exp(0.03 + 0.08 * health[lc] + 0.12 * rng.standard_normal("limit", lc)), -2),
                         1_000, 300_000)
     s.pl.limit[lc] = new_limit
     if ev is not None:
@@ -566,15 +701,20 @@ def restore_hazard(s: State, day: int, rs: Restoration = Restoration()) -> tuple
     return idx, restore_factors(s, idx, day, rs)["hazard"]
 
 
-def appeals(s: State, day: int, rng: np.random.Generator, ev: Events | None,
-            rs: Restoration = Restoration()) -> tuple[np.ndarray, np.ndarray]:
-    """Restricted users contact the platform (`pl_appeal`) now and then; a review lands some days
-    later. Returns the restricted lines whose review lands today and the chance it lifts each
-    (drawn by `restrict_and_restore`; the oracle's futures keep the chance instead of drawing)."""
+def appeals(s: State, day: int, rng: np.random.Generator | Draws, ev: Events | None,
+            rs: Restoration = Restoration(), ov: Overrides | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Restricted users contact the platform (`pl_appeal`) now and then (a plan's `appeal`: on its
+    first day); a review lands some days later. Returns the restricted lines whose review lands today
+    and the chance it lifts each (drawn by `restrict_and_restore`; the oracle's futures keep the chance
+    instead of drawing)."""
+    rng = draws(rng)
     waiting = np.flatnonzero(s.restricted & (s.appeal_review_day < 0))
     p = rs.appeal_rate * (1.0 + (day - s.restricted_day[waiting]) / 90.0) * np.exp(0.4 * s.discipline[waiting])
-    filed = waiting[rng.random(len(waiting)) < p]
-    s.appeal_review_day[filed] = day + rng.integers(rs.review_days[0], rs.review_days[1] + 1, len(filed))
+    asked = rng.random("appeal", waiting) < p
+    if ov is not None and day == ov.start:
+        asked |= ov.kept("appeal", day)[waiting]
+    filed = waiting[asked]
+    s.appeal_review_day[filed] = day + rng.integers("appeal", rs.review_days[0], rs.review_days[1] + 1, filed)
     if ev is not None:
         ev.add(filed, day, CODE["pl_appeal"])
     due = np.flatnonzero(s.appeal_review_day == day)

@@ -184,6 +184,11 @@ class Feature:
 # levers. (Clearing arrears lifts the target by 60 while an instalment is overdue, but no feature
 # shows whether one is overdue now, so that effect is left out.)
 SCORE_POINTS_PER_INQUIRY = 0.75 * 5.0
+# The platform reviews behaviour with a lag (world.md: its view of each hazard follows behaviour with a
+# 90-day smoothing): a lever that clears no window (paying the line down moves the balance at once) shows in
+# the platform's decisions only after about this many days, so its projection holds from then
+# (models/recover.py `Lever.days`; checked against the simulator by `linerisk validate-plans`).
+REVIEW_LAG_DAYS = 90
 _SCORE_AFTER_NO_INQUIRIES = tuple(Lever(action, by=SCORE_POINTS_PER_INQUIRY, of="credit_inquiry_count_30d")
                                   for action in ("no_credit_applications_30d", "no_credit_applications_90d"))
 def _decays(action: str, days: int, name: str, half_life: int) -> Lever:
@@ -458,8 +463,9 @@ FEATURES: tuple[Feature, ...] = (
             restore_levers=(_NO_APPLICATIONS,)),
     Feature("credit_inquiry_count_365d", "multi_borrowing", 365, "count", 1, True,
             "{value} credit inquiries in the last 365 days", "近365天征信查询{value}次", source="credit_inquiry"),
-    # Recency-weighted counts: the platform reviews behaviour with a lag, so a burst of applications (or of early
-    # repayments) weighs on the line for months after the window counts drop it; half-lives a month and a quarter.
+    # Recency-weighted counts and the busiest 30 days: the platform reviews behaviour with a lag, so a burst of
+    # applications weighs on the line for months after the window counts drop it; half-lives a month and a quarter
+    # (README "Features that track the lagged review": the same for early repayments named more ordinary ones).
     *(Feature(f"credit_inquiry_decayed_hl{h}", "multi_borrowing", 365, "decayed_count", 1, True,
               f"{{value}} credit inquiries weighted by recency (one {h} days old counts half)",
               f"按时间加权的征信查询{{value}}次（{h}天前的一次计一半）", source="credit_inquiry", unit="weighted",
@@ -470,23 +476,19 @@ FEATURES: tuple[Feature, ...] = (
     Feature("credit_inquiry_peak_30d_180d", "multi_borrowing", 180, "peak_count", 1, True,
             "up to {value} credit inquiries within 30 days in the last 180 days", "近180天内任意30天征信查询最多{value}次",
             source="credit_inquiry", sub_window=30),
-    # --- utilisation of the personal line
+    # --- utilisation of the personal line. No lever: paying the line down (to 50% or 30% of its limit) was
+    # checked against the simulator (`linerisk validate-plans`) and lowers the true risk about a fifth as much
+    # as the model projects (high utilisation mostly marks stress the model cannot see; the world's own
+    # utilisation hazard is small), for only ~70% of users, so the plan no longer offers it.
     Feature("pl_balance", "utilisation", None, "balance", 1, True,
             "{value} outstanding on the personal line", "借呗待还余额{value}", source="pl", unit="money",
-            none_en="no personal line", none_zh="未开通借呗",
-            levers=(Lever("utilisation_to_50", to=0.5, of="pl_limit"), Lever("utilisation_to_30", to=0.3, of="pl_limit")), targets=BOTH),
+            none_en="no personal line", none_zh="未开通借呗", targets=BOTH),
     Feature("pl_limit", "utilisation", None, "limit", 0, False,
             "personal-line limit is {value}", "借呗额度为{value}", source="pl_limit", unit="money",
             none_en="no personal line", none_zh="未开通借呗"),
     Feature("pl_utilisation", "utilisation", None, "utilisation", 1, True,
             "{value} of the personal-line limit is in use", "借呗额度已使用{value}", source="pl", unit="share",
-            none_en="no personal line", none_zh="未开通借呗",
-            levers=(Lever("utilisation_to_50", to=0.5,
-                           text_en="Pay the personal line down to 50% of its limit (now: {value} in use)",
-                           text_zh="将借呗使用额度降至50%以下（目前已使用{value}）"),
-                    Lever("utilisation_to_30", to=0.3,
-                          text_en="Pay the personal line down to 30% of its limit (now: {value} in use)",
-                          text_zh="将借呗使用额度降至30%以下（目前已使用{value}）")), targets=BOTH),
+            none_en="no personal line", none_zh="未开通借呗", targets=BOTH),
     Feature("pl_limit_change_count_365d", "utilisation", 365, "count", 0, False,
             "{value} personal-line limit changes in the last 365 days", "近365天借呗额度调整{value}次",
             source="pl_limit_change"),

@@ -10,8 +10,9 @@ has emptied into "no data"). With the model's monotone constraints and a
 monotone calibrator, the projected probability therefore never rises.
 
 Action: the levers the model's spec declares on its actionable features (features/spec.py
-`levers`, e.g. "stop early repayments for 90 days", "pay the personal line down to 50% of its
-limit"), each a behaviour and its direction-respecting move to a plausible value; an outcome such
+`levers`, e.g. "stop early repayments for 90 days", "make no new credit applications for 30 days"),
+each a behaviour and its direction-respecting move to a plausible value, and the days it must be kept
+before its projection holds (`Lever.days`); an outcome such
 as the credit score is never a lever, it moves only as the behaviours that drive it do. Every combination of at most one lever per family is scored in one predict call; the plan
 is the smallest set that brings the probability below the threshold (lowest probability among
 equals), ordered greedily by what each step adds. Pure functions over DataFrames.
@@ -27,6 +28,7 @@ import pandas as pd
 
 from linerisk.features import valuefmt
 from linerisk.features.compute import build_features
+from linerisk.features.spec import REVIEW_LAG_DAYS
 from linerisk.models.scoring import BAND_NAMES, Scorer
 
 STEP_DAYS = 7
@@ -129,8 +131,11 @@ class Lever:
     """One action a user can take: the features it moves and its texts, gathered from the spec's `levers`.
 
     `moves`: (feature, to, by, of) per moved feature (see features.spec.Lever); `shown` is the
-    feature whose current value fills `{value}` in the texts. A restoration action also has the days it
-    takes and when it applies (features.spec.RestoreLever); the restriction model's have 0 and ""."""
+    feature whose current value fills `{value}` in the texts. `days`: how long the behaviour must be kept
+    before its projection holds: a restoration action's days (features.spec.RestoreLever); a restriction
+    action's are the longest window it clears (one clearing none waits out the review's lag,
+    features.spec.REVIEW_LAG_DAYS), as the platform sees behaviour only then. `only_if`: when a restoration
+    action applies (the restriction model's are "")."""
 
     code: str
     family: str
@@ -147,14 +152,18 @@ def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
     actions: dict[str, dict[str, Any]] = {}
     for f in spec["features"]:
         for lv in f.get("levers") or ():
-            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None})
+            entry = actions.setdefault(lv["action"], {"family": f["family"], "moves": [], "texts": None, "window": 0})
             if lv.get("to") is not None or lv.get("by") is not None:  # else its texts only show this feature
                 entry["moves"].append((f["name"], lv.get("to"), lv.get("by"), lv.get("of")))
+                if not (lv.get("by") is not None and lv.get("of") is not None):  # the behaviour, not a consequence
+                    entry["window"] = max(entry["window"], int(f.get("window") or 0))
             if lv.get("text_en"):  # the feature with the texts is the behaviour: its family is the lever's
-                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"], int(lv.get("days", 0)),
+                days = lv.get("days")  # a restoration action's own; a restriction action's: from its windows
+                entry["texts"] = (lv["text_en"], lv["text_zh"], f["name"], None if days is None else int(days),
                                   str(lv.get("only_if", "")))
                 entry["family"] = f["family"]
-    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), *e["texts"][2:])
+    return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2],
+                       (e["window"] or REVIEW_LAG_DAYS) if e["texts"][3] is None else e["texts"][3], e["texts"][4])
                  for code, e in actions.items() if e["texts"] is not None)
 
 
@@ -203,8 +212,10 @@ def _lever_grid(levers: tuple[Lever, ...]) -> tuple[list[str], list[list[int]], 
 class ActionPlan:
     """Per user the plan's steps and its outcome."""
 
-    steps: pd.DataFrame    # user_id, step, code, family, text_en, text_zh, probability (after the step)
-    summary: pd.DataFrame  # index user_id: probability_now, threshold, final_probability, reached, n_steps
+    steps: pd.DataFrame    # user_id, step, code, family, text_en, text_zh, probability (after the step), days
+    # (kept before the step's effect shows: the projected probability holds from as_of + days)
+    summary: pd.DataFrame  # index user_id: probability_now, threshold, final_probability, reached, n_steps,
+    # effective_days (the plan's probability holds from as_of + this many days: its slowest step)
     features: pd.DataFrame  # index user_id: the feature row after the whole plan (to re-check from scratch)
 
 
@@ -271,8 +282,11 @@ def plan_actions(scorer: Scorer, features: pd.DataFrame, threshold: float | None
     steps = _steps_frame(step_rows, features, levers, scorer.spec)
     final_code = (levels * radix[None, :]).sum(axis=1)
     final_p = p[final_code, np.arange(n)]
+    lever_days = np.asarray([lv.days for lv in levers] + [0], dtype=np.int64)  # index -1: no lever
+    effective_days = lever_days[lever_of[np.arange(len(members))[None, :], levels]].max(axis=1, initial=0)
     summary = pd.DataFrame({"probability_now": p[0], "threshold": threshold, "final_probability": final_p,
-                            "reached": final_p < threshold, "n_steps": (levels > 0).sum(axis=1)}, index=features.index)
+                            "reached": final_p < threshold, "n_steps": (levels > 0).sum(axis=1),
+                            "effective_days": effective_days}, index=features.index)
     final = pd.DataFrame(rows[final_code, np.arange(n)], columns=names, index=features.index)
     return ActionPlan(steps, summary, final)
 
@@ -297,7 +311,8 @@ def _effective_levels(levels: np.ndarray, members: list[list[int]], effective: n
 def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame, levers: tuple[Lever, ...],
                  spec: dict[str, Any]) -> pd.DataFrame:
     """One row per (user, step): the lever's code, family, texts filled with the user's current value, probability."""
-    cols = {"user_id": [], "step": [], "code": [], "family": [], "text_en": [], "text_zh": [], "probability": []}
+    cols = {"user_id": [], "step": [], "code": [], "family": [], "text_en": [], "text_zh": [], "probability": [],
+            "days": []}
     units = {f["name"]: f.get("unit", "") for f in spec["features"]}
     ids = features.index.to_numpy()
     for users, step, lever, prob in step_rows:
@@ -311,6 +326,7 @@ def _steps_frame(step_rows: list[tuple[np.ndarray, ...]], features: pd.DataFrame
             cols["text_en"].append(valuefmt.fill_template(lv_.text_en, unit, value, "en"))
             cols["text_zh"].append(valuefmt.fill_template(lv_.text_zh, unit, value, "zh"))
             cols["probability"].append(float(pr))
+            cols["days"].append(lv_.days)
         cols["step"].extend(step.tolist())
     out = pd.DataFrame(cols)
     return out.sort_values(["user_id", "step"], kind="stable").reset_index(drop=True) if len(out) else out

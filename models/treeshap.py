@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -781,14 +782,19 @@ def to_matrix(X: Any, booster: Any) -> np.ndarray:
 _CACHE: "weakref.WeakKeyDictionary[Any, TreeShap]" = weakref.WeakKeyDictionary()
 
 
+_FIT_LOCK = threading.Lock()
+
+
 def explainer_for(booster: Any) -> TreeShap:
-    """The cached, fitted TreeShap for this booster object (built on first use)."""
-    ts = _CACHE.get(booster)
-    if ts is None:
-        # a proxy, so the cached explainer does not keep its key (the booster) alive
-        ts = TreeShap(weakref.proxy(booster))
-        _CACHE[booster] = ts
-    return ts.fit()
+    """The cached, fitted TreeShap for this booster object (built on first use). Under a lock: threads
+    sharing one booster (Dask workers in one process) would otherwise see another's half-done fit."""
+    with _FIT_LOCK:
+        ts = _CACHE.get(booster)
+        if ts is None:
+            # a proxy, so the cached explainer does not keep its key (the booster) alive
+            ts = TreeShap(weakref.proxy(booster))
+            _CACHE[booster] = ts
+        return ts.fit()
 
 
 def shap_values(booster: Any, X: Any, num_iteration: int | None = None) -> np.ndarray:

@@ -58,8 +58,12 @@ def explain_user(scorer: Any, events: pd.DataFrame, users: pd.DataFrame, user_id
         "plan": {
             "reached": bool(summary["reached"]),
             "final_probability": float(summary["final_probability"]),
+            # the plan's probability holds once its slowest step has been kept long enough for the platform
+            "effective_days": int(summary["effective_days"]),
+            "effective_date": _local_day(ts + pd.Timedelta(days=int(summary["effective_days"])), tz),
             "steps": [{"step": int(s.step), "code": s.code, "family": s.family, "text_en": s.text_en,
-                       "text_zh": s.text_zh, "probability": float(s.probability)}
+                       "text_zh": s.text_zh, "probability": float(s.probability), "days": int(s.days),
+                       "effective_date": _local_day(ts + pd.Timedelta(days=int(s.days)), tz)}
                       for s in way.actions.steps.itertuples()],
         },
     }

@@ -26,6 +26,8 @@ COMMANDS = {
     "monitor": ("linerisk.pipeline.monitor_job", "Drift (PSI) of a scored batch vs the training reference."),
     "explain": ("linerisk.pipeline.explain_job", "One user: risk, reasons, what helps, the path back."),
     "serve": ("linerisk.pipeline.serve_job", "Serve the registered models over HTTP (MLflow's scoring server)."),
+    "validate-plans": ("linerisk.pipeline.validate_plans_job",
+                       "Check plans against a simulated world's truth (with and without)."),
 }
 
 

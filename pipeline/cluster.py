@@ -7,7 +7,9 @@ so memory stays at one partition); `DaskRunner` sends them to `dask.distributed`
 `--scheduler local[:N]` starts a LocalCluster of N single-threaded worker processes.
 
 Partitioned output is staged: every part is written atomically into a hidden directory
-beside the target, which is renamed into place only when every part is there. A task
+beside the target, which is renamed into place only when every part is there (at an fsspec
+URL, where there is no atomic rename, parts go in place and a `_SUCCESS` marker is written
+last: pipeline.location). A task
 whose worker dies is re-run by Dask and rewrites the same part; its half-written
 temporary file is swept at commit, so the committed dataset is the same as without the
 failure. A run interrupted as a whole leaves the target untouched and can be re-run.
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from linerisk.data.schema import InputError
+from linerisk.pipeline.location import SUCCESS, Location, Url, clear, location, mark_complete, open_read
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -148,24 +151,38 @@ def part_name(index: int, suffix: str) -> str:
 
 @dataclass(frozen=True)
 class Staging:
-    """A hidden directory beside `target` where part files collect until `commit` renames it into place."""
+    """Where part files collect until `commit` puts them at `target`.
 
-    target: Path
-    path: Path
+    Locally a hidden directory beside `target`, renamed onto it. For a Url (an object store has no
+    atomic rename) the parts are written in place, the old target removed first (its `_SUCCESS`
+    marker before anything else), and `commit` writes a new `_SUCCESS` last; `in_place=False`
+    (parts to be streamed into one file) stages under a hidden prefix beside it instead."""
+
+    target: Location
+    path: Location
 
     @classmethod
-    def beside(cls, target: str | os.PathLike) -> "Staging":
-        target = Path(target)
-        path = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"  # unique: runs never collide
+    def beside(cls, target: str | os.PathLike | Url, in_place: bool = True) -> "Staging":
+        target = location(target)
+        hidden = f".{target.name}.partial-{uuid.uuid4().hex[:12]}"  # unique: runs never collide
+        if isinstance(target, Url):
+            if not in_place:
+                return cls(target, target.parent / hidden)
+            clear(target)
+            return cls(target, target)
+        path = target.parent / hidden
         path.mkdir(parents=True)
         return cls(target, path)
 
-    def commit(self, names: Sequence[str]) -> Path:
+    def commit(self, names: Sequence[str]) -> Location:
         """Keep exactly the files `names` (relative paths; each must exist; leftovers of killed attempts
         go), then replace the target with the directory."""
         missing = [n for n in names if not (self.path / n).is_file()]
         if missing:
             raise RuntimeError(f"{self.target}: {len(missing)} part file(s) missing after the run, e.g. {missing[0]}")
+        if isinstance(self.path, Url):
+            mark_complete(self.path, list(names))
+            return self.target
         keep = {Path(n) for n in names}
         for extra in [f for f in self.path.rglob("*") if f.is_file() and f.relative_to(self.path) not in keep]:
             extra.unlink()
@@ -179,10 +196,15 @@ class Staging:
         return self.target
 
     def discard(self) -> None:
+        """Remove what an unfinished run left (a remote target without its marker; a committed one stays)."""
+        if isinstance(self.path, Url):
+            if self.path != self.target or not (self.path / SUCCESS).exists():
+                clear(self.path)
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def concat_parts(parts: list[Path], out: Path, fmt: str, schema: pa.Schema | None) -> None:
+def concat_parts(parts: list[Location], out: Location, fmt: str, schema: pa.Schema | None) -> None:
     """Part files, in order, into one file written atomically: Parquet row groups, or CSV lines under one header."""
     from linerisk.pipeline.io import atomic_path  # io imports this module
 
@@ -190,20 +212,21 @@ def concat_parts(parts: list[Path], out: Path, fmt: str, schema: pa.Schema | Non
         if fmt == "parquet":
             with pq.ParquetWriter(tmp, schema) as writer:
                 for part in parts:
-                    writer.write_table(pq.read_table(part, schema=schema))
+                    with open_read(part) as fh:
+                        writer.write_table(pq.read_table(fh, schema=schema))
             return
         with open(tmp, "wb") as dest:
             for i, part in enumerate(parts):
-                with open(part, "rb") as src:
+                with open_read(part) as src:
                     if i:
                         src.readline()  # each part repeats the header
                     shutil.copyfileobj(src, dest)
 
 
 @contextlib.contextmanager
-def staged(target: str | os.PathLike) -> Iterator[Staging]:
-    """A `Staging` beside `target`, removed unless committed inside the block."""
-    staging = Staging.beside(target)
+def staged(target: str | os.PathLike | Url, in_place: bool = True) -> Iterator[Staging]:
+    """A `Staging` for `target` (see `Staging.beside`), removed unless committed inside the block."""
+    staging = Staging.beside(target, in_place)
     try:
         yield staging
     finally:

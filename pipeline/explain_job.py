@@ -125,6 +125,10 @@ def render(view: dict[str, Any], model: str = "") -> str:
         for s in plan["steps"]:
             lines.append(f"    {s['step']}. {s['text_en']}  -> {pct(s['probability'])}")
             lines.append(f"       {s['text_zh']}")
+        when = plan["effective_date"]
+        lines.append(f"  takes effect from {when}: the platform reviews behaviour with a lag, so the plan's "
+                     f"risk holds once it has been kept {plan['effective_days']} days")
+        lines.append(f"  自{when}起生效：平台复核行为有滞后，需坚持{plan['effective_days']}天后上述风险才成立")
     return "\n".join(lines)
 
 

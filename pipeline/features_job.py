@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import pandas as pd
@@ -24,6 +23,7 @@ from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_fo
 from linerisk.pipeline.config import timezone_option
 from linerisk.pipeline.io import (EventSource, quarantine_path_for, read_events, read_users, users_path_for,
                                   write_quarantine, write_table)
+from linerisk.pipeline.location import LOCATION, Location, has_glob, location, open_read
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
@@ -65,8 +65,9 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
 
 
 @click.command("features")
-@click.option("--events", "events_path", type=click.Path(path_type=Path), help="Events: Parquet file/dir or CSV.")
-@click.option("--users", "users_path", type=click.Path(path_type=Path),
+@click.option("--events", "events_path", type=LOCATION,
+              help="Events: Parquet file, dataset directory or glob, or CSV; a path or an fsspec URL.")
+@click.option("--users", "users_path", type=LOCATION,
               help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", multiple=True,
               help="Snapshot time (date = midnight in --timezone, or ISO time); repeat for several, or 'auto' with --labels.")
@@ -75,7 +76,7 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
 @click.option("--target", type=click.Choice(TARGETS), default="restrict", show_default=True,
               help="With --labels: which model's panel (its features, population and label).")
 @click.option("--horizon-days", default=90, show_default=True, type=click.IntRange(min=1), help="Label horizon.")
-@click.option("--out", "out", type=click.Path(path_type=Path), help="Output Parquet (or .csv) file.")
+@click.option("--out", "out", type=LOCATION, help="Output Parquet (or .csv) file: a path or an fsspec URL.")
 @timezone_option
 @click.option("--describe", is_flag=True, help="Print the feature spec and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --describe: print JSON.")
@@ -84,8 +85,8 @@ def _parse_as_of(values: tuple[str, ...], tz: str) -> list[pd.Timestamp] | str:
 @click.option("--single-file", is_flag=True,
               help="With --scheduler: one --out file instead of a dataset directory of part files.")
 @scheduler_option
-def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str, ...], labels: bool, target: str,
-            horizon_days: int, out: Path | None, tz: str, describe: bool, as_json: bool, chunk_users: int,
+def command(events_path: Location | None, users_path: Location | None, as_of: tuple[str, ...], labels: bool, target: str,
+            horizon_days: int, out: Location | None, tz: str, describe: bool, as_json: bool, chunk_users: int,
             single_file: bool, scheduler: str | None) -> None:
     """Build point-in-time features (events strictly before --as-of), optionally with labels."""
     if describe:
@@ -98,7 +99,7 @@ def command(events_path: Path | None, users_path: Path | None, as_of: tuple[str,
     if snapshots == "auto" and not labels:
         raise click.UsageError("--as-of auto needs --labels")
 
-    if not events_path.exists():
+    if not has_glob(events_path) and not events_path.exists():
         raise InputError(f"events: {events_path} does not exist")
     users = read_users(users_path or users_path_for(events_path))
     if scheduler:
@@ -161,7 +162,7 @@ def features_frame(events: pd.DataFrame, users: pd.DataFrame, snapshots: list[pd
 class Built:
     """What a features run wrote: rows, positives (with labels), quarantined rows and the row count."""
 
-    out: Path
+    out: Location
     rows: int = 0
     positives: int = 0
     quarantined: int = 0
@@ -176,7 +177,7 @@ class Built:
 
 
 def features_part_file(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], labels: bool,
-                       horizon_days: int, staging: Path, fmt: str = "parquet", tz: str = "UTC"
+                       horizon_days: int, staging: Location, fmt: str = "parquet", tz: str = "UTC"
                        ) -> tuple[Built, pd.DataFrame]:
     """One partition's features (the same `features_frame`) written atomically as its part file (on a worker)."""
     events, checked = read_partition(part, source, tz)
@@ -187,8 +188,8 @@ def features_part_file(part: Partition, source: EventSource, snapshots: list[pd.
     return built, checked.quarantined
 
 
-def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
-                         horizon_days: int, out: Path, runner: Runner, chunk_users: int = 100_000,
+def features_distributed(events_path: Location, users: pd.DataFrame, snapshots: list[pd.Timestamp], labels: bool,
+                         horizon_days: int, out: Location, runner: Runner, chunk_users: int = 100_000,
                          single_file: bool = False, tz: str = "UTC") -> Built:
     """Features per partition of users on the runner's workers: a dataset of part files at `out`
     (one file with `single_file`), the quarantine of every partition merged beside it and the row
@@ -203,8 +204,8 @@ def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list
         built.rows_count = candidates.checked.account(0, 0)
         quarantined.append(candidates.checked.quarantined)
     parts = list(partitions(users, chunk_users, candidates))
-    fmt = "csv" if Path(out).suffix == ".csv" else "parquet"
-    with staged(out) as staging:
+    fmt = "csv" if location(out).suffix == ".csv" else "parquet"
+    with staged(out, in_place=not single_file) as staging:
         for part, q in runner.map(features_part_file, parts, source, snapshots, labels, horizon_days, staging.path,
                                   fmt, tz):
             built.rows += part.rows
@@ -218,7 +219,10 @@ def features_distributed(events_path: Path, users: pd.DataFrame, snapshots: list
         write_quarantine(pd.concat(quarantined, ignore_index=True), quarantine_path_for(out))
         names = [part_name(p.index, f".{fmt}") for p in parts]
         if single_file:
-            schema = pq.read_schema(staging.path / names[0]) if fmt == "parquet" else None
+            schema = None
+            if fmt == "parquet":
+                with open_read(staging.path / names[0]) as fh:
+                    schema = pq.read_schema(fh)
             concat_parts([staging.path / n for n in names], out, fmt, schema)
         else:
             staging.commit(names)

@@ -53,6 +53,7 @@ class Partition:
     users: pd.DataFrame
     where: ds.Expression | None
     extra: pd.DataFrame | None = None
+    unique_ids: bool = False  # every row whose event_id may repeat is left out (the candidates were checked)
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,15 @@ def partitions(users: pd.DataFrame, chunk_users: int, candidates: Candidates | N
         part_users = users.iloc[lo:hi]
         where = exclude if where is None else (where if exclude is None else where & exclude)
         extra = None if good is None else good[good["user_id"].isin(part_users["user_id"])]
-        yield Partition(i, part_users, where, extra)
+        yield Partition(i, part_users, where, extra, unique_ids=candidates is not None)
 
 
 def read_partition(part: Partition, source: EventSource, tz: str = "UTC") -> tuple[pd.DataFrame, Validated]:
     """The partition's usable events (its own good rows plus its share of the candidates) and its
-    validation (which counts only the rows it read itself)."""
-    checked = validate_events(source.read(part.where), part.users, tz)
+    validation (which counts only the rows it read itself). With the candidates checked, its filter
+    leaves out every row whose event_id may repeat anywhere, so its ids are unique and the duplicate
+    rule (a hash of every id) is not run again."""
+    checked = validate_events(source.read(part.where), part.users, tz, unique_ids=part.unique_ids)
     events = checked.good
     if part.extra is not None and len(part.extra):
         events = pd.concat([events, part.extra], ignore_index=True)

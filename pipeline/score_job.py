@@ -20,9 +20,10 @@ from __future__ import annotations
 import glob
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import click
 import numpy as np
@@ -38,17 +39,18 @@ from linerisk.models.batch import SCORE_COLUMNS, local_date, score_users
 from linerisk.models.scoring import BAND_NAMES
 from linerisk.pipeline.cluster import Runner, concat_parts, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import timezone_option
-from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, quarantine_path_for, read_users,
-                                  temp_beside, users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, publish, quarantine_path_for,
+                                  read_users, temp_beside, users_path_for, write_json, write_quarantine)
+from linerisk.pipeline.location import LOCATION, Location, Url, location
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 DEFAULT_CHUNK_USERS = 100_000
 DEFAULT_RESTORE_MODEL = "models:/linerisk-restore@champion"
 
 
-def drift_path_for(out: str | Path) -> Path:
+def drift_path_for(out: str | Path | Url) -> Location:
     """Where the batch's drift counts go: `<out stem>.drift.json` beside the scores."""
-    out = Path(out)
+    out = location(out)
     return out.with_name(f"{out.stem}.drift.json")
 
 
@@ -68,9 +70,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim_partial(out: str | Path) -> Path:
-    """A new partial file for this run; first removes those whose run (by pid in the name) is gone."""
-    out = Path(out)
+def claim_partial(out: str | Path | Url) -> Path:
+    """A new partial file for this run; first removes those whose run (by pid in the name) is gone.
+    For a Url it is a local temporary file, uploaded whole at the end."""
+    out = location(out)
+    if isinstance(out, Url):
+        return temp_beside(out, f".{out.name}.{os.getpid()}-", ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in partial_paths(out):
         pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
@@ -96,13 +101,18 @@ class PartScores:
 
 
 def score_partition(part: Partition, source: EventSource, as_of: pd.Timestamp, package, tz: str = "UTC",
-                    pause: float = 0.0, restore=None) -> PartScores:
+                    pause: float = 0.0, restore=None, read: list[tuple[pd.DataFrame, Validated]] | None = None
+                    ) -> PartScores:
     """Validate -> features -> score one partition: the one function both the single-process and the
-    cluster path run, so their rows are the same."""
-    events, checked = read_partition(part, source, tz)
+    cluster path run, so their rows are the same. `read`: a list holding the partition's
+    `read_partition` when it was read ahead (taken out of it, so the events go once scored)."""
+    events, checked = read.pop() if read else read_partition(part, source, tz)
+    tally, quarantined = checked.account(0, 0), checked.quarantined  # `checked` holds the events: let them go
+    del checked
     scores, features, consumed = score_users(package, events, part.users, as_of, tz, restore)
     del events
-    result = PartScores(None, checked.account(*consumed), checked.quarantined)  # candidates: read globally, used here
+    rows = RowCount(tally.read, *consumed, tally.quarantined)
+    result = PartScores(None, rows, quarantined)  # candidates: read globally, used here
     if len(features):
         result.scores = scores
         result.users_scored = len(scores)
@@ -227,7 +237,18 @@ def _finish(run: ScoreRun, package, as_of: pd.Timestamp, out: Path) -> None:
                 "users_scored": run.users_scored - run.restricted_scored, **run.counts}, drift_path_for(out))
 
 
-def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp, model_ref: str, out: Path,
+def _load_models(model_ref: str, restore_model_ref: str | None) -> tuple[Any, Any]:
+    """The restriction package and (unless None) the restoration package, each sha256- and spec-checked."""
+    package = load_model_package(model_ref, expect="restrict")
+    try:
+        restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
+    except InputError as exc:
+        raise InputError(f"{exc} (restricted lines need a restoration model: train one with "
+                         "`linerisk train --target restore`, or score with --active-only)") from None
+    return package, restore
+
+
+def score_events(events_path: Location, users_path: Location | None, as_of: pd.Timestamp, model_ref: str, out: Location,
                  fmt: str = "parquet", chunk_users: int = DEFAULT_CHUNK_USERS, progress: bool = True,
                  pause_after_chunk: float = 0.0, runner: Runner | None = None, single_file: bool = False,
                  tz: str = "UTC", restore_model_ref: str | None = DEFAULT_RESTORE_MODEL) -> ScoreRun:
@@ -239,17 +260,16 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     a dataset directory of them (one file with `single_file`); the rows are the same either way."""
     started = time.perf_counter()
     runner = runner or Runner()
-    package = load_model_package(model_ref, expect="restrict")
-    try:
-        restore = None if restore_model_ref is None else load_model_package(restore_model_ref, expect="restore")
-    except InputError as exc:
-        raise InputError(f"{exc} (restricted lines need a restoration model: train one with "
-                         "`linerisk train --target restore`, or score with --active-only)") from None
+    out = location(out)
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     run = ScoreRun(out)
-    candidates = global_candidates(source, users, runner, tz)
+    with ThreadPoolExecutor(1) as pool:
+        # in one process the global event-id pass (Arrow and numba, off the GIL) runs while the models load
+        job = None if runner.distributed else pool.submit(global_candidates, source, users, runner, tz)
+        package, restore = _load_models(model_ref, restore_model_ref)
+        candidates = job.result() if job else global_candidates(source, users, runner, tz)
     if candidates.checked is not None:
         run.add_candidates(candidates.checked)
     parts = partitions(users, chunk_users, candidates)
@@ -265,21 +285,45 @@ def score_events(events_path: Path, users_path: Path | None, as_of: pd.Timestamp
     return run
 
 
+def read_ahead(parts: Iterable[Partition], source: EventSource, tz: str
+               ) -> Iterator[tuple[Partition, list[tuple[pd.DataFrame, Validated]]]]:
+    """Each partition with its `read_partition` (in a list the consumer empties, so nothing here keeps
+    the events alive), the next one read on a second thread while this one is scored: the scan and
+    much of validation run in Arrow and numpy, off the GIL, so both cores work. At most two
+    partitions' events are held at once."""
+    with ThreadPoolExecutor(1) as pool:
+        it = iter(parts)
+        current = next(it, None)
+        if current is None:
+            return
+        pending = pool.submit(read_partition, current, source, tz)
+        for following in it:
+            ahead = pool.submit(read_partition, following, source, tz)
+            box = [pending.result()]
+            pending = None
+            yield current, box
+            del box
+            current, pending = following, ahead
+        box = [pending.result()]
+        pending = None
+        yield current, box
+
+
 def _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, tz, pause, bar) -> None:
     """One process: partitions one after another, appended to one partial file renamed into place at the end."""
     partial = claim_partial(out)
     writer = _Writer(partial, fmt, schema)
     done = False
     try:
-        for part in parts:
-            result = score_partition(part, source, as_of, package, tz, pause, restore)
+        for part, read in read_ahead(parts, source, tz):
+            result = score_partition(part, source, as_of, package, tz, pause, restore, read)
             if result.scores is not None:
                 writer.write(result.scores)
             run.add(result)
             bar.update(len(part.users))
         writer.close()
         _finish(run, package, as_of, out)
-        os.replace(partial, out)
+        publish(partial, out)
         done = True
     finally:
         if not done:
@@ -293,7 +337,7 @@ def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, sc
     becomes `out` (or is streamed into the single file `out`) once every part is there."""
     parts = list(parts)
     sizes = [len(p.users) for p in parts]
-    with staged(out) as staging:
+    with staged(out, in_place=not single_file) as staging:
         shared = runner.share(package)
         shared_restore = None if restore is None else runner.share(restore)
         results = runner.map(score_part_file, parts, source, as_of, shared, staging.path, fmt, schema, tz, pause,
@@ -315,15 +359,16 @@ def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, sc
 @click.option("--restore-model", "restore_model_ref", default=DEFAULT_RESTORE_MODEL, show_default=True,
               help="Registered restoration model, for the restricted lines.")
 @click.option("--active-only", is_flag=True, help="Score the active lines only (no restoration model needed).")
-@click.option("--events", "events_path", required=True, type=click.Path(path_type=Path),
-              help="Events: Parquet file/dir or CSV (the events contract).")
-@click.option("--users", "users_path", type=click.Path(path_type=Path),
+@click.option("--events", "events_path", required=True, type=LOCATION,
+              help="Events: Parquet file, dataset directory or glob, or CSV (the events contract); a path or an "
+                   "fsspec URL (s3://... with s3fs installed).")
+@click.option("--users", "users_path", type=LOCATION,
               help="Users table (default: users.parquet in an events directory, else beside the events file).")
 @click.option("--as-of", "as_of", required=True,
               help="Score time (date = midnight in --timezone, or ISO time): events strictly before it.")
 @timezone_option
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Scores file (with --scheduler: a dataset directory of part files); also writes "
+@click.option("--out", required=True, type=LOCATION,
+              help="Scores file (a path or an fsspec URL) (with --scheduler: a dataset directory of part files); also writes "
                    "<stem>.quarantine.parquet and <stem>.drift.json beside it.")
 @click.option("--chunk-users", default=DEFAULT_CHUNK_USERS, show_default=True, type=click.IntRange(min=1),
               help="Users per chunk (bounds memory; the same value gives the same bytes).")
@@ -333,8 +378,8 @@ def _score_distributed(run, parts, source, as_of, package, restore, out, fmt, sc
 @click.option("--single-file", is_flag=True,
               help="With --scheduler: one --out file instead of a dataset directory of part files.")
 @scheduler_option
-def command(model_ref: str, restore_model_ref: str, active_only: bool, events_path: Path, users_path: Path | None,
-            as_of: str, tz: str, out: Path, chunk_users: int, fmt: str | None, pause_after_chunk: float,
+def command(model_ref: str, restore_model_ref: str, active_only: bool, events_path: Location,
+            users_path: Location | None, as_of: str, tz: str, out: Location, chunk_users: int, fmt: str | None, pause_after_chunk: float,
             single_file: bool, scheduler: str | None) -> ScoreRun:
     """Score every user with a personal line at --as-of. Active lines: calibrated P(restricted within 90 days),
     band and the top-3 reasons; restricted lines: P(restored within 90 days), the expected date and what holds

@@ -24,13 +24,14 @@ from linerisk.data.simulate import WorldParams, corrupt_chunk, iter_world, simul
 from linerisk.data.world import CAUSES, CHANNELS
 from linerisk.pipeline.cluster import Runner, Staging, part_name, runner_for, scheduler_option, staged
 from linerisk.pipeline.config import build, load_toml
-from linerisk.pipeline.io import atomic_path, sha256_file, write_json
+from linerisk.pipeline.io import atomic_path, sha256_file, write_json, written_locally
+from linerisk.pipeline.location import LOCATION, Location
 
 FILES = ("events", "users", "truth_restrictions", "truth_snapshots", "truth_restorations",
          "truth_recovery_snapshots")
 
 
-def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int = 2,
+def write_world(p: WorldParams, out: Location, corrupt_rate: float = 0.0, jobs: int = 2,
                 progress: bool = True, runner: Runner | None = None) -> dict:
     """Simulate and write the dataset directory `out`; return the manifest.
 
@@ -41,8 +42,10 @@ def write_world(p: WorldParams, out: Path, corrupt_rate: float = 0.0, jobs: int 
         if runner is not None and runner.distributed:
             manifest = _write_distributed(p, staging, corrupt_rate, runner, progress)
         else:
-            manifest = _write(p, staging.path, corrupt_rate, jobs, progress)
-            staging.commit([str(Path(f).relative_to(staging.path)) for f in staging.path.rglob("*") if f.is_file()])
+            with written_locally(staging.path) as tmp:
+                manifest = _write(p, tmp, corrupt_rate, jobs, progress)
+                names = [f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file()]
+            staging.commit(names)
     return manifest
 
 
@@ -81,7 +84,7 @@ def _write(p: WorldParams, tmp: Path, corrupt_rate: float, jobs: int, progress: 
     return _manifest(p, tmp, corrupt_rate, rows, causes, channels, sha)
 
 
-def _manifest(p: WorldParams, root: Path, corrupt_rate: float, rows: dict[str, int], causes: Counter,
+def _manifest(p: WorldParams, root: Location, corrupt_rate: float, rows: dict[str, int], causes: Counter,
               channels: Counter, sha256: dict[str, str]) -> dict:
     manifest = {
         "generator": "linerisk simulate",
@@ -108,7 +111,7 @@ class WrittenChunk:
     corruption: pd.DataFrame | None
 
 
-def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: float, staging: Path) -> WrittenChunk:
+def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: float, staging: Location) -> WrittenChunk:
     """Simulate one chunk of users (the same `simulate_chunk` as one process) and write each table's
     part file atomically (on a worker)."""
     index, first, n = chunk
@@ -124,7 +127,6 @@ def simulate_part(chunk: tuple[int, int, int], p: WorldParams, corrupt_rate: flo
                                    tables.recovery_snapshots), strict=True):
         rel = f"{name}.parquet/{part_name(index, '.parquet')}"
         path = staging / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=1 << 20)
         written.rows[name] = table.num_rows
@@ -147,7 +149,8 @@ def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, ru
     names = list(sha)
     if corruption:
         truth = pa.Table.from_pandas(pd.concat(corruption, ignore_index=True), preserve_index=False)
-        pq.write_table(truth, staging.path / "truth_corruption.parquet")
+        with atomic_path(staging.path / "truth_corruption.parquet") as tmp:
+            pq.write_table(truth, tmp)
         rows["truth_corruption"] = truth.num_rows
         sha["truth_corruption.parquet"] = sha256_file(staging.path / "truth_corruption.parquet")
         names.append("truth_corruption.parquet")
@@ -162,8 +165,8 @@ def _write_distributed(p: WorldParams, staging: Staging, corrupt_rate: float, ru
 @click.option("--users", type=click.IntRange(min=1), help="Number of users [config: 50000].")
 @click.option("--months", type=click.IntRange(min=1), help="Months simulated [config: 24].")
 @click.option("--seed", type=int, help="Random seed; same seed and parameters give identical files.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Dataset directory to write (replaced if it exists).")
+@click.option("--out", type=LOCATION, required=True,
+              help="Dataset directory to write (replaced if it exists): a path or an fsspec URL.")
 @click.option("--corrupt-rate", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
               help="Fraction of event rows turned into bad records (listed in truth_corruption).")
 @click.option("--oracle-users", type=click.IntRange(min=0), help="Sampled users per snapshot date for the oracle.")

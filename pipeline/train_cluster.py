@@ -21,7 +21,7 @@ from linerisk.models.train import Split, TrainParams, registry_spec, split_out_o
 from linerisk.models.train_dask import choose_rounds, fit_on_cluster
 from linerisk.pipeline.cluster import DaskRunner
 from linerisk.pipeline.features_job import features_frame
-from linerisk.pipeline.io import EventSource, read_table, read_users
+from linerisk.pipeline.io import EventSource, read_table, read_users, world_dir
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
@@ -52,13 +52,13 @@ def split_dates(snapshots: list[pd.Timestamp], params: TrainParams) -> Split:
         raise InputError(str(exc)) from None
 
 
-def train_on_cluster(data_dir: Path, params: TrainParams, runner: DaskRunner, chunk_users: int, sample_size: int,
+def train_on_cluster(data_dir: "Location", params: TrainParams, runner: DaskRunner, chunk_users: int, sample_size: int,
                      fidelity=None, tz: str = "UTC") -> TrainResult:
     """Panel per partition on the workers, the split applied per partition, rounds chosen on a sample,
     lightgbm.dask on the whole training part; then `run_training`'s evaluation and report."""
     import dask.dataframe as dd
 
-    data_dir = Path(data_dir)
+    data_dir = world_dir(data_dir)
     client = runner.client
     truth_path = data_dir / "truth_snapshots.parquet"
     if not truth_path.exists():

@@ -21,7 +21,8 @@ from linerisk.models.report import CARD_FILE, markdown_table
 from linerisk.models.train import TrainParams, registry_spec
 from linerisk.pipeline.cluster import runner_for, scheduler_option
 from linerisk.pipeline.config import build, load_toml, timezone_option
-from linerisk.pipeline.io import linerisk_home, read_events, read_table, read_users, write_text
+from linerisk.pipeline.io import linerisk_home, read_events, read_table, read_users, world_dir, write_text
+from linerisk.pipeline.location import LOCATION
 
 
 def load_params(config: str | Path | None, overrides: dict[str, Any]) -> TrainParams:
@@ -37,7 +38,7 @@ def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC", target:
                      ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
     """Panel, spec and truth snapshots of `target` from a `linerisk simulate` directory, every event row
     accounted for; naive times and day windows in `tz`."""
-    data_dir = Path(data_dir)
+    data_dir = world_dir(data_dir)
     users = read_users(data_dir / "users.parquet")
     validated = read_events(data_dir / "events.parquet", users, tz)
     truth_path = data_dir / TRUTH_FILE[target]
@@ -60,7 +61,7 @@ def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str,
 def load_fidelity_world(data_dir: Path, horizon_days: int, tz: str = "UTC", target: str = "restrict"
                         ) -> FidelityWorld:
     """Panel at the world's snapshot dates plus the target's truth snapshots and truth_restrictions (both required)."""
-    data_dir = Path(data_dir)
+    data_dir = world_dir(data_dir)
     for name in (TRUTH_FILE[target], "truth_restrictions.parquet"):
         if not (data_dir / name).exists():
             raise InputError(f"--fidelity-data {data_dir}: no {name} (a directory written by `linerisk simulate`)")
@@ -84,8 +85,10 @@ def _print_summary(result: TrainResult) -> None:
 
 
 @click.command("train")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Directory written by `linerisk simulate`.")
-@click.option("--features", "features_path", type=click.Path(path_type=Path), help="External feature table (Parquet or CSV).")
+@click.option("--data", "data_dir", type=LOCATION,
+              help="Directory written by `linerisk simulate` (a path or an fsspec URL).")
+@click.option("--features", "features_path", type=LOCATION,
+              help="External feature table (Parquet file, dataset directory or CSV; a path or an fsspec URL).")
 @click.option("--label", default=None, help="Label column of the external table (0/1).")
 @click.option("--time-col", default=None, help="Snapshot-time column of the external table (else random split).")
 @click.option("--drop", multiple=True, help="External-table columns that are not features (repeatable).")
@@ -114,11 +117,12 @@ def _print_summary(result: TrainResult) -> None:
 @click.option("--restriction-model", default=None,
               help="With --target restore and --fidelity-data: the registered restriction model whose reasons on the "
                    "day of each restriction are scored against the unseen world's true causes.")
-@click.option("--out", type=click.Path(path_type=Path), help="Report path (default $LINERISK_HOME/reports/<run_id>/report.html).")
+@click.option("--out", type=LOCATION,
+              help="Report path or fsspec URL (default $LINERISK_HOME/reports/<run_id>/report.html).")
 @click.option("--no-register", is_flag=True, help="Train and report only; log nothing to MLflow.")
 @click.option("--keep-user-ids", is_flag=True,
               help="Store raw user ids in the run's test part [default: keyed pseudonyms].")
-@click.option("--fidelity-data", "fidelity_dir", type=click.Path(path_type=Path),
+@click.option("--fidelity-data", "fidelity_dir", type=LOCATION,
               help="A second `linerisk simulate` world (another seed): measure reason-code fidelity on it.")
 @click.option("--chunk-users", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="With --scheduler: users per partition of the panel.")

@@ -122,9 +122,10 @@ def test_every_cause_family_a_user_can_act_on_has_a_lever_with_texts_in_both_lan
     from linerisk.models.train import registry_spec
 
     levers = spec_levers(registry_spec())
-    # the credit score is an outcome: it moves with the inquiry levers, never as a lever of its own
-    assert {lv.family for lv in levers} == {"overdue", "early_repayment", "fund_misuse",
-                                            "multi_borrowing", "utilisation"}
+    # the credit score is an outcome: it moves with the inquiry levers, never as a lever of its own; paying the
+    # line down (utilisation) is offered no more: checked in the simulator, it lowers the true risk far less
+    # than the model projects (README, "Plans checked against the true world")
+    assert {lv.family for lv in levers} == {"overdue", "early_repayment", "fund_misuse", "multi_borrowing"}
     for lv in levers:
         assert "{value}" in lv.text_en and "{value}" in lv.text_zh and lv.text_en != lv.text_zh, lv.code
         assert lv.shown in {name for name, *_ in lv.moves}, lv.code
@@ -168,9 +169,11 @@ def test_the_restoration_levers_come_from_the_restoration_spec_with_their_days_a
         # an outcome is never an action: no restoration lever moves the credit score
         assert lv.family not in spec.OUTCOME_FAMILIES, lv.code
         assert not {spec.get(n).family for n, *_ in lv.moves} & set(spec.OUTCOME_FAMILIES), lv.code
-    # the restriction model's plan keeps its own levers: no appeal, no restoration days
+    # the restriction model's plan keeps its own levers: no appeal, no condition; their days are those of the
+    # windows they clear (when the projection holds, models/recover.py), not the restoration spec's
     restrict = spec_levers(registry_spec("restrict"))
-    assert "contact_platform" not in {lv.code for lv in restrict} and all(lv.days == 0 for lv in restrict)
+    assert "contact_platform" not in {lv.code for lv in restrict} and all(lv.only_if == "" for lv in restrict)
+    assert {lv.code: lv.days for lv in restrict}["no_credit_applications_30d"] == 30
     assert all("restore_levers" not in f for f in restore["features"] + registry_spec("restrict")["features"])
 
 
@@ -230,7 +233,7 @@ def test_only_decayed_counts_carry_a_half_life_in_a_model_s_spec_records():
             assert ("half_life" in row) == (row["aggregation"] == "decayed_count"), row["name"]
 
 
-def test_a_plan_without_applications_or_early_repayments_lets_recency_weighted_counts_decay_by_their_half_life():
+def test_a_plan_without_applications_lets_recency_weighted_counts_decay_by_their_half_life():
     import numpy as np
     import pandas as pd
 
@@ -243,8 +246,7 @@ def test_a_plan_without_applications_or_early_repayments_lets_recency_weighted_c
     for code, expected in (("no_credit_applications_90d", {"credit_inquiry_decayed_hl30": 0.25,
                                                            "credit_inquiry_decayed_hl90": 1.0}),
                            ("no_credit_applications_30d", {"credit_inquiry_decayed_hl30": 1.0,
-                                                           "credit_inquiry_decayed_hl90": 2.0 * 0.5 ** (1 / 3)}),
-                           ("no_early_repayment_90d", {"early_repayment_decayed_hl90": 1.0})):
+                                                           "credit_inquiry_decayed_hl90": 2.0 * 0.5 ** (1 / 3)})):
         moved = lever_values((levers[code],), X, view)[0]
         for name, value in expected.items():
             np.testing.assert_allclose(moved[names.index(name)], [value], err_msg=f"{code}: {name}")

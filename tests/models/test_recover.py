@@ -74,8 +74,8 @@ def test_levers_only_lower_risk_and_stay_in_range(model):
             assert direction[names[col]] != 0
             ok = np.isnan(cur) | (direction[names[col]] * (new - cur) <= 1e-9)
             assert ok.all(), names[col]
-    after = recover.apply_plan(features, ["utilisation_to_30", "no_credit_applications_30d"], spec)
-    assert (after["pl_utilisation"].fillna(0) <= 0.3 + 1e-6).all() and (after["credit_score_latest"] <= 950).all()
+    after = recover.apply_plan(features, ["no_early_repayment_90d", "no_credit_applications_30d"], spec)
+    assert (after["early_repayment_count_90d"] == 0).all() and (after["credit_score_latest"] <= 950).all()
 
 
 OUTCOMES = ("credit_score",)  # families that record what happened to the user, not what the user does
@@ -133,3 +133,21 @@ def test_the_plans_levers_are_the_ones_the_models_spec_declares(model):
     bare = recover.plan_actions(Scorer(model.scorer_.booster.model_to_string(), model.calibrator_, spec), features)
     assert bare.steps.empty and not bare.summary["n_steps"].any()
     np.testing.assert_allclose(bare.summary["final_probability"], bare.summary["probability_now"])
+
+
+def test_every_lever_is_a_behaviour_the_simulator_can_carry_out():
+    from linerisk.models.plan_check import INTERVENTIONS
+    from linerisk.models.train import registry_spec
+
+    codes = {lv.code for target in ("restrict", "restore") for lv in recover.spec_levers(registry_spec(target))}
+    assert codes == set(INTERVENTIONS)  # every lever has its behaviour, and no behaviour is left without a lever
+    assert all(INTERVENTIONS[c].kept() for c in codes)
+
+
+def test_a_lever_takes_effect_once_its_window_has_cleared():
+    from linerisk.features.spec import REVIEW_LAG_DAYS
+    from linerisk.models.train import registry_spec
+
+    days = {lv.code: lv.days for lv in recover.spec_levers(registry_spec())}
+    assert days["no_credit_applications_30d"] == 30 and days["no_early_repayment_90d"] == 90
+    assert min(days.values()) > 0 and max(days.values()) <= max(90, REVIEW_LAG_DAYS)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from linerisk.pipeline.cli import main
@@ -141,3 +142,25 @@ def test_a_model_built_on_another_feature_spec_is_refused(mlflow_store, synth_sp
                  "--as-of", AS_OF, "--user", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "feature spec" in err[0]
+
+
+def test_a_plan_says_when_it_takes_effect_in_both_languages(store, small_world, states, capsys):
+    from linerisk.features.compute import build_features
+    from linerisk.models.recover import plan_actions
+    from linerisk.pipeline.io import load_model_package, read_events, read_users
+
+    users = read_users(small_world / "users.parquet")
+    scorer = load_model_package("linerisk@champion").scorer
+    features = build_features(read_events(small_world / "events.parquet", users).good, AS_OF, users)
+    plan = plan_actions(scorer, features.loc[states.index[states == "active"]])
+    acted = plan.summary[plan.summary["n_steps"] > 0]
+    user = int(acted.index[0])
+    days = int(acted["effective_days"].iloc[0])
+    assert days == plan.steps.loc[plan.steps["user_id"] == user, "days"].max() > 0
+    assert explain(small_world, user, "--json") == 0
+    view = json.loads(capsys.readouterr().out)
+    when = (pd.Timestamp(AS_OF) + pd.Timedelta(days=days)).strftime("%Y-%m-%d")
+    assert view["plan"]["effective_days"] == days and view["plan"]["effective_date"] == when
+    assert explain(small_world, user) == 0
+    out = capsys.readouterr().out
+    assert f"takes effect from {when}" in out and f"自{when}起生效" in out
