@@ -65,13 +65,20 @@ def likely_minor(why: pd.DataFrame) -> np.ndarray:
     return why["reason_1_family"].isin(MINOR_CAUSES).to_numpy(dtype=bool, na_value=False)
 
 
+# An action is listed only when it raises P(restored within 90 days or within a year) by at least this much
+# (half a percentage point, so the figures shown differ from the status quo's): a line restricted for long has had its fill of
+# on-time repayments, and "repay on time" then changes nothing, in the model as in the world.
+MIN_GAIN = 0.005
+
+
 def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, as_of: object,
                         levers: tuple[Lever, ...] | None = None) -> pd.DataFrame:
-    """Per restricted user (features indexed by user_id) and lever that changes something: the lever's code,
+    """Per restricted user (features indexed by user_id) and lever that helps (MIN_GAIN): the lever's code,
     texts, days it takes, and, counted from today, P(restored within 90 days and within a year) and the expected
     date (the status quo while the action takes its days, the line as it then stands after); a last row `all`
-    with every such lever. Levers: the restoration model's spec's (features/spec.py `restore_levers`). None past
-    the red line; a lever `only_if` "likely_minor" (contacting the platform) only where `minor`."""
+    per user, the plan: every lever that helps, done together (it takes the longest one's days). Levers: the
+    restoration model's spec's (features/spec.py `restore_levers`). None past the red line; a lever `only_if`
+    "likely_minor" (contacting the platform) only where `minor`."""
     ts = to_utc_timestamp(as_of)
     levers = spec_levers(scorer.spec) if levers is None else levers
     applies = {"": np.ones(len(features), dtype=bool), "likely_minor": np.asarray(minor, dtype=bool)}
@@ -82,55 +89,64 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
     X = features[names].astype(np.float64)
     red = scorer.red_line(X)
     clocks = [f["name"] for f in scorer.spec["features"] if f.get("aggregation") == "days_restricted"]
-    rows, moved, combined_days = [], X.copy(), np.zeros(len(X))
-    useful = np.zeros(len(X), dtype=bool)
-    for lever in levers:
-        days = lever.days
-        moves = lever_values((lever,), X, scorer.spec, toward_target=True)[0]
-        allowed = ~red & applies[lever.only_if]
-        new = X.copy()
-        changed = np.zeros(len(X), dtype=bool)
-        for col, value in moves.items():
-            changed |= ~np.isclose(value, X.iloc[:, col].to_numpy(), equal_nan=True)
-            new.iloc[:, col] = np.where(allowed, value, X.iloc[:, col].to_numpy())
-            moved.iloc[:, col] = np.where(allowed & changed, value, moved.iloc[:, col].to_numpy())
-        changed &= allowed
-        for name in clocks:
-            new[name] = X[name] + days
-        useful |= changed
-        combined_days = np.where(changed, np.maximum(combined_days, days), combined_days)
-        rows.append((lever, days, new, changed))
-    for name in clocks:
-        moved[name] = X[name] + combined_days
     days_grid = np.arange(CURVE_DAYS + 1)
-    red_x = scorer.red_line(X)
-    now = scorer.cumulative(scorer.hazards(X), days_grid, red_x)  # status quo, from today
-    out = []
-    for lever, days, frame, changed in [*rows, (None, combined_days, moved, useful)]:
-        keep = np.flatnonzero(changed)
-        if not len(keep):
-            continue
-        wait = np.broadcast_to(days, len(X))[keep].astype(int)
+    now = scorer.cumulative(scorer.hazards(X), days_grid, red)  # status quo, from today
+
+    def projected(frame: pd.DataFrame, keep: np.ndarray, wait: np.ndarray) -> np.ndarray:
+        """P(restored by each day from today) of rows `keep` of `frame`, the action taking `wait` days."""
         after = np.empty((len(keep), len(days_grid)))
         for w in np.unique(wait):  # the line once the action is done stands `w` days after today
             at = wait == w
             after[at] = scorer.cumulative(scorer.hazards(frame.iloc[keep[at]], int(w) // scorer.period_days),
-                                          days_grid, red_x[keep[at]])
-        curve = _from_today(now[keep], after, wait)
-        reached = curve >= 0.5
-        median = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
-        out.append(pd.DataFrame({
-            "user_id": X.index[keep], "code": "all" if lever is None else lever.code,
-            "family": None if lever is None else lever.family,
-            "text_en": "All of the above" if lever is None else [
-                lever.text_en.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
-            "text_zh": "以上全部做到" if lever is None else [
-                lever.text_zh.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
-            "days": wait, "probability": curve[:, 90], "probability_365d": curve[:, CURVE_DAYS],
-            "expected": pd.DatetimeIndex([ts + pd.Timedelta(days=int(m)) if m >= 0 else pd.NaT for m in median])}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
-        columns=["user_id", "code", "family", "text_en", "text_zh", "days", "probability", "probability_365d",
-                 "expected"])
+                                          days_grid, red[keep[at]])
+        return _from_today(now[keep], after, wait)
+
+    out, plan, plan_days = [], X.copy(), np.zeros(len(X), dtype=np.int64)
+    helped = np.zeros(len(X), dtype=bool)
+    for lever in levers:
+        moves = lever_values((lever,), X, scorer.spec, toward_target=True)[0]
+        new, changed = X.copy(), np.zeros(len(X), dtype=bool)
+        for col, value in moves.items():
+            changed |= ~np.isclose(value, X.iloc[:, col].to_numpy(), equal_nan=True)
+            new.iloc[:, col] = value
+        for name in clocks:
+            new[name] = X[name] + lever.days
+        keep = np.flatnonzero(changed & ~red & applies[lever.only_if])
+        curve = projected(new, keep, np.full(len(keep), lever.days))
+        helps = _gain(curve, now[keep]) >= MIN_GAIN
+        keep, curve = keep[helps], curve[helps]
+        for col, value in moves.items():  # the plan: every lever that helps the user
+            plan.iloc[keep, col] = value[keep]
+        plan_days[keep] = np.maximum(plan_days[keep], lever.days)
+        helped[keep] = True
+        out.append(_rows(X.index[keep], lever.code, lever.family,
+                         [lever.text_en.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
+                         [lever.text_zh.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
+                         np.full(len(keep), lever.days), curve, ts))
+    for name in clocks:
+        plan[name] = X[name] + plan_days
+    keep = np.flatnonzero(helped)
+    out.append(_rows(X.index[keep], "all", None, "All of the above", "以上全部做到", plan_days[keep],
+                     projected(plan, keep, plan_days[keep]), ts))
+    frames = [f for f in out if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else out[-1]
+
+
+def _gain(curve: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """How much an action raises P(restored) within 90 days or within a year, whichever is more."""
+    return np.maximum(curve[:, 90] - now[:, 90], curve[:, CURVE_DAYS] - now[:, CURVE_DAYS])
+
+
+def _rows(user_ids: pd.Index, code: str, family: str | None, text_en: Any, text_zh: Any, days: np.ndarray,
+          curve: np.ndarray, ts: pd.Timestamp) -> pd.DataFrame:
+    """One action's rows: its texts, days, P(restored within 90 days and a year) and the date the curve passes
+    one half (NaT: not within a year)."""
+    reached = curve >= 0.5
+    median = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
+    return pd.DataFrame({
+        "user_id": user_ids, "code": code, "family": family, "text_en": text_en, "text_zh": text_zh,
+        "days": days.astype(int), "probability": curve[:, 90], "probability_365d": curve[:, CURVE_DAYS],
+        "expected": pd.DatetimeIndex([ts + pd.Timedelta(days=int(m)) if m >= 0 else pd.NaT for m in median])})
 
 
 def _from_today(now: np.ndarray, after: np.ndarray, wait: np.ndarray) -> np.ndarray:

@@ -105,6 +105,8 @@ def explain_restricted_user(scorer: Any, restore_scorer: Any, events: pd.DataFra
     curve = restore_scorer.cumulative(h, list(CURVE_VIEW_DAYS), np.asarray([red]))[0]
     evidence = restore_scorer.red_line_evidence(X.iloc[0], ts)
     actions = restoration_actions(restore_scorer, features, likely_minor(why), ts)
+    if (actions["code"] != "all").sum() < 2:  # one action: "all of the above" would only repeat it
+        actions = actions[actions["code"] != "all"]
     first = why.iloc[0]
     return {
         "user_id": user_id if isinstance(user_id, str) else int(user_id),
