@@ -297,10 +297,24 @@ class Snapshot:
     prep: PreparedEvents
     as_of_us: int
     cache: dict = field(default_factory=dict)
+    family: dict = field(default_factory=dict)  # anchor -> the snapshot of this as_of with that anchor (`anchored`)
+    anchor: str = "as_of"
 
     @property
     def n(self) -> int:
         return self.prep.n_users
+
+    def anchored(self, anchor: str, since_us: np.ndarray | None = None) -> "Snapshot":
+        """This as_of's snapshot with spec `anchor` ("as_of", "since_restricted", "restricted"; `since_us` as in
+        AnchoredSnapshot, default this one's), made once per family: a feature built on several anchors (a
+        change since the restriction) reuses what the features on each anchor already cached."""
+        self.family.setdefault(self.anchor, self)
+        if anchor not in self.family:
+            since = getattr(self, "since_us", None) if since_us is None else since_us
+            self.family[anchor] = (Snapshot(self.prep, self.as_of_us, family=self.family) if anchor == "as_of" else
+                                   AnchoredSnapshot(self.prep, self.as_of_us, family=self.family, since_us=since,
+                                                    anchor=anchor))
+        return self.family[anchor]
 
     def day_edge(self, days: int) -> int:
         """µs of as_of moved `days` local days (negative: back), so windows are whole days of prep.tz."""
@@ -457,8 +471,7 @@ class AnchoredSnapshot(Snapshot):
             rkey = ("arows", etype, window)
             if rkey not in self.cache:
                 rows = []
-                for piece in b.rows(None, self.as_of_us):
-                    idx = np.arange(piece.start, piece.stop) if isinstance(piece, slice) else piece
+                for idx in self.restricted_rows(etype):
                     u, t = b.u[idx], b.t[idx]
                     rows.append(idx[(t >= lo[u]) & (t < hi[u])])
                 self.cache[rkey] = [r for r in rows if len(r)]
@@ -474,9 +487,15 @@ class AnchoredSnapshot(Snapshot):
             self.cache[key] = self._add_counts(np.zeros(self.n), self.parts(source, window), weight)
         return self.cache[key]
 
-    def at_restriction(self) -> "AnchoredSnapshot":
-        """The sibling snapshot over the behaviour before the restriction."""
-        return AnchoredSnapshot(self.prep, self.as_of_us, since_us=self.since_us, anchor="restricted")
+    def restricted_rows(self, etype: str) -> list[np.ndarray]:
+        """The `etype` rows before as_of of users whose line is restricted (the only rows an anchored window
+        can hold), per piece of the block, in row order; worked out once per family, both anchors share them."""
+        key = ("restricted_rows", etype)
+        if key not in self.family:
+            b, restricted = self.prep.block(etype), ~np.isnan(self.since_us)
+            pieces = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in b.rows(None, self.as_of_us)]
+            self.family[key] = [idx[restricted[b.u[idx]]] for idx in pieces]
+        return self.family[key]
 
 
 def _amount(b: Block, rows: Piece) -> np.ndarray:
@@ -630,8 +649,7 @@ def _days_restricted(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
 def _change_since_restriction(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
     """Latest value before as_of minus the latest value before the restriction (NaN without one before)."""
     value = _value_field(f.source)
-    now = Snapshot(snap.prep, snap.as_of_us).last(f.source, value)[1]
-    return now - snap.at_restriction().last(f.source, value)[1]
+    return snap.anchored("as_of").last(f.source, value)[1] - snap.anchored("restricted").last(f.source, value)[1]
 
 
 def _count_older(snap: AnchoredSnapshot, f: Feature) -> np.ndarray:
@@ -711,12 +729,10 @@ def features_from_prepared(prep: PreparedEvents, as_of: object,
         since = np.where(state == 2, began, np.nan)
 
     def run(group: list[int]) -> None:
-        snaps = {"as_of": Snapshot(prep, _us(ts))}  # one cache per thread: groups share few intermediates
+        root = Snapshot(prep, _us(ts))  # one family of caches per thread: groups share few intermediates
         for i in group:
             f = features[i]
-            if f.anchor not in snaps:
-                snaps[f.anchor] = AnchoredSnapshot(prep, _us(ts), since_us=since, anchor=f.anchor)
-            values[i] = AGGREGATORS[f.aggregation](snaps[f.anchor], f)
+            values[i] = AGGREGATORS[f.aggregation](root.anchored(f.anchor, since), f)
             if f.anchor != "as_of":
                 values[i][np.isnan(since)] = np.nan  # not restricted: the feature does not apply
 
