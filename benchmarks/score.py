@@ -6,7 +6,7 @@ Goals: 1,000,000 users scored with reasons in under 60 s and 3 GB (2.79 GiB) on 
 made champion in a private store under benchmarks/out/score_home; then `linerisk score` runs on the
 scored world twice, `--active-only` (the restriction model alone) and with both models, each
 measured as a process tree (validation, features, probabilities, SHAP reasons, drift counts, writing).
-Usage: python benchmarks/score.py [--users 1000000] [--months 24] [--chunk-users 100000]
+Usage: python benchmarks/score.py [--users 1000000] [--months 24] [--chunk-users 50000]
 Worlds are simulated under benchmarks/out/ when absent (seed 1).
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--months", type=int, default=24)
-    ap.add_argument("--chunk-users", type=int, default=100_000)
+    ap.add_argument("--chunk-users", type=int, default=50_000)
     args = ap.parse_args()
     home = OUT / "score_home"
     env = {"LINERISK_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",

@@ -44,7 +44,7 @@ from linerisk.pipeline.io import (EventSource, atomic_path, load_model_package, 
 from linerisk.pipeline.location import LOCATION, Location, Url, location
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
-DEFAULT_CHUNK_USERS = 100_000
+DEFAULT_CHUNK_USERS = 50_000
 DEFAULT_RESTORE_MODEL = "models:/linerisk-restore@champion"
 
 
