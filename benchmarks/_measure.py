@@ -10,6 +10,14 @@ import time
 import psutil
 
 
+def store_env(home) -> dict[str, str]:
+    """The environment of a benchmark's private linerisk store under `home` (created): its home, its SQLite
+    tracking store, and no progress bars in the measured output."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {"LINERISK_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "TQDM_DISABLE": "1"}
+
+
 def machine() -> str:
     mem = psutil.virtual_memory().total / 2**30
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"

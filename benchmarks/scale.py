@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import machine, run_measured_each, table  # noqa: E402
+from _measure import machine, run_measured_each, store_env, table  # noqa: E402
 from score import BIN, OUT, ensure_model, ensure_world, last_day  # noqa: E402
 
 CHUNK = 100_000  # users per partition (score) and per simulated block (fixed by the simulator)
@@ -29,9 +29,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[8, 32, 128])
     args = ap.parse_args()
     home = OUT / "score_home"
-    env = {"LINERISK_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "TQDM_DISABLE": "1"}
-    home.mkdir(parents=True, exist_ok=True)
+    env = store_env(home)
     ensure_model(env, 24)
     world = ensure_world(args.users, 24)
     as_of = last_day(world)

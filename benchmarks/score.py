@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import machine, run_measured, table  # noqa: E402
+from _measure import machine, run_measured, store_env, table  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 BIN = Path(sys.executable).parent
@@ -65,9 +65,7 @@ def main() -> None:
     ap.add_argument("--chunk-users", type=int, default=50_000)
     args = ap.parse_args()
     home = OUT / "score_home"
-    env = {"LINERISK_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "TQDM_DISABLE": "1"}
-    home.mkdir(parents=True, exist_ok=True)
+    env = store_env(home)
     ensure_model(env, args.months)
     rows = []
     for n in args.users:

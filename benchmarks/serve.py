@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import machine, table  # noqa: E402
+from _measure import machine, store_env, table  # noqa: E402
 from score import OUT, TRAIN_USERS, ensure_model, ensure_world, last_day  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -137,9 +137,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="requests per one-user scenario")
     args = ap.parse_args()
     home = OUT / "serve_home"
-    env = {"LINERISK_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "TQDM_DISABLE": "1"}
-    home.mkdir(parents=True, exist_ok=True)
+    env = store_env(home)
     ensure_model(env, 24)
     os.environ.update(env)
     frame = request_rows(ensure_world(TRAIN_USERS, 24), 1000)

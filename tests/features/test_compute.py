@@ -219,17 +219,27 @@ _DECAYED_SOURCES = {  # which events each source names, written out here rather 
 }
 
 
+def _random_log_features(as_of: str, order: str, seed: int) -> tuple[pd.DataFrame, pd.Timestamp, pd.DataFrame]:
+    """A random log, the as_of instant and its features, built from the log shuffled or in time order."""
+    events, users = random_log(n_users=40, n_events=8_000, seed=seed)
+    t = pd.Timestamp(as_of, tz="UTC")
+    ordered = events.sample(frac=1.0, random_state=seed) if order == "shuffled" else events.sort_values("event_time")
+    return events, t, build_features(ordered, t, users)
+
+
+def _in_window(events: pd.DataFrame, f, t: pd.Timestamp) -> pd.DataFrame:
+    """The events of feature `f`'s source in its window before `t`."""
+    return events[_DECAYED_SOURCES[f.source](events) & (events["event_time"] < t)
+                  & (events["event_time"] >= t - pd.Timedelta(days=f.window))]
+
+
 @pytest.mark.parametrize("order", ["shuffled", "by_time"])
 @pytest.mark.parametrize("as_of", ["2025-06-15 13:37:01.5", "2025-03-01"])
 def test_decayed_counts_match_a_brute_force_sum_of_halving_weights(as_of, order):
-    events, users = random_log(n_users=40, n_events=8_000, seed=11)
-    t = pd.Timestamp(as_of, tz="UTC")
-    ordered = events.sample(frac=1.0, random_state=3) if order == "shuffled" else events.sort_values("event_time")
-    features = build_features(ordered, t, users)
+    events, t, features = _random_log_features(as_of, order, seed=11)
     assert DECAYED, "the spec declares recency-weighted counts"
     for f in DECAYED:
-        mine = events[_DECAYED_SOURCES[f.source](events) & (events["event_time"] < t)
-                      & (events["event_time"] >= t - pd.Timedelta(days=f.window))]
+        mine = _in_window(events, f, t)
         age_days = (t - mine["event_time"]) / pd.Timedelta(days=1)
         ref = (0.5 ** (age_days / f.half_life)).groupby(mine["user_id"]).sum().reindex(features.index, fill_value=0)
         assert ref.sum() > 5  # the log has such events: the comparison is not between zeros
@@ -251,15 +261,11 @@ def test_decayed_counts_halve_after_the_half_life_and_ignore_events_after_as_of(
 @pytest.mark.parametrize("order", ["shuffled", "by_time"])
 @pytest.mark.parametrize("as_of", ["2025-06-15 13:37:01.5", "2025-03-01"])
 def test_peak_counts_match_a_brute_force_scan_of_every_span(as_of, order):
-    events, users = random_log(n_users=40, n_events=8_000, seed=12)
-    t = pd.Timestamp(as_of, tz="UTC")
-    ordered = events.sample(frac=1.0, random_state=4) if order == "shuffled" else events.sort_values("event_time")
-    features = build_features(ordered, t, users)
+    events, t, features = _random_log_features(as_of, order, seed=12)
     peaks = [f for f in features_for("restrict") if f.aggregation == "peak_count"]
     assert peaks, "the spec declares peak counts"
     for f in peaks:
-        mine = events[_DECAYED_SOURCES[f.source](events) & (events["event_time"] < t)
-                      & (events["event_time"] >= t - pd.Timedelta(days=f.window))]
+        mine = _in_window(events, f, t)
         ref = pd.Series(0.0, index=features.index)
         for user, times in mine.groupby("user_id")["event_time"]:
             ref[user] = max(((times >= s) & (times < s + pd.Timedelta(days=f.sub_window))).sum() for s in times)

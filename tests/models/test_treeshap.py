@@ -64,12 +64,17 @@ def test_matches_pred_contrib_with_use_missing_false():
     _assert_matches(booster, X)
 
 
-def test_matches_pred_contrib_when_the_same_feature_splits_repeatedly_on_a_path():
+def _deep_two_feature_forest(n_features: int):
+    """Rows with 5% missing and a deep forest whose paths split on the first two features again and again."""
     rng = np.random.default_rng(3)
-    X = rng.normal(size=(1000, 2))
+    X = rng.normal(size=(1000, n_features))
     X[rng.random(X.shape) < 0.05] = np.nan
     y = (np.sin(3 * np.nan_to_num(X[:, 0])) + np.nan_to_num(X[:, 1]) ** 2 > 0.7).astype(int)
-    booster = _train(X, y, rounds=10, num_leaves=63, max_depth=12, min_data_in_leaf=2)
+    return X, _train(X, y, rounds=10, num_leaves=63, max_depth=12, min_data_in_leaf=2)
+
+
+def test_matches_pred_contrib_when_the_same_feature_splits_repeatedly_on_a_path():
+    X, booster = _deep_two_feature_forest(n_features=2)
     forest = treeshap.explainer_for(booster).forest
     depths = np.diff(forest.tree_int_start)
     assert forest.max_k == 2 and depths.max() > 10  # deep paths over two features: many repeats
@@ -258,11 +263,7 @@ def test_baseline_values_match_brute_force_shapley_and_owen(groups):
 
 
 def test_baseline_values_add_up_to_the_difference_to_the_reference_on_repeated_splits():
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(1000, 3))
-    X[rng.random(X.shape) < 0.05] = np.nan
-    y = (np.sin(3 * np.nan_to_num(X[:, 0])) + np.nan_to_num(X[:, 1]) ** 2 > 0.7).astype(int)
-    booster = _train(X, y, rounds=10, num_leaves=63, max_depth=12, min_data_in_leaf=2)
+    X, booster = _deep_two_feature_forest(n_features=3)
     R = X[::-1].copy()
     got = treeshap.TreeShap(booster).baseline_values(X, R, np.array([0, 0, 1]))
     np.testing.assert_allclose(got[:, -1], booster.predict(R, raw_score=True), atol=1e-9)
