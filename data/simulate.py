@@ -86,6 +86,7 @@ class World:
     truth_restorations: pd.DataFrame
     truth_recovery_snapshots: pd.DataFrame
     truth_corruption: pd.DataFrame | None = None
+    params: "WorldParams | None" = None  # what simulated it: re-simulates its full state (validate_plans)
 
 
 def iter_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1,
@@ -138,7 +139,7 @@ def simulate_world(p: "WorldParams", corrupt_rate: float = 0.0, jobs: int = 1) -
 
     corruption = stack("corruption") if corrupt_rate > 0 else None
     return World(stack("events"), stack("users"), stack("restrictions"), stack("snapshots"), stack("restorations"),
-                 stack("recovery_snapshots"), corruption)
+                 stack("recovery_snapshots"), corruption, p)
 
 
 def oracle_probs(s: State, active: np.ndarray, restricted: np.ndarray, day: int, p: WorldParams,

@@ -34,7 +34,8 @@ DEFAULT_MODEL = "linerisk@champion"
 BadRows = Literal["raise", "drop"]
 
 __all__ = ["InputError", "simulate", "build_features", "build_panel", "train", "register", "promote", "load_model",
-           "score", "explain", "plan"]
+           "score", "explain", "plan", "validate_plans"]
+Target = Literal["restrict", "restore"]
 
 
 # ---------------------------------------------------------------------------- checks shared by the functions
@@ -116,14 +117,24 @@ def build_features(events: pd.DataFrame, users: pd.DataFrame, as_of: object, *, 
     return compute(checked.good, ts, users, tz)
 
 
+def _target(target: str) -> str:
+    from linerisk.models.experiment import MODEL_NAME
+
+    if target not in MODEL_NAME:
+        raise InputError(f"target: must be one of {', '.join(MODEL_NAME)}, not {target!r}")
+    return target
+
+
 def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: object | Iterable[object] | None = None, *,
                 horizon_days: int = 90, truth: pd.DataFrame | None = None, tz: str = "UTC",
-                bad_rows: BadRows = "raise") -> pd.DataFrame:
-    """The labelled training panel: features plus `label` (restricted within `horizon_days`) for the
-    users whose line is active at each snapshot, user_id a column. Snapshots: `as_of`, else the
-    simulator's dates in `truth` (truth_snapshots), else every 90 days with a full horizon."""
+                bad_rows: BadRows = "raise", target: Target = "restrict") -> pd.DataFrame:
+    """The labelled training panel, user_id a column: target "restrict", the features plus `label`
+    (restricted within `horizon_days`) of the lines active at each snapshot; "restore", the restricted
+    lines, label restored within the horizon. Snapshots: `as_of`, else the simulator's dates in `truth`
+    (truth_snapshots, or truth_recovery_snapshots for "restore"), else every 90 days with a full horizon."""
     from linerisk.models.experiment import snapshot_dates, world_panel
 
+    _target(target)
     if horizon_days < 1:
         raise InputError(f"horizon_days: must be at least 1, not {horizon_days!r}")
     checked, users = _validated(events, users, bad_rows, tz)
@@ -132,7 +143,7 @@ def build_panel(events: pd.DataFrame, users: pd.DataFrame, as_of: object | Itera
     else:
         one = isinstance(as_of, (str, datetime.date)) or not hasattr(as_of, "__iter__")
         snapshots = [_timestamp(t, tz) for t in ([as_of] if one else as_of)]
-    return world_panel(checked.good, users, snapshots, horizon_days, tz=tz, read=checked)
+    return world_panel(checked.good, users, snapshots, horizon_days, tz=tz, read=checked, target=target)
 
 
 # ---------------------------------------------------------------------------- training and the registry
@@ -148,43 +159,78 @@ def _params(params: TrainParams | dict[str, Any] | None, overrides: dict[str, An
         raise InputError(f"training parameters: {exc}") from None
 
 
-def _fidelity_world(world: World | FidelityWorld, horizon_days: int) -> FidelityWorld:
-    """An unseen world for reason fidelity: its panel at the simulator's snapshot dates and its truth."""
+def _fidelity_world(world: World | FidelityWorld, horizon_days: int, target: Target = "restrict") -> FidelityWorld:
+    """An unseen world for fidelity: its target's panel at the simulator's snapshot dates and its truth."""
     from linerisk.models.experiment import FidelityWorld
 
     if isinstance(world, FidelityWorld):
         return world
-    panel = build_panel(world.events, world.users, horizon_days=horizon_days, truth=world.truth_snapshots,
-                        bad_rows="drop")
-    return FidelityWorld(panel, world.truth_snapshots, world.truth_restrictions, "fidelity world")
+    truth = world.truth_recovery_snapshots if target == "restore" else world.truth_snapshots
+    panel = build_panel(world.events, world.users, horizon_days=horizon_days, truth=truth, bad_rows="drop",
+                        target=target)
+    unseen = FidelityWorld(panel, truth, world.truth_restrictions, "fidelity world")
+    if target == "restore":  # "why it was restricted" scores the restriction model's reasons on its events
+        checked, unseen.users = _validated(world.events, world.users, "drop")
+        unseen.events = checked.good
+    return unseen
 
 
 def train(panel: pd.DataFrame, *, truth: pd.DataFrame | None = None, fidelity: World | FidelityWorld | None = None,
           params: TrainParams | dict[str, Any] | None = None, label: str = "label", time_col: str | None = "as_of",
           drop: tuple[str, ...] = (), id_col: str | None = None, allow: tuple[str, ...] = (), source: str = "",
-          **overrides: Any) -> TrainResult:
+          target: Target = "restrict", restriction_model: str | None = None, **overrides: Any) -> TrainResult:
     """Train the calibrated LightGBM model and a baseline on `panel`, evaluate on the test part (against
     the oracle when `truth` holds truth_snapshots), measure reason fidelity on `fidelity` (another
     world), build the report and model card. Out-of-time split on `time_col` (None: random, each
     `id_col` on one side); an external table's columns that identify rows or leak the label stop it
     unless in `allow`. `overrides`: TrainParams fields; `source` names the data in the report and errors.
 
+    target "restore": the restoration model on `build_panel(..., target="restore")` (out of time on
+    `as_of`; `truth` and the fidelity world's truth are truth_recovery_snapshots), with
+    `restriction_model` (a registered reference) scoring "why it was restricted" on `fidelity`.
+
     Returns a TrainResult: `.metrics` (table), `.flat_metrics`, `.model`, `.report_html`, `.split`, `.curves`."""
     from linerisk.models.experiment import run_training, training_panel
 
     p = _params(params, overrides)
+    if _target(target) == "restore":
+        return _train_restore(panel, truth, fidelity, p, (label, drop, id_col, allow), time_col is not None, source,
+                              restriction_model)
+    if restriction_model is not None:
+        raise InputError("restriction_model: only with target=\"restore\"")
     frame, spec = training_panel(panel, label, time_col, tuple(drop), id_col, tuple(allow), what=source or "panel")
     world = None if fidelity is None else _fidelity_world(fidelity, p.horizon_days)
     return run_training(frame, spec, p, truth, time_split=time_col is not None, source=source, fidelity=world)
 
 
-def register(result: TrainResult, name: str = "linerisk", *, keep_user_ids: bool = False) -> RegisteredVersion:
+def _train_restore(panel: pd.DataFrame, truth: pd.DataFrame | None, fidelity: World | FidelityWorld | None,
+                   p: TrainParams, layout: tuple[Any, ...], time_split: bool, source: str,
+                   restriction_model: str | None) -> TrainResult:
+    """`train(target="restore")`: the spec's restoration view on a restore panel, out of time on `as_of`
+    (`time_split`) or split at random with each user on one side."""
+    from linerisk.models.experiment import run_training
+    from linerisk.models.train import registry_spec
+
+    if layout != ("label", (), None, ()):
+        raise InputError("target=\"restore\" trains on build_panel(..., target=\"restore\") as it is: "
+                         "label, drop, id_col and allow keep their defaults (time_col: as_of, or None)")
+    spec = registry_spec("restore", p.horizon_days)
+    missing = [c for c in ("user_id", "restore_days", "followup_days") if c not in panel.columns]
+    if missing:
+        raise InputError(f"panel lacks column(s) {', '.join(missing)}: build it with build_panel(..., target=\"restore\")")
+    world = None if fidelity is None else _fidelity_world(fidelity, p.horizon_days, "restore")
+    return run_training(panel, spec, p, truth, time_split, source, fidelity=world, restriction_model=restriction_model)
+
+
+def register(result: TrainResult, name: str | None = None, *, keep_user_ids: bool = False) -> RegisteredVersion:
     """Log the run to MLflow (params, metrics, report, model card, test part with pseudonymous user ids
-    unless `keep_user_ids`, drift reference) and register the model as a new version of `name` with
-    alias @challenger; recorded on `result` too."""
+    unless `keep_user_ids`, drift reference) and register the model as a new version of `name` (default:
+    linerisk, or linerisk-restore for a restoration model) with alias @challenger; recorded on `result` too."""
     from linerisk.models import registry
-    from linerisk.models.experiment import run_params, training_reference
+    from linerisk.models.experiment import MODEL_NAME, run_params, training_reference
     from linerisk.models.report import CARD_FILE
+
+    name = name or MODEL_NAME[result.spec.get("target", "restrict")]
 
     reg = registry.register_model(result.model, params=run_params(result), metrics=result.flat_metrics,
                                   reference=training_reference(result), test_frame=result.split.test,
@@ -305,3 +351,25 @@ def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Ite
     if not len(ids):
         raise InputError(f"user_ids: no users to plan for (none given, or no active line at {ts:%Y-%m-%d})")
     return path_back(package.scorer, good, users, ids, ts, threshold, tz)
+
+
+def validate_plans(world: World, as_of: object, model: str | ModelPackage = DEFAULT_MODEL, *,
+                   restore_model: str | ModelPackage | None = None, n_users: int = 500, seed: int = 0,
+                   futures: int = 16, bad_rows: BadRows = "raise") -> dict[str, Any]:
+    """Plans checked against the true world, as `linerisk validate-plans` writes them: for `n_users`
+    sampled users with a plan, the projected and the true (forward-simulated, common random numbers)
+    risk with and without it, and the `summary`. `world` comes from `simulate` (it carries the
+    parameters that re-simulate its full state at `as_of`); with `restore_model`, restoration plans too."""
+    from linerisk.models.plan_check import validate_plans as check
+
+    if getattr(world, "params", None) is None:
+        raise InputError("world: no simulation parameters; plans can only be checked on a World from "
+                         "linerisk.simulate, where the simulator knows the truth")
+    for name, value in (("n_users", n_users), ("futures", futures)):
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"{name}: must be a whole number of at least 1, not {value!r}")
+    package = _package(model, "restrict")
+    restore = None if restore_model is None else _package(restore_model, "restore")
+    checked, users = _validated(world.events, world.users, bad_rows)
+    return check(world.params, checked.good, users, _timestamp(as_of), package.scorer,
+                 None if restore is None else restore.scorer, n_users, seed, futures)

@@ -134,13 +134,14 @@ def model_spec(features: Iterable[Any] | None = None, X: pd.DataFrame | None = N
     return {"features": rows, "spec_hash": spec_hash, "categories": categories, "band_edges": list(DEFAULT_BAND_EDGES)}
 
 
-def registry_spec(target: str = "restrict") -> dict[str, Any]:
-    """The model spec of one target's view of the feature registry (its features, directions and hash)."""
+def registry_spec(target: str = "restrict", period_days: int = HORIZON_DAYS) -> dict[str, Any]:
+    """The model spec of one target's view of the feature registry (its features, directions and hash);
+    a restoration curve's period is the label's horizon (`period_days`)."""
     from linerisk.features import spec as feature_spec
 
     spec = model_spec(features=feature_spec.feature_records(target), spec_hash=feature_spec.spec_hash(target))
     if target == "restore":  # what the restoration scorer needs besides the features
-        spec.update(period_days=HORIZON_DAYS,
+        spec.update(period_days=period_days,
                     red_line={"rules": [dict(r) for r in feature_spec.RED_LINE], "cap": feature_spec.RED_LINE_CAP})
     return {**spec, "target": target}
 

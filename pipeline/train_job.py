@@ -15,7 +15,7 @@ import pandas as pd
 
 from linerisk import api
 from linerisk.data.schema import InputError
-from linerisk.models.experiment import (MODEL_NAME, TRUTH_FILE, FidelityWorld, TrainResult, run_training,
+from linerisk.models.experiment import (TRUTH_FILE, FidelityWorld, TrainResult,
                                         snapshot_dates, training_panel, world_panel)
 from linerisk.models.report import CARD_FILE, markdown_table
 from linerisk.models.train import TrainParams, registry_spec
@@ -46,10 +46,7 @@ def load_world_panel(data_dir: Path, horizon_days: int, tz: str = "UTC", target:
     snapshots = snapshot_dates(validated.good, truth, horizon_days, tz)
     panel = world_panel(validated.good, users, snapshots, horizon_days, what=str(data_dir), tz=tz, read=validated,
                         target=target)
-    spec = registry_spec(target)
-    if target == "restore":
-        spec["period_days"] = horizon_days  # the curve's period is the label's horizon
-    return panel, spec, truth
+    return panel, registry_spec(target, horizon_days), truth
 
 
 def load_external(path: Path, label: str, time_col: str | None, drop: tuple[str, ...] = (),
@@ -155,13 +152,10 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
         with runner_for(scheduler) as runner:
             result = train_on_cluster(data_dir, params, runner, chunk_users, sample_rows, fidelity, tz)
     elif data_dir:
-        panel, spec, truth = load_world_panel(data_dir, params.horizon_days, tz, target)
+        panel, _, truth = load_world_panel(data_dir, params.horizon_days, tz, target)
         fidelity = load_fidelity_world(fidelity_dir, params.horizon_days, tz, target) if fidelity_dir else None
-        if target == "restore":  # the restoration model's own spec (directions, curve, red line)
-            result = run_training(panel, spec, params, truth, source=str(data_dir), fidelity=fidelity,
-                                  restriction_model=restriction_model)
-        else:
-            result = api.train(panel, truth=truth, fidelity=fidelity, params=params, source=str(data_dir))
+        result = api.train(panel, truth=truth, fidelity=fidelity, params=params, source=str(data_dir), target=target,
+                           restriction_model=restriction_model)
     else:
         result = api.train(read_table(features_path, "features"), params=params, label=label, time_col=time_col,
                            drop=tuple(drop), id_col=id_col, allow=tuple(allow), source=str(features_path))
@@ -169,7 +163,7 @@ def command(data_dir, features_path, label, time_col, drop, id_col, allow, confi
         from linerisk.models import registry  # imports mlflow: only when registering
 
         click.echo(f"[{dt.datetime.now():%H:%M:%S}] logging to MLflow at {registry.tracking_uri()}", err=True)
-        api.register(result, name or MODEL_NAME[target], keep_user_ids=keep_user_ids)
+        api.register(result, name, keep_user_ids=keep_user_ids)
     stamp = result.run_id or f"local-{dt.datetime.now():%Y%m%d-%H%M%S}"
     result.report_path = write_text(result.report_html, out or linerisk_home() / "reports" / stamp / "report.html")
     write_text(result.model_card(), result.report_path.with_name(CARD_FILE))  # the report links to it

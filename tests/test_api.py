@@ -31,6 +31,13 @@ def world(small_world):
 
 
 @pytest.fixture(scope="module")
+def restore_result(world):
+    """One restoration-model run on the small world's restricted lines at its truth dates (random split)."""
+    panel = linerisk.build_panel(world.events, world.users, truth=world.truth_recovery_snapshots, target="restore")
+    return linerisk.train(panel, truth=world.truth_recovery_snapshots, target="restore", time_col=None, **FAST)
+
+
+@pytest.fixture(scope="module")
 def result(world):
     """One training run on the small world's panel at its truth dates (random split: the oracle joins)."""
     panel = linerisk.build_panel(world.events, world.users, truth=world.truth_snapshots)
@@ -69,6 +76,9 @@ def test_simulate_gives_in_memory_the_tables_linerisk_simulate_writes(small_worl
         pd.testing.assert_frame_equal(getattr(world, name), pd.read_parquet(small_world / f"{name}.parquet"),
                                       obj=name)
     assert world.truth_corruption is None
+    from linerisk.pipeline.validate_plans_job import world_params
+
+    assert world.params == world_params(small_world)  # what re-simulates it (validate_plans)
 
 
 def test_simulate_names_a_bad_parameter():
@@ -276,6 +286,56 @@ def test_explain_of_a_restricted_line_returns_what_json_prints_and_agrees_with_s
     # an active line does not need (or load) the restoration model
     active = int(scores.index[scores["line_state"] == "active"][0])
     assert linerisk.explain(world.events, world.users, AS_OF, active, restore_model="nowhere@champion")["band"]
+
+
+def test_the_restoration_model_trains_and_registers_under_its_own_name(mlflow_store, world, restore_result):
+    from linerisk.features.labels import line_state
+
+    result = restore_result
+    assert result.spec["target"] == "restore" and {"model", "baseline_logreg", "oracle"} <= set(result.metrics.index)
+    rows = pd.concat(result.split)
+    for as_of, users in rows.groupby("as_of")["user_id"]:  # every row a line restricted at its snapshot
+        state = line_state(world.events, as_of, world.users)["state"]
+        assert (state.reindex(users) == "restricted").all(), as_of
+    curve = result.model.curve(result.split.test, (90, 180, 365))
+    assert (np.diff(curve, axis=1) >= -1e-12).all()
+    assert np.allclose(curve[:, 0], result.model.predict_proba(result.split.test)[:, 1], atol=1e-12)
+    reg = linerisk.register(result)
+    assert (reg.name, reg.version) == ("linerisk-restore", "1")
+    package = linerisk.load_model("linerisk-restore/1")
+    X = result.split.test
+    np.testing.assert_allclose(package.scorer.score(X, reasons=False)["restore_probability"],
+                               result.model.predict_proba(X)[:, 1], atol=1e-12)
+
+
+def test_train_for_restoration_refuses_a_restriction_panel_and_an_unknown_target(world, result, restore_result):
+    with pytest.raises(InputError, match='build_panel\\(..., target="restore"\\)'):
+        linerisk.train(result.split.train, target="restore")
+    with pytest.raises(InputError, match="target: must be one of restrict, restore"):
+        linerisk.build_panel(world.events, world.users, target="restored")
+    with pytest.raises(InputError, match="label, drop, id_col and allow keep their defaults"):
+        linerisk.train(restore_result.split.train, target="restore", drop=("late_repayment_count_90d",))
+    with pytest.raises(InputError, match="only with target"):
+        linerisk.train(result.split.train, restriction_model="linerisk@champion")
+
+
+def test_validate_plans_returns_what_linerisk_validate_plans_writes(store, small_world, world, tmp_path):
+    import dataclasses
+
+    from linerisk.pipeline.validate_plans_job import main, world_params
+
+    simulated = dataclasses.replace(world, params=world_params(small_world))
+    out = tmp_path / "plans.json"
+    assert main(["--data", str(small_world), "--as-of", AS_OF, "--users", "30", "--futures", "2",
+                 "--restore-model", "none", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    result = linerisk.validate_plans(simulated, AS_OF, n_users=30, futures=2)
+    assert json.loads(json.dumps(result)) == {k: v for k, v in written.items() if k not in ("world", "model")}
+    assert result["summary"]["n_plans"] == len(result["users"]) > 0 and "restoration" not in result["summary"]
+    with pytest.raises(InputError, match="a World from linerisk.simulate"):
+        linerisk.validate_plans(world, AS_OF)
+    with pytest.raises(InputError, match="futures: must be a whole number"):
+        linerisk.validate_plans(simulated, AS_OF, futures=0)
 
 
 def test_plan_covers_every_active_line_and_its_actions_get_below_the_threshold_from_scratch(store, world):
