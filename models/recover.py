@@ -133,8 +133,8 @@ class Lever:
     `moves`: (feature, to, by, of) per moved feature (see features.spec.Lever); `shown` is the
     feature whose current value fills `{value}` in the texts. `days`: how long the behaviour must be kept
     before its projection holds: a restoration action's days (features.spec.RestoreLever); a restriction
-    action's are the longest window it clears (one clearing none waits out the review's lag,
-    features.spec.REVIEW_LAG_DAYS), as the platform sees behaviour only then. `only_if`: when a restoration
+    action's are the longest window it clears plus the review's lag (features.spec.REVIEW_LAG_DAYS), as
+    the platform sees behaviour only then. `only_if`: when a restoration
     action applies (the restriction model's are "")."""
 
     code: str
@@ -163,7 +163,7 @@ def spec_levers(spec: dict[str, Any]) -> tuple[Lever, ...]:
                                   str(lv.get("only_if", "")))
                 entry["family"] = f["family"]
     return tuple(Lever(code, e["family"], e["texts"][0], e["texts"][1], tuple(e["moves"]), e["texts"][2],
-                       (e["window"] or REVIEW_LAG_DAYS) if e["texts"][3] is None else e["texts"][3], e["texts"][4])
+                       e["window"] + REVIEW_LAG_DAYS if e["texts"][3] is None else e["texts"][3], e["texts"][4])
                  for code, e in actions.items() if e["texts"] is not None)
 
 

@@ -126,9 +126,9 @@ def render(view: dict[str, Any], model: str = "") -> str:
             lines.append(f"    {s['step']}. {s['text_en']}  -> {pct(s['probability'])}")
             lines.append(f"       {s['text_zh']}")
         when = plan["effective_date"]
-        lines.append(f"  takes effect from {when}: the platform reviews behaviour with a lag, so the plan's "
-                     f"risk holds once it has been kept {plan['effective_days']} days")
-        lines.append(f"  自{when}起生效：平台复核行为有滞后，需坚持{plan['effective_days']}天后上述风险才成立")
+        lines.append(f"  takes effect from {when} ({plan['effective_days']} days): the platform reviews behaviour "
+                     "with a lag, so the plan's risk holds from then; keep the steps up until that date")
+        lines.append(f"  自{when}起生效（{plan['effective_days']}天后）：平台复核行为有滞后，上述风险自该日起成立，请坚持到该日")
     return "\n".join(lines)
 
 

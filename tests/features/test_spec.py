@@ -170,10 +170,11 @@ def test_the_restoration_levers_come_from_the_restoration_spec_with_their_days_a
         assert lv.family not in spec.OUTCOME_FAMILIES, lv.code
         assert not {spec.get(n).family for n, *_ in lv.moves} & set(spec.OUTCOME_FAMILIES), lv.code
     # the restriction model's plan keeps its own levers: no appeal, no condition; their days are those of the
-    # windows they clear (when the projection holds, models/recover.py), not the restoration spec's
+    # windows they clear plus the review's lag (when the projection holds, models/recover.py), not the
+    # restoration spec's
     restrict = spec_levers(registry_spec("restrict"))
     assert "contact_platform" not in {lv.code for lv in restrict} and all(lv.only_if == "" for lv in restrict)
-    assert {lv.code: lv.days for lv in restrict}["no_credit_applications_30d"] == 30
+    assert {lv.code: lv.days for lv in restrict}["no_credit_applications_30d"] == 30 + spec.REVIEW_LAG_DAYS
     assert all("restore_levers" not in f for f in restore["features"] + registry_spec("restrict")["features"])
 
 

@@ -144,10 +144,11 @@ def test_every_lever_is_a_behaviour_the_simulator_can_carry_out():
     assert all(INTERVENTIONS[c].kept() for c in codes)
 
 
-def test_a_lever_takes_effect_once_its_window_has_cleared():
+def test_a_lever_takes_effect_once_its_window_has_cleared_and_the_review_has_caught_up():
     from linerisk.features.spec import REVIEW_LAG_DAYS
     from linerisk.models.train import registry_spec
 
     days = {lv.code: lv.days for lv in recover.spec_levers(registry_spec())}
-    assert days["no_credit_applications_30d"] == 30 and days["no_early_repayment_90d"] == 90
-    assert min(days.values()) > 0 and max(days.values()) <= max(90, REVIEW_LAG_DAYS)
+    assert days["no_credit_applications_30d"] == 30 + REVIEW_LAG_DAYS
+    assert days["no_early_repayment_90d"] == days["repay_on_time_90d"] == 90 + REVIEW_LAG_DAYS
+    assert min(days.values()) > REVIEW_LAG_DAYS and max(days.values()) <= 90 + REVIEW_LAG_DAYS
