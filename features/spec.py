@@ -91,8 +91,12 @@ class Lever:
 
 
 # When a restoration action applies, besides "not past the red line" (models/restore_plan.py decides each):
-# "likely_minor": the restriction model's top reason on the day of the restriction is one of MINOR_CAUSES.
-LEVER_CONDITIONS = ("", "likely_minor")
+# "likely_minor": the restriction model's top reason on the day of the restriction is one of MINOR_CAUSES;
+# a condition of CONDITION_FEATURES: where that feature is positive ("bl_open": only an open business loan can
+# be drawn; `linerisk validate-plans` found "use the business loan" offered to lines without one, where it
+# truly changed nothing).
+CONDITION_FEATURES = {"bl_open": "bl_is_open"}
+LEVER_CONDITIONS = ("", "likely_minor", *CONDITION_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -294,7 +298,7 @@ def _restoration() -> tuple[Feature, ...]:
         since("bl_drawdown_count_since", "activity", "count", "bl_drawdown", +1,
               "{value} business-loan drawdowns since the restriction", "限制以来网商贷借款{value}次",
               restore_levers=(RestoreLever(
-                  "use_business_loan_90d", by=2.0, days=RESTORE_ACTION_DAYS,
+                  "use_business_loan_90d", by=2.0, days=RESTORE_ACTION_DAYS, only_if="bl_open",
                   text_en="Use the business loan normally and repay it on time for 90 days "
                           "(now: {value} drawdowns since the restriction)",
                   text_zh="90天内正常使用网商贷并按时还款（限制以来借款{value}次）"),)),

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from linerisk.features.compute import build_features, to_utc_timestamp
-from linerisk.features.spec import MINOR_CAUSES
+from linerisk.features.spec import CONDITION_FEATURES, MINOR_CAUSES
 from linerisk.models.recover import Lever, lever_values, spec_levers
 from linerisk.models.restore_scoring import CURVE_DAYS
 from linerisk.models.scoring import Scorer
@@ -78,10 +78,13 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
     date (the status quo while the action takes its days, the line as it then stands after); a last row `all`
     per user, the plan: every lever that helps, done together (it takes the longest one's days). Levers: the
     restoration model's spec's (features/spec.py `restore_levers`). None past the red line; a lever `only_if`
-    "likely_minor" (contacting the platform) only where `minor`."""
+    "likely_minor" (contacting the platform) only where `minor`, one `only_if` a condition of
+    features.spec.CONDITION_FEATURES only where that feature is positive (using the business loan: it is open)."""
     ts = to_utc_timestamp(as_of)
     levers = spec_levers(scorer.spec) if levers is None else levers
-    applies = {"": np.ones(len(features), dtype=bool), "likely_minor": np.asarray(minor, dtype=bool)}
+    applies = {"": np.ones(len(features), dtype=bool), "likely_minor": np.asarray(minor, dtype=bool),
+               **{c: features[f].to_numpy(dtype=np.float64, na_value=0.0) > 0 for c, f in CONDITION_FEATURES.items()
+                  if f in features.columns}}
     unknown = sorted({lv.only_if for lv in levers} - set(applies))
     if unknown:
         raise ValueError(f"restoration levers: unknown condition(s) {', '.join(unknown)} in the model's spec")
