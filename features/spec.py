@@ -92,10 +92,11 @@ class Lever:
 
 # When a restoration action applies, besides "not past the red line" (models/restore_plan.py decides each):
 # "likely_minor": the restriction model's top reason on the day of the restriction is one of MINOR_CAUSES;
-# a condition of CONDITION_FEATURES: where that feature is positive ("bl_open": only an open business loan can
-# be drawn; `linerisk validate-plans` found "use the business loan" offered to lines without one, where it
-# truly changed nothing).
-CONDITION_FEATURES = {"bl_open": "bl_is_open"}
+# a condition of CONDITION_FEATURES: where one of its features is positive ("bl_open": only an open business
+# loan can be drawn; "owes": an instalment can only be repaid on time where something is owed). `linerisk
+# validate-plans` found both actions offered where the world gives them nothing to act on: they truly changed
+# nothing there.
+CONDITION_FEATURES = {"bl_open": ("bl_is_open",), "owes": ("pl_balance", "bl_balance")}
 LEVER_CONDITIONS = ("", "likely_minor", *CONDITION_FEATURES)
 
 
@@ -279,7 +280,7 @@ def _restoration() -> tuple[Feature, ...]:
         since("late_repayment_count_since", "overdue", "count", "repayment.late", -1,
               "{value} late repayments since the restriction", "限制以来逾期还款{value}次",
               restore_levers=(RestoreLever(
-                  "repay_on_time_90d", days=RESTORE_ACTION_DAYS,
+                  "repay_on_time_90d", days=RESTORE_ACTION_DAYS, only_if="owes",
                   text_en="Repay every instalment on time for 90 days (now: {value} late repayments since the restriction)",
                   text_zh="连续90天按时还款（限制以来逾期还款{value}次）"),)),
         since("max_dpd_since", "overdue", "max_dpd", "repayment", -1,

@@ -6,8 +6,10 @@ Restriction plans (models/recover.py `plan_actions`): the model projects P(restr
 with the plan's features, which hold once its slowest behaviour has been kept long enough
 (`effective_days`); the truth is P(restricted in the 90 days from that date), given not restricted before,
 with and without the plan. Restoration plans (models/restore_plan.py `restoration_actions`): P(restored
-within 90 days and a year) and the days until the curve passes one half, projected and true. A plan's
-behaviours are kept to the end of the window checked (an appeal is made once, on the first day).
+within 90 days and a year) and the days until the curve passes one half, projected and true. A restriction
+plan's behaviours are kept to the end of the window checked; a restoration action as long as its text asks
+(90 days; an appeal is made once, on the first day), then the user's own behaviour resumes, as the
+projection assumes.
 """
 from __future__ import annotations
 
@@ -196,7 +198,9 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
                             futures: int, on_day: Callable[[int], None] | None = None
                             ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per sampled restricted line with a way back: projected and true P(restored within 90 days and a year)
-    and days until restoration is more likely than not, with and without the plan (every useful lever)."""
+    and days until restoration is more likely than not, with and without the plan (every useful lever). Each
+    action is kept as long as its text asks (`days`: 90, an appeal made once), then behaviour is the user's own
+    again, as the projection assumes (the line as it stands once the action is done, followed by the curve)."""
     from linerisk.features.labels import line_state
     from linerisk.models.restore_plan import likely_minor, restoration_actions, why_restricted
 
@@ -215,7 +219,8 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
     codes = list(dict.fromkeys(levers["code"]))
     applied = np.zeros((len(codes), len(has)), bool)
     applied[[codes.index(c) for c in levers["code"]], pd.Index(has).get_indexer(levers["user_id"])] = True
-    ivs = tuple(intervention(c, YEAR_DAYS) for c in codes)
+    days_of = dict(zip(levers["code"], levers["days"].astype(int)))  # as long as each action's text asks
+    ivs = tuple(intervention(c, days_of[c]) for c in codes)
     base = _forward(lines, has, YEAR_DAYS, p, seed, futures, on_day=on_day)
     with_plan = _forward(lines, has, YEAR_DAYS, p, seed, futures, ivs, applied, on_day)
     X = feats.loc[has, [f["name"] for f in restore_scorer.spec["features"]]].astype(np.float64)
@@ -246,10 +251,10 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
                                  "true_days_with")},
         "by_lever": {},
     }
-    for i, code in enumerate(codes):  # each lever alone (365 days), on the users whose plan has it
+    for i, code in enumerate(codes):  # each lever alone (followed a year), on the users whose plan has it
         who = applied[i]
         mine = levers[levers["code"] == code].set_index("user_id").loc[has[who]]
-        arm = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, (intervention(code, YEAR_DAYS),),
+        arm = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, (intervention(code, days_of[code]),),
                        np.ones((1, who.sum()), bool), on_day)
         ref = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, on_day=on_day)  # same rows: same numbers
         summary["by_lever"][code] = {"days": int(mine["days"].iloc[0]), **_reduction(

@@ -79,12 +79,13 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
     per user, the plan: every lever that helps, done together (it takes the longest one's days). Levers: the
     restoration model's spec's (features/spec.py `restore_levers`). None past the red line; a lever `only_if`
     "likely_minor" (contacting the platform) only where `minor`, one `only_if` a condition of
-    features.spec.CONDITION_FEATURES only where that feature is positive (using the business loan: it is open)."""
+    features.spec.CONDITION_FEATURES only where one of its features is positive (using the business loan: it is
+    open; repaying on time: something is owed)."""
     ts = to_utc_timestamp(as_of)
     levers = spec_levers(scorer.spec) if levers is None else levers
     applies = {"": np.ones(len(features), dtype=bool), "likely_minor": np.asarray(minor, dtype=bool),
-               **{c: features[f].to_numpy(dtype=np.float64, na_value=0.0) > 0 for c, f in CONDITION_FEATURES.items()
-                  if f in features.columns}}
+               **{c: np.column_stack([features[f].to_numpy(dtype=np.float64, na_value=0.0) > 0 for f in fs]).any(axis=1)
+                  for c, fs in CONDITION_FEATURES.items() if set(fs) <= set(features.columns)}}
     unknown = sorted({lv.only_if for lv in levers} - set(applies))
     if unknown:
         raise ValueError(f"restoration levers: unknown condition(s) {', '.join(unknown)} in the model's spec")

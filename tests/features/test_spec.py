@@ -162,8 +162,9 @@ def test_the_restoration_levers_come_from_the_restoration_spec_with_their_days_a
     assert tuple(levers) == RESTORE_CODES
     assert {c: lv.days for c, lv in levers.items()} == {**dict.fromkeys(RESTORE_CODES[:3], 90), "contact_platform": 0}
     assert {c for c, lv in levers.items() if lv.only_if == "likely_minor"} == {"contact_platform"}
-    assert levers["use_business_loan_90d"].only_if == "bl_open" and spec.CONDITION_FEATURES["bl_open"] in {
-        f["name"] for f in restore["features"]}  # a condition names a feature of the model's own spec
+    assert levers["use_business_loan_90d"].only_if == "bl_open" and levers["repay_on_time_90d"].only_if == "owes"
+    for needs in spec.CONDITION_FEATURES.values():  # a condition names features of the model's own spec
+        assert set(needs) <= {f["name"] for f in restore["features"]}
     names = {f["name"] for f in restore["features"]}
     for lv in levers.values():
         assert lv.shown in names and lv.moves and {n for n, *_ in lv.moves} <= names, lv.code

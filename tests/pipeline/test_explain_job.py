@@ -113,7 +113,8 @@ def test_a_restricted_user_with_no_events_since_the_restriction_gets_an_answer(s
     assert view["line_state"] == "restricted" and view["state_since"].startswith("2024-05-30")
     assert 0 <= view["restore"]["probability_90d"] <= view["restore"]["probability_365d"] <= 1
     assert view["why_restricted"]["as_of"].startswith("2024-05-30") and not view["red_line"]["holds"]
-    assert "repay_on_time_90d" in {a["code"] for a in view["actions"]}
+    # nothing drawn, nothing owed, no business loan: neither repaying on time nor using the business loan acts
+    assert not {a["code"] for a in view["actions"]} & {"repay_on_time_90d", "use_business_loan_90d"}
 
 
 def test_a_user_without_a_line_is_one_line(store, tmp_path, capsys):

@@ -91,17 +91,23 @@ def test_an_appeal_is_offered_to_a_minor_cause_line_but_never_past_the_red_line(
     assert restoration_actions(restore, red_lined(lines), np.ones(len(lines), bool), AS_OF).empty
 
 
-def test_using_the_business_loan_is_offered_only_where_the_business_loan_is_open(restore, restricted, monkeypatch):
+def test_an_action_is_offered_only_where_the_world_lets_it_act(restore, restricted, monkeypatch):
+    """Using the business loan only where it is open, repaying on time only where something is owed."""
+    from linerisk.features.spec import CONDITION_FEATURES
     from linerisk.models import restore_plan
+    from linerisk.models.recover import spec_levers
     from linerisk.models.restore_plan import restoration_actions
 
-    monkeypatch.setattr(restore_plan, "MIN_GAIN", -1.0)  # who is offered it, whatever it gains
+    monkeypatch.setattr(restore_plan, "MIN_GAIN", -1.0)  # who is offered what, whatever it gains
     lines = restricted[~restore.red_line(restricted)]
-    is_open = lines["bl_is_open"] > 0
-    assert is_open.any() and (~is_open).any()  # both kinds of line in the small world
     actions = restoration_actions(restore, lines, np.zeros(len(lines), bool), AS_OF)
-    offered = set(actions.loc[actions["code"] == "use_business_loan_90d", "user_id"])
-    assert offered == set(lines.index[is_open])  # never where nothing can be drawn
+    conditioned = {lv.code: lv.only_if for lv in spec_levers(restore.spec) if lv.only_if in CONDITION_FEATURES}
+    assert set(conditioned.values()) == set(CONDITION_FEATURES)
+    for code, condition in conditioned.items():
+        can = (lines[list(CONDITION_FEATURES[condition])].fillna(0) > 0).any(axis=1)
+        assert can.any() and (~can).any(), condition  # both kinds of line in the small world
+        offered = set(actions.loc[actions["code"] == code, "user_id"])
+        assert offered and offered <= set(lines.index[can]), code  # never where the world gives it nothing
 
 
 def test_the_served_restoration_model_answers_as_batch_scoring(restore, restricted):
