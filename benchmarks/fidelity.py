@@ -16,8 +16,8 @@ from the training world (the lowest-risk tenth's 75th/90th percentiles, issue 16
 the default TrainParams [chosen]; the population's median or 75th percentile for risk-raising
 features), some with a materiality threshold (a family is named only when its value reaches it);
 the chosen reference with evidence gates (`GATES`: a family named only when its behaviour is there), and
-the credit-score features' reference at the population median; with `--background K`, interventional TreeSHAP against the K lowest-risk training rows (the mean of
-baseline Shapley values, slow).
+the credit-score features' reference at the population median; with `--background K`, interventional
+TreeSHAP against the K lowest-risk training rows (the mean of baseline Shapley values, slow).
 """
 from __future__ import annotations
 
