@@ -14,10 +14,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES, parse_times, require_columns
+from linerisk.data.schema import EVENT_FIELDS, EVENT_TYPES, parse_times, require_columns, type_codes
 from linerisk.features.spec import FEATURES, Feature, feature_names
 
 DAY_US = 86_400_000_000
@@ -157,30 +155,6 @@ def _time_us(col: pd.Series, tz: str = "UTC") -> np.ndarray:
     return times.to_numpy(dtype="datetime64[us]").view(np.int64)
 
 
-def _type_codes(col: pd.Series) -> np.ndarray:
-    """event_type as int8 positions in EVENT_TYPES (-1 unknown), via Arrow: fast on string columns."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        lut = pd.Index(EVENT_TYPES).get_indexer(col.cat.categories.astype(str)).astype(np.int8)
-        codes = col.cat.codes.to_numpy()
-        return np.where(codes >= 0, lut[codes], -1).astype(np.int8)
-    arr = col.array
-    data = pa.array(arr) if hasattr(arr, "__arrow_array__") else pa.array(np.asarray(arr, dtype=object), from_pandas=True)
-    if not (pa.types.is_string(data.type) or pa.types.is_large_string(data.type)):
-        data = data.cast(pa.string())
-    value_set = pa.array(list(EVENT_TYPES), type=data.type)
-
-    def encode(part: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        codes = pc.index_in(part, value_set=value_set).fill_null(-1)
-        return np.asarray(codes.to_numpy(zero_copy_only=False) if isinstance(codes, pa.Array)
-                          else codes.to_numpy()).astype(np.int8)
-
-    if len(data) < 4_000_000:
-        return encode(data)
-    half = len(data) // 2
-    with ThreadPoolExecutor(2) as pool:  # Arrow releases the GIL: both cores encode
-        return np.concatenate(list(pool.map(encode, (data.slice(0, half), data.slice(half)))))
-
-
 def _user_positions(user_ids: pd.Index, col: pd.Series) -> np.ndarray:
     """Row of each event's user in `user_ids` (int32, -1 when unknown); O(1) per event for dense integer ids."""
     n = len(user_ids)
@@ -247,7 +221,7 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
         seen = events["user_id"] if keep is None else events["user_id"][keep]
         user_ids = pd.Index(pd.unique(seen), name="user_id").sort_values()
     with ThreadPoolExecutor(2) as pool:  # Arrow and numpy release the GIL: the two run side by side
-        codes_job = pool.submit(_type_codes, events["event_type"])
+        codes_job = pool.submit(type_codes, events["event_type"])
         pos = _user_positions(user_ids, events["user_id"])
         codes = codes_job.result()
     if users is not None and (pos < 0).any():
