@@ -7,7 +7,9 @@
     scores = score(world.events, world.users, "2024-12-01")   # the Scores frame
     view = explain(world.events, world.users, "2024-12-01", user_id=3)
 
-Libraries are imported when a function runs, so `import linerisk` stays cheap. Bad input raises
+Functions that read events also take the `Validated` of data.schema.validate_events (events checked
+once, by the caller, who has dealt with its quarantined rows). Libraries are imported when a function
+runs, so `import linerisk` stays cheap. Bad input raises
 `InputError` (a ValueError) with one line naming the column (or parameter) and the rule.
 MLflow: a tracking URI the caller set is used as it is; otherwise `$LINERISK_HOME/mlflow.db`.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from linerisk.data.errors import InputError
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:  # annotations only: nothing heavy is imported at `import line
     import pandas as pd
 
     from linerisk.data.schema import Validated
-    from linerisk.data.simulate import World
+    from linerisk.data.simulate import World, WorldParams
     from linerisk.models.experiment import FidelityWorld, TrainResult
     from linerisk.models.recover import PathBack
     from linerisk.models.registry import ModelPackage, PromotionDecision, RegisteredVersion
@@ -55,17 +57,20 @@ def _timestamp(value: object, tz: str = "UTC", what: str = "as_of") -> pd.Timest
         raise InputError(f"{what}: {value!r} is not a time (a UTC date or ISO time)") from None
 
 
-def _validated(events: pd.DataFrame, users: pd.DataFrame, bad_rows: BadRows, tz: str = "UTC"
+def _validated(events: pd.DataFrame | Validated, users: pd.DataFrame, bad_rows: BadRows, tz: str = "UTC"
                ) -> tuple[Validated, pd.DataFrame]:
     """(validated events, users), both checked against the events contract (naive times in `tz`).
 
     bad_rows="raise": any row breaking a rule raises, naming the rule and column; "drop": such rows
-    are left out with a warning that counts them per rule."""
-    from linerisk.data.schema import describe_quarantine, validate_events, validate_users
+    are left out with a warning that counts them per rule. Events already validated (the `Validated` of
+    data.schema.validate_events, whose quarantined rows the caller has dealt with) are not checked again."""
+    from linerisk.data.schema import Validated, describe_quarantine, validate_events, validate_users
 
     if bad_rows not in ("raise", "drop"):
         raise InputError(f"bad_rows: must be 'raise' or 'drop', not {bad_rows!r}")
     users = validate_users(users)
+    if isinstance(events, Validated):
+        return events, users
     checked = validate_events(events, users, tz)
     if len(checked.quarantined):
         message = describe_quarantine(checked.quarantined)
@@ -75,9 +80,9 @@ def _validated(events: pd.DataFrame, users: pd.DataFrame, bad_rows: BadRows, tz:
     return checked, users
 
 
-def _package(model: str | ModelPackage, expect: str | None = None) -> ModelPackage:
-    """A loaded package (loaded from the registry when given a reference), its feature spec checked and, with
-    `expect` ("restrict" / "restore"), its target."""
+def _package(model: str | ModelPackage, expect: str) -> ModelPackage:
+    """A loaded package (loaded from the registry when given a reference), its feature spec and its target
+    (`expect`: "restrict" / "restore") checked."""
     from linerisk.models.batch import require_feature_spec
 
     package = load_model(model) if isinstance(model, str) else model
@@ -166,12 +171,11 @@ def _fidelity_world(world: World | FidelityWorld, horizon_days: int, target: Tar
     if isinstance(world, FidelityWorld):
         return world
     truth = world.truth_recovery_snapshots if target == "restore" else world.truth_snapshots
-    panel = build_panel(world.events, world.users, horizon_days=horizon_days, truth=truth, bad_rows="drop",
-                        target=target)
+    checked, users = _validated(world.events, world.users, "drop")
+    panel = build_panel(checked, users, horizon_days=horizon_days, truth=truth, target=target)
     unseen = FidelityWorld(panel, truth, world.truth_restrictions, "fidelity world")
     if target == "restore":  # "why it was restricted" scores the restriction model's reasons on its events
-        checked, unseen.users = _validated(world.events, world.users, "drop")
-        unseen.events = checked.good
+        unseen.events, unseen.users = checked.good, users
     return unseen
 
 
@@ -194,8 +198,10 @@ def train(panel: pd.DataFrame, *, truth: pd.DataFrame | None = None, fidelity: W
 
     p = _params(params, overrides)
     if _target(target) == "restore":
-        return _train_restore(panel, truth, fidelity, p, (label, drop, id_col, allow), time_col is not None, source,
-                              restriction_model)
+        if label != "label" or drop or id_col is not None or allow or time_col not in ("as_of", None):
+            raise InputError("target=\"restore\" trains on build_panel(..., target=\"restore\") as it is: "
+                             "label, drop, id_col and allow keep their defaults (time_col: as_of, or None)")
+        return _train_restore(panel, truth, fidelity, p, time_col is not None, source, restriction_model)
     if restriction_model is not None:
         raise InputError("restriction_model: only with target=\"restore\"")
     frame, spec = training_panel(panel, label, time_col, tuple(drop), id_col, tuple(allow), what=source or "panel")
@@ -204,16 +210,12 @@ def train(panel: pd.DataFrame, *, truth: pd.DataFrame | None = None, fidelity: W
 
 
 def _train_restore(panel: pd.DataFrame, truth: pd.DataFrame | None, fidelity: World | FidelityWorld | None,
-                   p: TrainParams, layout: tuple[Any, ...], time_split: bool, source: str,
-                   restriction_model: str | None) -> TrainResult:
+                   p: TrainParams, time_split: bool, source: str, restriction_model: str | None) -> TrainResult:
     """`train(target="restore")`: the spec's restoration view on a restore panel, out of time on `as_of`
     (`time_split`) or split at random with each user on one side."""
     from linerisk.models.experiment import run_training
     from linerisk.models.train import registry_spec
 
-    if layout != ("label", (), None, ()):
-        raise InputError("target=\"restore\" trains on build_panel(..., target=\"restore\") as it is: "
-                         "label, drop, id_col and allow keep their defaults (time_col: as_of, or None)")
     spec = registry_spec("restore", p.horizon_days)
     missing = [c for c in ("user_id", "restore_days", "followup_days") if c not in panel.columns]
     if missing:
@@ -283,9 +285,14 @@ def score(events: pd.DataFrame, users: pd.DataFrame, as_of: object, model: str |
     return scores.reset_index(drop=True)
 
 
-def _user_rows(events: pd.DataFrame, users: pd.DataFrame, user_id: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _user_rows(events: pd.DataFrame | Validated, users: pd.DataFrame, user_id: Any
+               ) -> tuple[pd.DataFrame | Validated, pd.DataFrame]:
+    from linerisk.data.schema import Validated
+
     if "user_id" not in users.columns or not (users["user_id"] == user_id).any():
         raise InputError(f"user_id: {user_id!r} is not in the users table ({len(users):,} users)")
+    if isinstance(events, Validated):
+        return Validated(*(part[part["user_id"] == user_id] for part in (events.good, events.quarantined))), users
     if "user_id" not in events.columns:
         raise InputError("events: missing column(s) user_id")
     return events[events["user_id"] == user_id], users
@@ -336,7 +343,7 @@ def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Ite
     from linerisk.features.labels import line_state
     from linerisk.models.recover import path_back
 
-    package = _package(model)
+    package = _package(model, "restrict")
     ts = _timestamp(as_of, tz)
     checked, users = _validated(events, users, bad_rows, tz)
     good = checked.good
@@ -353,23 +360,26 @@ def plan(events: pd.DataFrame, users: pd.DataFrame, as_of: object, user_ids: Ite
     return path_back(package.scorer, good, users, ids, ts, threshold, tz)
 
 
-def validate_plans(world: World, as_of: object, model: str | ModelPackage = DEFAULT_MODEL, *,
-                   restore_model: str | ModelPackage | None = None, n_users: int = 500, seed: int = 0,
-                   futures: int = 16, bad_rows: BadRows = "raise") -> dict[str, Any]:
+def validate_plans(events: pd.DataFrame, users: pd.DataFrame, params: WorldParams, as_of: object,
+                   model: str | ModelPackage = DEFAULT_MODEL, *, restore_model: str | ModelPackage | None = None,
+                   n_users: int = 500, seed: int = 0, futures: int = 16, bad_rows: BadRows = "raise",
+                   on_day: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Plans checked against the true world, as `linerisk validate-plans` writes them: for `n_users`
     sampled users with a plan, the projected and the true (forward-simulated, common random numbers)
-    risk with and without it, and the `summary`. `world` comes from `simulate` (it carries the
-    parameters that re-simulate its full state at `as_of`); with `restore_model`, restoration plans too."""
+    risk with and without it, and the `summary`. `params`: what simulated the world (`World.params` of
+    `simulate`), so its full state at `as_of` can be simulated again; with `restore_model`, restoration
+    plans too. `on_day(n)` is called as each simulated day is done (progress)."""
+    from linerisk.data.simulate import WorldParams
     from linerisk.models.plan_check import validate_plans as check
 
-    if getattr(world, "params", None) is None:
-        raise InputError("world: no simulation parameters; plans can only be checked on a World from "
-                         "linerisk.simulate, where the simulator knows the truth")
+    if not isinstance(params, WorldParams):
+        raise InputError("params: the WorldParams that simulated the world (World.params); plans can only be "
+                         "checked where the simulator knows the truth")
     for name, value in (("n_users", n_users), ("futures", futures)):
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name}: must be a whole number of at least 1, not {value!r}")
     package = _package(model, "restrict")
     restore = None if restore_model is None else _package(restore_model, "restore")
-    checked, users = _validated(world.events, world.users, bad_rows)
-    return check(world.params, checked.good, users, _timestamp(as_of), package.scorer,
-                 None if restore is None else restore.scorer, n_users, seed, futures)
+    checked, users = _validated(events, users, bad_rows)
+    return check(params, checked.good, users, _timestamp(as_of), package.scorer,
+                 None if restore is None else restore.scorer, n_users, seed, futures, on_day)

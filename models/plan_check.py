@@ -25,20 +25,21 @@ from linerisk.data.simulate import WorldParams, states_at
 from linerisk.data.world import State
 from linerisk.features.compute import build_features, to_utc_timestamp
 from linerisk.models.recover import apply_plan, plan_actions, recovery_threshold
+from linerisk.models.restore_scoring import CURVE_DAYS
+from linerisk.models.train import HORIZON_DAYS
 
 # Every lever code (restriction levers of features/spec.py, restoration levers of models/restore_plan.py) ->
-# the behaviour it asks for, as the simulator carries it out; `days` is how long the lever's text asks.
+# the behaviour it asks for, as the simulator carries it out (`intervention` sets how long it is kept).
 INTERVENTIONS: dict[str, Intervention] = {
     "no_early_repayment_90d": Intervention(no_early_repayment=True),
     "repay_on_time_90d": Intervention(repay_on_time=True),
     "no_fund_misuse_90d": Intervention(no_fund_misuse=True),
-    "no_credit_applications_30d": Intervention(no_inquiries=True, days=30),
+    "no_credit_applications_30d": Intervention(no_inquiries=True),
     "no_credit_applications_90d": Intervention(no_inquiries=True),
     "use_business_loan_90d": Intervention(business_loan_use=True),
     "contact_platform": Intervention(appeal=True, days=1),
 }
-HORIZON_DAYS = 90
-YEAR_DAYS = 365
+YEAR_DAYS = CURVE_DAYS  # restoration plans are followed as far as the restoration curve goes
 
 
 def intervention(code: str, days: int) -> Intervention:
@@ -117,11 +118,11 @@ def _reduction(projected: np.ndarray, true: np.ndarray) -> dict[str, Any]:
 
 def check_restriction_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, users: pd.DataFrame,
                             as_of: pd.Timestamp, scorer: Any, n_users: int, seed: int, futures: int,
-                            threshold: float | None = None, on_day: Callable[[int], None] | None = None
+                            on_day: Callable[[int], None] | None = None
                             ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per sampled active line with a plan: projected and true P(restricted), with and without the plan; and the
     summary figures. Users with a plan are those above the threshold with at least one effective lever."""
-    threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
+    threshold = recovery_threshold(scorer.band_edges)
     active = lines.ids(lambda s: s.pl.opened & ~s.restricted)
     feats = build_features(events[events["user_id"].isin(active)], as_of, users[users["user_id"].isin(active)])
     names = [f["name"] for f in scorer.spec["features"]]

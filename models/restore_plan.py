@@ -22,7 +22,7 @@ import pandas as pd
 
 from linerisk.features.compute import build_features, to_utc_timestamp
 from linerisk.features.spec import CONDITION_FEATURES, MINOR_CAUSES
-from linerisk.models.recover import Lever, lever_values, spec_levers
+from linerisk.models.recover import lever_values, spec_levers
 from linerisk.models.restore_scoring import CURVE_DAYS
 from linerisk.models.scoring import Scorer
 
@@ -71,8 +71,23 @@ def likely_minor(why: pd.DataFrame) -> np.ndarray:
 MIN_GAIN = 0.005
 
 
-def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, as_of: object,
-                        levers: tuple[Lever, ...] | None = None) -> pd.DataFrame:
+def condition_holds(condition: str, features: pd.DataFrame, minor: np.ndarray) -> np.ndarray:
+    """Where a restoration lever's `only_if` holds (features.spec.LEVER_CONDITIONS): always (""), where the
+    likely cause is minor (`minor`), or where one of the condition's CONDITION_FEATURES is positive."""
+    if condition == "":
+        return np.ones(len(features), dtype=bool)
+    if condition == "likely_minor":
+        return np.asarray(minor, dtype=bool)
+    if condition not in CONDITION_FEATURES:
+        raise ValueError(f"restoration levers: unknown condition {condition!r} in the model's spec")
+    needs = list(CONDITION_FEATURES[condition])
+    missing = [f for f in needs if f not in features.columns]
+    if missing:
+        raise ValueError(f"restoration levers: condition {condition!r} needs feature(s) {', '.join(missing)}")
+    return (features[needs].astype(np.float64).fillna(0.0) > 0).any(axis=1).to_numpy()
+
+
+def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, as_of: object) -> pd.DataFrame:
     """Per restricted user (features indexed by user_id) and lever that helps (MIN_GAIN): the lever's code,
     texts, days it takes, and, counted from today, P(restored within 90 days and within a year) and the expected
     date (the status quo while the action takes its days, the line as it then stands after); a last row `all`
@@ -82,13 +97,8 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
     features.spec.CONDITION_FEATURES only where one of its features is positive (using the business loan: it is
     open; repaying on time: something is owed)."""
     ts = to_utc_timestamp(as_of)
-    levers = spec_levers(scorer.spec) if levers is None else levers
-    applies = {"": np.ones(len(features), dtype=bool), "likely_minor": np.asarray(minor, dtype=bool),
-               **{c: np.column_stack([features[f].to_numpy(dtype=np.float64, na_value=0.0) > 0 for f in fs]).any(axis=1)
-                  for c, fs in CONDITION_FEATURES.items() if set(fs) <= set(features.columns)}}
-    unknown = sorted({lv.only_if for lv in levers} - set(applies))
-    if unknown:
-        raise ValueError(f"restoration levers: unknown condition(s) {', '.join(unknown)} in the model's spec")
+    levers = spec_levers(scorer.spec)
+    applies = {c: condition_holds(c, features, minor) for c in dict.fromkeys(lv.only_if for lv in levers)}
     names = [f["name"] for f in scorer.spec["features"]]
     X = features[names].astype(np.float64)
     red = scorer.red_line(X)

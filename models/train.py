@@ -405,6 +405,8 @@ def attribution_reference(X: pd.DataFrame, raw: np.ndarray, spec: dict[str, Any]
     reach with probability 1 - `reference_quantile_down` (risk-lowering ones); where those rows never
     have a value, the best one seen."""
     out = {}
+    low_risk = {share: raw <= np.quantile(raw, share)
+                for share in (params.reference_low_risk_share_up, params.reference_low_risk_share)}
     for f in spec["features"]:
         direction = f.get("direction", 0)
         if direction == 0 or isinstance(X[f["name"]].dtype, pd.CategoricalDtype):
@@ -412,7 +414,7 @@ def attribution_reference(X: pd.DataFrame, raw: np.ndarray, spec: dict[str, Any]
         share, q = ((params.reference_low_risk_share_up, params.reference_quantile_up) if direction > 0
                     else (params.reference_low_risk_share, params.reference_quantile_down))
         column = X[f["name"]].to_numpy(dtype=np.float64, na_value=np.nan)
-        values = column[(raw <= np.quantile(raw, share)) & ~np.isnan(column)]
+        values = column[low_risk[share] & ~np.isnan(column)]
         if len(values):
             out[f["name"]] = float(np.quantile(values, q))
         elif (~np.isnan(column)).any():  # the low-risk rows never have it: the best value seen

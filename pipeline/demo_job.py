@@ -22,7 +22,7 @@ import pandas as pd
 from linerisk.data.simulate import WorldParams
 from linerisk.models.report import CARD_FILE
 from linerisk.pipeline.config import build, load_toml
-from linerisk.pipeline.io import linerisk_home
+from linerisk.pipeline.io import linerisk_home, world_parameters
 
 
 def _run(argv: list[str]) -> None:
@@ -37,12 +37,9 @@ def _run(argv: list[str]) -> None:
 
 def _world(out: Path, p: WorldParams, config_path: str | None) -> None:
     """Simulate into `out` unless a world with the same parameters is already there (same parameters, same files)."""
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        recorded = json.loads(manifest.read_text("utf-8")).get("parameters")
-        if recorded == json.loads(json.dumps(dataclasses.asdict(p))):
-            click.echo(f"\nreusing {out} (same parameters give the same files)")
-            return
+    if world_parameters(out) == json.loads(json.dumps(dataclasses.asdict(p))):
+        click.echo(f"\nreusing {out} (same parameters give the same files)")
+        return
     _run(["simulate", "--users", str(p.users), "--months", str(p.months), "--seed", str(p.seed), "--out", str(out)]
          + (["--config", str(config_path)] if config_path else []))
 

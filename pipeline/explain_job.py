@@ -158,7 +158,7 @@ def command(model_ref: str, restore_model_ref: str, events_path: Path, users_pat
     source = EventSource(events_path)
     users = read_users(users_path or users_path_for(events_path))
     key = _user_key(users, user)
-    if not (users["user_id"] == key).any():
+    if not (users["user_id"] == key).any():  # before any event is read
         raise InputError(f"user {user!r} is not in the users table ({len(users):,} users)")
     # only this user's rows are read and validated (a duplicate id shared with another user goes unseen here)
     validated = validate_events(source.read(ds.field("user_id") == key), users, tz)
@@ -172,8 +172,8 @@ def command(model_ref: str, restore_model_ref: str, events_path: Path, users_pat
         write_quarantine(validated.quarantined, path)
         click.echo(f"quarantine: {path} ({len(validated.quarantined):,} rows)", err=True)
     # the restoration model is loaded (and checked) only for a restricted line
-    view = api.explain(validated.good, users, ts, key, package, threshold=threshold, restore_model=restore_model_ref,
-                       tz=tz)
+    view = api.explain(validated, users, ts, key, package, threshold=threshold, restore_model=restore_model_ref,
+                       tz=tz)  # checked once, above
     if as_json:
         click.echo(json.dumps(view, ensure_ascii=False, indent=1))
     elif view["line_state"] == "restricted":

@@ -84,6 +84,16 @@ def world_dir(path: str | os.PathLike | Url) -> Location:
     return p
 
 
+def world_parameters(world: Path) -> dict | None:
+    """The parameters a `linerisk simulate` directory records in its manifest (None: no such manifest)."""
+    try:
+        recorded = json.loads((Path(world) / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(recorded, dict) and recorded.get("generator") == "linerisk simulate"
+    return recorded["parameters"] if ok and isinstance(recorded.get("parameters"), dict) else None
+
+
 def read_users(path: str | os.PathLike | Url) -> pd.DataFrame:
     """Users table validated against the contract."""
     return validate_users(read_table(path, "users"))

@@ -5,31 +5,27 @@ Reads the world's manifest (its recorded parameters and seed), its users and eve
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
+from linerisk import api
 from linerisk.data.errors import InputError
+from linerisk.data.schema import describe_quarantine
 from linerisk.data.simulate import WorldParams
 from linerisk.pipeline.config import build
-from linerisk.pipeline.io import load_model_package, read_events, read_users, write_json
+from linerisk.pipeline.io import load_model_package, read_events, read_users, world_parameters, write_json
 
 
 def world_params(world: Path) -> WorldParams:
     """The parameters a world directory was simulated with (its manifest); InputError if it is not a simulated world."""
-    manifest = world / "manifest.json"
-    try:
-        recorded = json.loads(manifest.read_text("utf-8"))
-    except (OSError, ValueError):
-        recorded = None
-    if not isinstance(recorded, dict) or recorded.get("generator") != "linerisk simulate" \
-            or not isinstance(recorded.get("parameters"), dict):
+    recorded = world_parameters(world)
+    if recorded is None:
         raise InputError(f"--data {world}: not a simulated world (no manifest.json from `linerisk simulate`); "
                          "plans can only be checked where the simulator knows the truth")
-    return build(WorldParams, recorded["parameters"], "manifest.parameters")
+    return build(WorldParams, recorded, "manifest.parameters")
 
 
 @click.command("validate-plans")
@@ -48,7 +44,7 @@ def world_params(world: Path) -> WorldParams:
 def command(world, model_ref, restore_ref, as_of, n_users, seed, futures, out) -> None:
     """Check plans against the true world: projected and true risk with and without each plan."""
     from linerisk.features.compute import to_utc_timestamp
-    from linerisk.models.plan_check import summary_table, validate_plans, world_day
+    from linerisk.models.plan_check import summary_table, world_day
 
     try:
         ts = to_utc_timestamp(as_of)
@@ -59,10 +55,12 @@ def command(world, model_ref, restore_ref, as_of, n_users, seed, futures, out) -
     package = load_model_package(model_ref, expect="restrict")
     restore = None if restore_ref.lower() == "none" else load_model_package(restore_ref, expect="restore")
     users = read_users(world / "users.parquet")
-    events = read_events(world / "events.parquet", users).good
+    events = read_events(world / "events.parquet", users)
+    if len(events.quarantined):
+        click.echo(f"left out {describe_quarantine(events.quarantined)}", err=True)
     with tqdm(unit="day", desc="simulate", disable=None) as bar:
-        result = validate_plans(p, events, users, ts, package.scorer, None if restore is None else restore.scorer,
-                                n_users, seed, futures, on_day=lambda _: bar.update())
+        result = api.validate_plans(events, users, p, ts, package, restore_model=restore, n_users=n_users, seed=seed,
+                                    futures=futures, on_day=lambda _: bar.update())
     result["world"] = str(world)
     result["model"] = {"name": package.name, "version": package.version}
     if restore is not None:

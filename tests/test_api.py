@@ -320,22 +320,20 @@ def test_train_for_restoration_refuses_a_restriction_panel_and_an_unknown_target
 
 
 def test_validate_plans_returns_what_linerisk_validate_plans_writes(store, small_world, world, tmp_path):
-    import dataclasses
-
     from linerisk.pipeline.validate_plans_job import main, world_params
 
-    simulated = dataclasses.replace(world, params=world_params(small_world))
+    params = world_params(small_world)
     out = tmp_path / "plans.json"
     assert main(["--data", str(small_world), "--as-of", AS_OF, "--users", "30", "--futures", "2",
                  "--restore-model", "none", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
-    result = linerisk.validate_plans(simulated, AS_OF, n_users=30, futures=2)
+    result = linerisk.validate_plans(world.events, world.users, params, AS_OF, n_users=30, futures=2)
     assert json.loads(json.dumps(result)) == {k: v for k, v in written.items() if k not in ("world", "model")}
     assert result["summary"]["n_plans"] == len(result["users"]) > 0 and "restoration" not in result["summary"]
-    with pytest.raises(InputError, match="a World from linerisk.simulate"):
-        linerisk.validate_plans(world, AS_OF)
+    with pytest.raises(InputError, match="params: the WorldParams that simulated the world"):
+        linerisk.validate_plans(world.events, world.users, world.params, AS_OF)  # a World read from files has none
     with pytest.raises(InputError, match="futures: must be a whole number"):
-        linerisk.validate_plans(simulated, AS_OF, futures=0)
+        linerisk.validate_plans(world.events, world.users, params, AS_OF, futures=0)
 
 
 def test_plan_covers_every_active_line_and_its_actions_get_below_the_threshold_from_scratch(store, world):
