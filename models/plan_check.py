@@ -111,6 +111,27 @@ def _forward(lines: Lines, user_ids: np.ndarray, days: int, p: WorldParams, seed
                    np.concatenate([f.by_cause for f in parts], axis=1)[:, at])
 
 
+@dataclasses.dataclass
+class PlanMatrix:
+    """Which lever each user's plan has: `codes` in order of first appearance, `applied` (codes, users),
+    each code's days, and per user the plan's codes joined by commas."""
+
+    codes: list[str]
+    applied: np.ndarray
+    days: dict[str, int]
+
+    @classmethod
+    def of(cls, steps: pd.DataFrame, users: np.ndarray) -> "PlanMatrix":
+        """From plan rows (user_id, code, days) of `users`."""
+        codes = list(dict.fromkeys(steps["code"]))
+        applied = np.zeros((len(codes), len(users)), bool)
+        applied[[codes.index(c) for c in steps["code"]], pd.Index(users).get_indexer(steps["user_id"])] = True
+        return cls(codes, applied, dict(zip(steps["code"], steps["days"].astype(int))))
+
+    def labels(self) -> list[str]:
+        return [",".join(c for c, a in zip(self.codes, col) if a) for col in self.applied.T]
+
+
 def _reduction(projected: np.ndarray, true: np.ndarray) -> dict[str, Any]:
     mp, mt = float(np.mean(projected)), float(np.mean(true))
     return {"n": int(len(true)), "mean_projected": mp, "mean_true": mt, "ratio": mp / mt if mt > 0 else None}
@@ -135,11 +156,8 @@ def check_restriction_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
     steps = plan.steps[plan.steps["user_id"].isin(has)]
     if not len(has):
         raise InputError(f"no active line at {as_of:%Y-%m-%d} has a restriction plan (none above {threshold:.3f})")
-    codes = list(dict.fromkeys(steps["code"]))
-    applied = np.zeros((len(codes), len(has)), bool)
-    col = pd.Index(has).get_indexer(steps["user_id"])
-    applied[[codes.index(c) for c in steps["code"]], col] = True
-    days_of = dict(zip(steps["code"], steps["days"].astype(int)))
+    m = PlanMatrix.of(steps, has)
+    codes, applied, days_of = m.codes, m.applied, m.days
     effect = plan.summary.loc[has, "effective_days"].to_numpy(np.int64)
     span = int(effect.max()) + HORIZON_DAYS
     ivs = tuple(intervention(c, span) for c in codes)
@@ -147,7 +165,7 @@ def check_restriction_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
     base = _forward(lines, has, span, p, seed, futures, on_day=on_day)
     with_plan = _forward(lines, has, span, p, seed, futures, ivs, applied, on_day)
     frame = pd.DataFrame({
-        "user_id": has, "levers": [",".join(c for c, a in zip(codes, applied[:, j]) if a) for j in range(len(has))],
+        "user_id": has, "levers": m.labels(),
         "effective_days": effect, "effective_date": [(as_of + pd.Timedelta(days=int(d))).strftime("%Y-%m-%d")
                                                      for d in effect],
         "projected_without": plan.summary.loc[has, "probability_now"].to_numpy(),
@@ -217,10 +235,8 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
         raise InputError(f"no restricted line at {as_of:%Y-%m-%d} has a restoration plan")
     has = np.sort(actions.loc[actions["code"] == "all", "user_id"].unique())
     levers = actions[(actions["code"] != "all") & actions["user_id"].isin(has)]
-    codes = list(dict.fromkeys(levers["code"]))
-    applied = np.zeros((len(codes), len(has)), bool)
-    applied[[codes.index(c) for c in levers["code"]], pd.Index(has).get_indexer(levers["user_id"])] = True
-    days_of = dict(zip(levers["code"], levers["days"].astype(int)))  # as long as each action's text asks
+    m = PlanMatrix.of(levers, has)
+    codes, applied, days_of = m.codes, m.applied, m.days  # each action kept as long as its text asks
     ivs = tuple(intervention(c, days_of[c]) for c in codes)
     base = _forward(lines, has, YEAR_DAYS, p, seed, futures, on_day=on_day)
     with_plan = _forward(lines, has, YEAR_DAYS, p, seed, futures, ivs, applied, on_day)
@@ -231,7 +247,7 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
     plan_rows = actions[actions["code"] == "all"].set_index("user_id").loc[has]
     true_now, true_plan = base.restored_by(), with_plan.restored_by()
     frame = pd.DataFrame({
-        "user_id": has, "levers": [",".join(c for c, a in zip(codes, applied[:, j]) if a) for j in range(len(has))],
+        "user_id": has, "levers": m.labels(),
         "effective_days": plan_rows["days"].to_numpy(int),
         "projected_without_90d": now[:, 0], "projected_with_90d": plan_rows["probability"].to_numpy(),
         "projected_without_365d": now[:, 1], "projected_with_365d": plan_rows["probability_365d"].to_numpy(),
@@ -258,7 +274,7 @@ def check_restoration_plans(lines: Lines, p: WorldParams, events: pd.DataFrame, 
         arm = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, (intervention(code, days_of[code]),),
                        np.ones((1, who.sum()), bool), on_day)
         ref = _forward(lines, has[who], YEAR_DAYS, p, seed, futures, on_day=on_day)  # same rows: same numbers
-        summary["by_lever"][code] = {"days": int(mine["days"].iloc[0]), **_reduction(
+        summary["by_lever"][code] = {"days": days_of[code], **_reduction(
             mine["probability_365d"].to_numpy() - now[who, 1],
             arm.restored_by()[YEAR_DAYS - 1] - ref.restored_by()[YEAR_DAYS - 1])}
     return frame, summary

@@ -644,23 +644,28 @@ class TreeShap:
         self.fallback_reason: str | None = None
         self._fitted_trees = -1
         self._warned_sparse = False
+        self._fit_lock = threading.Lock()
 
     def fit(self) -> "TreeShap":
-        """Parse the trees and build the pattern tables (idempotent while the model is unchanged)."""
+        """Parse the trees and build the pattern tables (idempotent while the model is unchanged). Thread-safe:
+        one thread builds, and the forest is published only once its tables are complete."""
         n_trees = self.booster.num_trees()
         if self._fitted_trees == n_trees:
             return self
-        self._fitted_trees = n_trees
-        self.forest, self.fallback_reason = None, None
-        self._groups = None  # (grouping key, per-leaf numbering) of the parsed forest
-        try:
-            dump = self.booster.dump_model(num_iteration=-1)
-            self.forest = _parse(dump, self.booster.num_feature())
-        except UnsupportedModel as exc:
-            self.fallback_reason = str(exc)
-            logger.warning("treeshap: falling back to LightGBM pred_contrib: %s", exc)
-            return self
-        self.table_off, self.table = self._build_tables(self.forest)
+        with self._fit_lock:
+            if self._fitted_trees == n_trees:  # another thread built it meanwhile
+                return self
+            forest, reason, tables = None, None, (None, None)
+            try:
+                forest = _parse(self.booster.dump_model(num_iteration=-1), self.booster.num_feature())
+            except UnsupportedModel as exc:
+                reason = str(exc)
+                logger.warning("treeshap: falling back to LightGBM pred_contrib: %s", exc)
+            if forest is not None:
+                tables = self._build_tables(forest)
+            self.forest, self.fallback_reason = forest, reason
+            (self.table_off, self.table), self._groups = tables, None  # _groups: (key, numbering) of this forest
+            self._fitted_trees = n_trees  # last: a thread that sees it sees everything above
         return self
 
     def _build_tables(self, fo: _Forest) -> tuple[np.ndarray, np.ndarray]:
@@ -782,19 +787,19 @@ def to_matrix(X: Any, booster: Any) -> np.ndarray:
 _CACHE: "weakref.WeakKeyDictionary[Any, TreeShap]" = weakref.WeakKeyDictionary()
 
 
-_FIT_LOCK = threading.Lock()
+_CACHE_LOCK = threading.Lock()
 
 
 def explainer_for(booster: Any) -> TreeShap:
-    """The cached, fitted TreeShap for this booster object (built on first use). Under a lock: threads
-    sharing one booster (Dask workers in one process) would otherwise see another's half-done fit."""
-    with _FIT_LOCK:
+    """The cached, fitted TreeShap for this booster object (built on first use). Threads sharing one booster
+    (Dask workers in one process) share one explainer; `TreeShap.fit` builds it once for all of them."""
+    with _CACHE_LOCK:
         ts = _CACHE.get(booster)
         if ts is None:
             # a proxy, so the cached explainer does not keep its key (the booster) alive
             ts = TreeShap(weakref.proxy(booster))
             _CACHE[booster] = ts
-        return ts.fit()
+    return ts.fit()
 
 
 def shap_values(booster: Any, X: Any, num_iteration: int | None = None) -> np.ndarray:

@@ -50,10 +50,7 @@ def render_restricted(view: dict[str, Any], model: str = "") -> str:
     why = view["why_restricted"]
     lines.append(f"Why it was most likely restricted (restriction model as of {why['as_of'][:10]}: "
                  f"{pct(why['probability'])} within 90 days):")
-    for r in why["reasons"] or [{"rank": "-", "family": "none", "code": "", "text_en": "no family stood out",
-                                 "text_zh": "无", "contribution": 0.0}]:
-        lines.append(f"  {r['rank']}. {r['family']:<16} {r['contribution']:+.2f}  {r['text_en']}")
-        lines.append(f"     {'':<16} {'':>5}  {r['text_zh']}   [{r['code']}]")
+    lines += _reason_lines(why["reasons"], "no family stood out")
     red, rest = view["red_line"], view["restore"]
     lines.append("")
     if red["holds"]:

@@ -265,11 +265,14 @@ def score_events(events_path: Location, users_path: Location | None, as_of: pd.T
     users = read_users(users_path or users_path_for(events_path))
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     run = ScoreRun(out)
-    with ThreadPoolExecutor(1) as pool:
-        # in one process the global event-id pass (Arrow and numba, off the GIL) runs while the models load
-        job = None if runner.distributed else pool.submit(global_candidates, source, users, runner, tz)
+    if runner.distributed:
         package, restore = _load_models(model_ref, restore_model_ref)
-        candidates = job.result() if job else global_candidates(source, users, runner, tz)
+        candidates = global_candidates(source, users, runner, tz)
+    else:
+        with ThreadPoolExecutor(1) as pool:  # the global event-id pass (Arrow and numba, off the GIL) runs while
+            job = pool.submit(global_candidates, source, users, runner, tz)  # the models load
+            package, restore = _load_models(model_ref, restore_model_ref)
+            candidates = job.result()
     if candidates.checked is not None:
         run.add_candidates(candidates.checked)
     parts = partitions(users, chunk_users, candidates)
@@ -294,19 +297,15 @@ def read_ahead(parts: Iterable[Partition], source: EventSource, tz: str
     with ThreadPoolExecutor(1) as pool:
         it = iter(parts)
         current = next(it, None)
-        if current is None:
-            return
-        pending = pool.submit(read_partition, current, source, tz)
-        for following in it:
-            ahead = pool.submit(read_partition, following, source, tz)
+        pending = None if current is None else pool.submit(read_partition, current, source, tz)
+        while current is not None:
+            following = next(it, None)
+            ahead = None if following is None else pool.submit(read_partition, following, source, tz)
             box = [pending.result()]
             pending = None
             yield current, box
             del box
             current, pending = following, ahead
-        box = [pending.result()]
-        pending = None
-        yield current, box
 
 
 def _score_here(run, parts, source, as_of, package, restore, out, fmt, schema, tz, pause, bar) -> None:

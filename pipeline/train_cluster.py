@@ -9,8 +9,6 @@ come to this process for choosing the rounds, calibration, the baseline and the 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -22,6 +20,7 @@ from linerisk.models.train_dask import choose_rounds, fit_on_cluster
 from linerisk.pipeline.cluster import DaskRunner
 from linerisk.pipeline.features_job import features_frame
 from linerisk.pipeline.io import EventSource, read_table, read_users, world_dir
+from linerisk.pipeline.location import Location
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
@@ -52,7 +51,7 @@ def split_dates(snapshots: list[pd.Timestamp], params: TrainParams) -> Split:
         raise InputError(str(exc)) from None
 
 
-def train_on_cluster(data_dir: "Location", params: TrainParams, runner: DaskRunner, chunk_users: int, sample_size: int,
+def train_on_cluster(data_dir: Location, params: TrainParams, runner: DaskRunner, chunk_users: int, sample_size: int,
                      fidelity=None, tz: str = "UTC") -> TrainResult:
     """Panel per partition on the workers, the split applied per partition, rounds chosen on a sample,
     lightgbm.dask on the whole training part; then `run_training`'s evaluation and report."""
