@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,16 @@ def ensure_world(users: int, months: int) -> Path:
 
 
 def ensure_model(env: dict[str, str], months: int) -> None:
-    """Train and promote a champion in the benchmark's own store (once)."""
+    """Train and promote a champion in the benchmark's own store (once per feature spec: a store whose models
+    were trained on another spec, which `linerisk score` would refuse, is built again)."""
+    from linerisk.features.spec import spec_hash
+
     home = Path(env["LINERISK_HOME"])
-    if (home / "champion").exists():
+    marker, specs = home / "champion", f"{spec_hash('restrict')} {spec_hash('restore')}"
+    if marker.exists() and marker.read_text() == specs:
         return
+    shutil.rmtree(home)
+    env.update(store_env(home))
     world = ensure_world(TRAIN_USERS, months)
     for target, name in (("restrict", "linerisk"), ("restore", "linerisk-restore")):
         subprocess.run([str(BIN / "linerisk"), "train", "--target", target, "--data", str(world), "--log-every", "0",
@@ -46,7 +53,7 @@ def ensure_model(env: dict[str, str], months: int) -> None:
                        stdout=subprocess.DEVNULL)
         subprocess.run([str(BIN / "linerisk"), "registry", "promote", "1", "--name", name, "--force"], check=True,
                        env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-    (home / "champion").touch()
+    marker.write_text(specs)
 
 
 def last_day(world: Path) -> str:
