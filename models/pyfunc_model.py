@@ -1,6 +1,6 @@
 """The served model: an MLflow pyfunc logged as code, so nothing is pickled.
 
-Shipped inside the registered model together with scoring.py, treeshap.py and valuefmt.py as a
+Shipped inside the registered model together with scoring.py, restore_scoring.py, treeshap.py and valuefmt.py as a
 minimal `linerisk` package (code_paths; numba optional; no bare module names a user's could shadow), importing only mlflow, numpy, pandas and lightgbm through them,
 so a process without this repository can load `models:/linerisk@champion`. `load_context` verifies every artifact's sha256
 against the manifest and refuses a tampered package.
