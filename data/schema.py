@@ -39,6 +39,7 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
 }
 DEFAULT_TYPES = ("bl_default", "pl_default")
 RED_LINE_DPD = 90  # a default is marked beyond this many days past due
+RED_LINE_MISUSE_FLAGS = 2  # so many fund-misuse flags are the red line too
 EVENT_TYPES = tuple(EVENT_FIELDS)
 VALUE_FIELDS = ("amount", "days_past_due", "credit_score")
 

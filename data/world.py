@@ -11,15 +11,13 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from linerisk.data.errors import InputError
-from linerisk.data.schema import RED_LINE_DPD
+from linerisk.data.schema import EVENT_TYPES, RED_LINE_DPD, RED_LINE_MISUSE_FLAGS
 
 CAUSES = ("overdue", "early_repayment", "fund_misuse", "credit_score", "multi_borrowing",
           "utilisation", "bl_closure", "latent")
 
-# Event type codes used inside the simulator; names follow the events contract.
-EVENT_CODES = ("bl_open", "bl_drawdown", "bl_repayment", "bl_fund_misuse", "bl_close",
-               "pl_open", "pl_limit_change", "pl_drawdown", "pl_repayment", "pl_restricted",
-               "pl_restored", "credit_score", "credit_inquiry", "pl_appeal", "bl_default", "pl_default")
+# Event type codes used inside the simulator: positions in the events contract's types.
+EVENT_CODES = EVENT_TYPES
 CODE = {name: i for i, name in enumerate(EVENT_CODES)}
 
 # Ring-buffer windows (days) of the observable statistics the hazard reads.
@@ -41,7 +39,7 @@ class Hazards:
     review_lag_days: float = 90.0  # the platform's review lags behaviour: restrictions fire from an
     # exponentially smoothed hazard, h_eff += (h - h_eff) / review_lag_days, per cause (1: instant)
     red_line_dpd: int = RED_LINE_DPD  # a default beyond this many days past due is the red line
-    red_line_misuse_flags: int = 2  # so is a second fund-misuse flag
+    red_line_misuse_flags: int = RED_LINE_MISUSE_FLAGS  # so is a second fund-misuse flag
 
 
 # The seeds' minor causes: short cooling-off, and an appeal lifts them with a fair chance (Restoration).

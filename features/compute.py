@@ -144,7 +144,7 @@ class PreparedEvents:
         return self.blocks.get(event_type, _EMPTY)
 
 
-def _time_us(col: pd.Series, tz: str = "UTC") -> np.ndarray:
+def time_us(col: pd.Series, tz: str = "UTC") -> np.ndarray:
     """Times as int64 µs since the epoch (UTC); naive times are wall-clock times in `tz`."""
     if isinstance(col.dtype, pd.DatetimeTZDtype) or (tz == "UTC" and pd.api.types.is_datetime64_dtype(col.dtype)):
         return col.to_numpy(dtype="datetime64[us]").view(np.int64)  # no copy for UTC input
@@ -212,7 +212,7 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
     windows count.
     """
     require_columns(events, ("user_id", "event_time", "event_type", "amount", "days_past_due", "credit_score"), "events")
-    t_all = _time_us(events["event_time"], tz)
+    t_all = time_us(events["event_time"], tz)
     until_us = None if until is None else _us(to_utc_timestamp(until, tz))
     keep = None if until is None else t_all < until_us
     if users is not None:
@@ -253,7 +253,7 @@ def prepare_events(events: pd.DataFrame, users: pd.DataFrame | None = None,
     signup = merchant = None
     if users is not None:
         if "signup_date" in users:
-            signup = _time_us(users["signup_date"], tz).astype(np.float64)
+            signup = time_us(users["signup_date"], tz).astype(np.float64)
             signup[users["signup_date"].isna().to_numpy()] = np.nan
         if "segment" in users:
             merchant = (users["segment"] == "merchant").to_numpy(dtype=np.float32, na_value=np.nan)

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from linerisk.features.compute import (DAY_US, PreparedEvents, Snapshot, _time_us, _us, features_from_prepared,
+from linerisk.features.compute import (DAY_US, PreparedEvents, Snapshot, time_us, _us, features_from_prepared,
                                        line_state_arrays, prepare_events, to_utc_timestamp)
 from linerisk.features.spec import features_for
 
@@ -129,7 +129,7 @@ def default_snapshots(events: pd.DataFrame, horizon_days: int = 90, warmup_days:
     The warm-up counts from the first behaviour event: `bl_open` / `pl_open` rows may date from
     long before the log starts (accounts opened at signup), so they do not start the clock.
     """
-    t = _time_us(events["event_time"], tz)
+    t = time_us(events["event_time"], tz)
     behaviour = ~events["event_type"].isin(["bl_open", "pl_open"]).to_numpy(dtype=bool, na_value=False)
     if not behaviour.any():
         return []

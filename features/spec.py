@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-from linerisk.data.schema import RED_LINE_DPD
+from linerisk.data.schema import RED_LINE_DPD, RED_LINE_MISUSE_FLAGS
 from linerisk.features import valuefmt
 
 # The world's cause families (shared/design/world.md), then families that are not causes.
@@ -250,7 +250,7 @@ RED_LINE = (
     {"feature": "max_dpd_ever", "at_least": RED_LINE_DPD + 1, "dated_by": "days_since_default", "unit": "days",
      "text_en": "a repayment {value} days past due, beyond the 90-day red line (default dated {date})",
      "text_zh": "曾逾期{value}天，超过90天红线（违约日期{date}）"},
-    {"feature": "fund_misuse_count_ever", "at_least": 2, "dated_by": "days_since_fund_misuse", "unit": "count",
+    {"feature": "fund_misuse_count_ever", "at_least": RED_LINE_MISUSE_FLAGS, "dated_by": "days_since_fund_misuse", "unit": "count",
      "text_en": "{value} fund-misuse flags on the business loan, the last on {date}",
      "text_zh": "网商贷资金用途违规{value}次，最近一次在{date}"},
 )
@@ -572,10 +572,14 @@ def feature_names(target: str | None = None) -> list[str]:
     return [f.name for f in features_for(target)]
 
 
+def records_hash(rows: list[dict]) -> str:
+    """sha256 of feature records (key order aside): the identity of a model's features."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def spec_hash(target: str = "restrict") -> str:
     """sha256 of one model's view of the spec: a model refuses features built from another spec."""
-    payload = json.dumps(feature_records(target), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return records_hash(feature_records(target))
 
 
 def monotone_constraints(target: str = "restrict") -> list[int]:

@@ -22,6 +22,7 @@ from linerisk.models.evaluate import (evaluate, family_importance, figure_png, l
                                       plot_calibration, plot_family_importance, plot_roc, plot_score_distribution,
                                       plot_shap_summary)
 from linerisk.models.report import render_report, training_card
+from linerisk.models.scoring import apply_calibrator
 from linerisk.models.restore import evaluate_curve, red_line_check
 from linerisk.models.train import (Split, TrainParams, baseline_proba, oracle_scores, reference_distributions,
                                    split_out_of_time, split_random, suspicious_columns, train_baseline, train_model)
@@ -148,6 +149,9 @@ def training_panel(frame: pd.DataFrame, label: str = "label", time_col: str | No
         raise InputError(f"{what}: --id-col {id_col} given but the table also has a user_id column; drop one")
     frame = frame.drop(columns=list(drop)).assign(**{label: frame[label].astype(np.int8)})
     frame = frame.rename(columns={label: "label", **({id_col: "user_id"} if id_col else {})})
+    if "user_id" in frame.columns and frame["user_id"].isna().any():  # a row with no id would fall out of an id split
+        raise InputError(f"{what}: id column {id_col or 'user_id'!r} has {int(frame['user_id'].isna().sum()):,} "
+                         "null value(s); every row needs an id")
     if time_col:
         frame = frame.rename(columns={time_col: "as_of"})
         frame["as_of"] = pd.to_datetime(frame["as_of"])
@@ -192,7 +196,7 @@ def compare_on(frame: pd.DataFrame, names: list[str], model, baseline, truth: pd
     """Metrics and ROC inputs on `frame` for the model (calibrated and raw), the baseline and, with truth, the oracle."""
     y, X = frame["label"].to_numpy(), frame[names]
     p_model = model.predict_proba(X)[:, 1]
-    p_raw = 1.0 / (1.0 + np.exp(-model.raw_score(X)))
+    p_raw = apply_calibrator(model.raw_score(X), {"method": "none"})
     p_base = baseline_proba(baseline, X)
     results = {"model": evaluate(y, p_model), "model_uncalibrated": evaluate(y, p_raw),
                "baseline_logreg": evaluate(y, p_base)}
@@ -268,6 +272,7 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
     A cluster run passes its `split` (train: a sample, for the baseline and the report) and `fit`,
     which grows the model on the workers' whole training part (pipeline/train_cluster.py)."""
     names = [f["name"] for f in spec["features"]]
+    left_out = 0
     if split is None:
         missing = [c for c in (*names, "label") if c not in panel.columns]
         if missing:
@@ -278,6 +283,9 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
                                                      group="user_id" if "user_id" in panel.columns else None))
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        left_out = len(panel) - sum(map(len, split))  # snapshots between parts: their label windows cross an edge
+        if left_out:
+            log.info(f"left out: {left_out:,} rows at snapshots between the parts (the embargo)")
     for part, frame in zip(split._fields, split):
         log.info(f"{part}: {len(frame):,} rows, {int(frame['label'].sum()):,} positives"
              + (f", as_of {frame['as_of'].min():%Y-%m-%d}..{frame['as_of'].max():%Y-%m-%d}" if "as_of" in frame else ""))
@@ -347,6 +355,7 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
     details = {"source": source, "spec_hash": spec["spec_hash"], "features": len(names),
                "best_iteration": model.best_iteration_, "calibration": model.calibrator_["method"],
                "rows train/valid/test": "/".join(f"{len(f):,}" for f in split),
+               "rows left out (embargo)": f"{left_out:,}",
                "split": "out of time" if time_split else "random stratified 60/20/20" + (" by id" if grouped else ""),
                **{f"param {k}": v for k, v in dataclasses.asdict(params).items()}}
     title = "linerisk restoration model report" if target == "restore" else "linerisk training report"

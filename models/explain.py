@@ -20,6 +20,7 @@ import pandas as pd
 
 from linerisk.features.spec import CAUSE_FAMILIES
 from linerisk.models.scoring import N_REASONS, Explanation, Scorer
+from linerisk.models.train import utc_naive
 
 # The simulator's cause families (shared/design/world.md); `latent` has no feature.
 CAUSES = (*CAUSE_FAMILIES, "latent")
@@ -50,8 +51,7 @@ def _keys(frame: pd.DataFrame) -> pd.DataFrame:
     """(user_id, as_of) with as_of as naive UTC microseconds, so truth and panel times join."""
     out = frame.reset_index() if "user_id" not in frame.columns else frame
     return pd.DataFrame({"user_id": out["user_id"].to_numpy(),
-                         "as_of": pd.to_datetime(out["as_of"], utc=True).dt.tz_localize(None)
-                         .astype("datetime64[us]").to_numpy()})
+                         "as_of": utc_naive(out["as_of"]).to_numpy()})
 
 
 def _per_family(group: pd.Series, hit: np.ndarray, name: str) -> pd.DataFrame:
@@ -85,8 +85,7 @@ def restriction_causes(scores: pd.DataFrame, truth_restrictions: pd.DataFrame, h
     """Per scored row, the cause of the first restriction in [as_of, as_of + horizon) (None when there is none)."""
     left = _keys(scores).assign(_row=np.arange(len(scores)))
     truth = pd.DataFrame({"user_id": truth_restrictions["user_id"].to_numpy(),
-                          "t": pd.to_datetime(truth_restrictions["event_time"], utc=True).dt.tz_localize(None)
-                          .astype("datetime64[us]").to_numpy(),
+                          "t": utc_naive(truth_restrictions["event_time"]).to_numpy(),
                           "cause": truth_restrictions["cause"].to_numpy(dtype=object)})
     merged = left.merge(truth, on="user_id", how="inner")
     inside = (merged["t"] >= merged["as_of"]) & (merged["t"] < merged["as_of"] + pd.Timedelta(days=horizon_days))

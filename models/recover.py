@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from linerisk.features import valuefmt
-from linerisk.features.compute import build_features
+from linerisk.features.compute import DAY_US, _us, build_features, time_us
 from linerisk.features.spec import REVIEW_LAG_DAYS
 from linerisk.models.scoring import BAND_NAMES, Scorer
 
@@ -48,25 +48,26 @@ def recovery_threshold(edges: tuple[float, ...], band: str = TARGET_BAND) -> flo
 # ---------------------------------------------------------------------------- time
 
 def _shifted_logs(events: pd.DataFrame, users: pd.DataFrame, user_ids: pd.Index, as_of: pd.Timestamp,
-                  offsets: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One pseudo-user per (user, offset): the user's events before as_of moved `offset` days earlier.
+                  offsets: np.ndarray, tz: str = "UTC") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One pseudo-user per (user, offset): the user's events before as_of moved `offset` days earlier
+    (naive times read in `tz`, as the features read them).
 
     Features at as_of of pseudo-user (i, j) equal user i's features at as_of + offsets[j] with no
     new events; pseudo ids are i * len(offsets) + j."""
     pos = user_ids.get_indexer(events["user_id"])
-    t = pd.to_datetime(events["event_time"], utc=True)
-    mine = (pos >= 0) & (t < as_of).to_numpy()
+    t_all = time_us(events["event_time"], tz)
+    mine = (pos >= 0) & (t_all < _us(as_of))
     ev = events.loc[mine, ["event_type", "amount", "days_past_due", "credit_score"]].reset_index(drop=True)
-    t_us = t[mine].to_numpy(dtype="datetime64[us]").view(np.int64)
+    t_us = t_all[mine]
     n_off = len(offsets)
-    shift = offsets.astype(np.int64) * 86_400_000_000
+    shift = offsets.astype(np.int64) * DAY_US
     rep = np.repeat(np.arange(len(ev)), n_off)
     j = np.tile(np.arange(n_off), len(ev))
     shifted = ev.iloc[rep].reset_index(drop=True)
     shifted.insert(0, "user_id", pos[mine][rep].astype(np.int64) * n_off + j)
     shifted.insert(1, "event_time", pd.to_datetime(t_us[rep] - shift[j], unit="us", utc=True))
     u = users.set_index("user_id").reindex(user_ids)
-    signup = pd.to_datetime(u["signup_date"], utc=True).to_numpy(dtype="datetime64[us]").view(np.int64)
+    signup = time_us(u["signup_date"], tz)
     pseudo = pd.DataFrame({
         "user_id": np.arange(len(user_ids) * n_off, dtype=np.int64),
         "signup_date": pd.to_datetime(np.repeat(signup, n_off) - np.tile(shift, len(user_ids)), unit="us", utc=True),
@@ -107,7 +108,7 @@ def project_time(scorer: Scorer, events: pd.DataFrame, users: pd.DataFrame, user
     ids = pd.Index(np.atleast_1d(np.asarray(user_ids)), name="user_id")
     offsets = np.arange(0, horizon_days, step_days)
     threshold = recovery_threshold(scorer.band_edges) if threshold is None else float(threshold)
-    shifted, pseudo = _shifted_logs(events, users, ids, ts, offsets)
+    shifted, pseudo = _shifted_logs(events, users, ids, ts, offsets, tz)
     names = [f["name"] for f in scorer.spec["features"]]
     raw = build_features(shifted, ts, pseudo, tz)[names].to_numpy(dtype=np.float64)
     steps = raw.reshape(len(ids), len(offsets), len(names))

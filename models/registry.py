@@ -457,8 +457,6 @@ def promote(name: str, version: str | int, force: bool = False, data: pd.DataFra
         reason += "; forced"
     decision = PromotionDecision(name, version, champ_version, challenger_auc, champion_auc, promoted, forced,
                                  reason, where)
-    if promoted:
-        _registry_call(f"move {name}@{CHAMPION}", client.set_registered_model_alias, name, CHAMPION, version)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     auc = lambda v: "n/a" if v is None else f"{v:.6f}"  # noqa: E731
     tags = {"promotion.decision": "forced" if forced else ("promoted" if promoted else "refused"),
@@ -472,6 +470,8 @@ def promote(name: str, version: str | int, force: bool = False, data: pd.DataFra
                        f"challenged_by.v{version}",
                        f"{tags['promotion.decision']}: {tags['promotion.champion_auc']} (this) vs "
                        f"{tags['promotion.challenger_auc']} (v{version}) on {where} at {stamp}")
+    if promoted:  # last: if a tag cannot be written, the champion has not moved
+        _registry_call(f"move {name}@{CHAMPION}", client.set_registered_model_alias, name, CHAMPION, version)
     return decision
 
 

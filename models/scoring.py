@@ -191,8 +191,7 @@ def reference_rows(A: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 def family_ids(spec: dict[str, Any]) -> np.ndarray:
     """Each feature's family as an integer (families sorted by name, as in family_contributions)."""
-    families = [f["family"] for f in spec["features"]]
-    return np.searchsorted(np.asarray(sorted(set(families)), dtype=object), np.asarray(families, dtype=object))
+    return layout_of(spec).feature_family
 
 
 def _rank(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -318,7 +317,6 @@ class Scorer:
             raise ValueError(f"booster has {self.booster.num_feature()} features that do not match "
                              f"the spec's {len(expected)} (first: {self.booster.feature_name()[:3]} vs {expected[:3]})")
         self.band_edges = tuple(spec.get("band_edges", DEFAULT_BAND_EDGES))
-        self._family_ids = family_ids(spec)
         if explainer_for is not None:
             explainer_for(self.booster)  # parse the trees and build the SHAP tables now, not on the first request
 
@@ -361,7 +359,7 @@ class Scorer:
         if explainer_for is None:
             raise RuntimeError("this model's reasons need the numba TreeSHAP kernel (pip install numba)")
         A = np.ascontiguousarray(X, dtype=np.float64)
-        return self._kernel(len(A), lambda e: e.baseline_values(A, reference_rows(A, self.spec), self._family_ids))
+        return self._kernel(len(A), lambda e: e.baseline_values(A, reference_rows(A, self.spec), self.layout.feature_family))
 
     def family_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Attributions summed per spec family (log-odds; all families, last column dropped), indexed like `frame`."""

@@ -6,8 +6,6 @@ does that, models/registry.py logs to MLflow).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
@@ -130,7 +128,9 @@ def model_spec(features: Iterable[Any] | None = None, X: pd.DataFrame | None = N
     else:
         raise ValueError("model_spec needs the feature registry or a feature frame")
     if spec_hash is None:
-        spec_hash = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        from linerisk.features.spec import records_hash
+
+        spec_hash = records_hash(rows)
     return {"features": rows, "spec_hash": spec_hash, "categories": categories, "band_edges": list(DEFAULT_BAND_EDGES)}
 
 

@@ -85,11 +85,15 @@ def world_dir(path: str | os.PathLike | Url) -> Location:
 
 
 def world_parameters(world: Path) -> dict | None:
-    """The parameters a `linerisk simulate` directory records in its manifest (None: no such manifest)."""
+    """The parameters a `linerisk simulate` directory records in its manifest (None: no such manifest, or not
+    simulate's); InputError for a manifest that cannot be read (never taken for a missing one)."""
+    path = Path(world) / "manifest.json"
     try:
-        recorded = json.loads((Path(world) / "manifest.json").read_text("utf-8"))
-    except (OSError, ValueError):
+        recorded = json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
     ok = isinstance(recorded, dict) and recorded.get("generator") == "linerisk simulate"
     return recorded["parameters"] if ok and isinstance(recorded.get("parameters"), dict) else None
 

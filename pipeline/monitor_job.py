@@ -77,7 +77,10 @@ def command(ctx: click.Context, scores_path: Path, model_ref: str | None, featur
     if "probability" not in scores.columns:
         raise InputError(f"scores: {scores_path} has no probability column")
     if "line_state" in scores.columns:  # the restriction model answers for the active lines only
-        scores = scores[scores["line_state"] == "active"]
+        active = (scores["line_state"] == "active").to_numpy(dtype=bool, na_value=False)
+        if not active.all():
+            click.echo(f"left out: {int((~active).sum()):,} rows of lines not active (the restoration model's)")
+        scores = scores[active]
     ref = _model_ref(scores, model_ref)
     try:
         package = registry.load_package(ref)

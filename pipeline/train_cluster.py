@@ -9,10 +9,13 @@ come to this process for choosing the rounds, calibration, the baseline and the 
 """
 from __future__ import annotations
 
+import logging
+from operator import itemgetter
+
 import numpy as np
 import pandas as pd
 
-from linerisk.data.schema import InputError
+from linerisk.data.schema import InputError, RowCount
 from linerisk.features import spec as feature_spec
 from linerisk.models.experiment import TrainResult, run_training
 from linerisk.models.train import Split, TrainParams, registry_spec, split_out_of_time, utc_naive
@@ -24,11 +27,25 @@ from linerisk.pipeline.location import Location
 from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
 
 
+log = logging.getLogger(__name__)
+
+
 def panel_partition(part: Partition, source: EventSource, snapshots: list[pd.Timestamp], horizon_days: int,
-                    tz: str = "UTC") -> pd.DataFrame:
-    """The labelled panel of one partition's users (on a worker)."""
-    events, _ = read_partition(part, source, tz)
-    return features_frame(events, part.users, snapshots, True, horizon_days, tz)[0].reset_index()
+                    tz: str = "UTC") -> tuple[pd.DataFrame, RowCount]:
+    """The labelled panel of one partition's users and where its event rows went (on a worker)."""
+    events, checked = read_partition(part, source, tz)
+    panel, consumed = features_frame(events, part.users, snapshots, True, horizon_days, tz)
+    return panel.reset_index(), checked.account(*consumed)
+
+
+def row_count(candidates, parts: list[RowCount]) -> RowCount:
+    """Every event row read, over the global duplicate candidates and the partitions; stops the run when a row
+    is unaccounted for (a candidate row is read globally, used by its user's partition)."""
+    total = sum(parts[1:], start=parts[0])
+    if candidates.checked is not None:
+        total = candidates.checked.account(0, 0) + total
+    log.info(total.summary())
+    return total.check()
 
 
 def rows_at(panel: pd.DataFrame, snapshots: list[pd.Timestamp]) -> pd.DataFrame:
@@ -68,10 +85,14 @@ def train_on_cluster(data_dir: Location, params: TrainParams, runner: DaskRunner
     train_dates, valid_dates, test_dates = (list(part["as_of"]) for part in dates)
     users = read_users(data_dir / "users.parquet").sort_values("user_id", kind="stable", ignore_index=True)
     source = EventSource(data_dir / "events.parquet")
-    parts = list(partitions(users, chunk_users, global_candidates(source, users, runner, tz)))
+    candidates = global_candidates(source, users, runner, tz)
+    parts = list(partitions(users, chunk_users, candidates))
     used = sorted({*train_dates, *valid_dates, *test_dates})
-    panels = client.map(panel_partition, parts, source=source, snapshots=used, horizon_days=params.horizon_days,
-                        tz=tz, pure=False)
+    built = client.map(panel_partition, parts, source=source, snapshots=used, horizon_days=params.horizon_days,
+                       tz=tz, pure=False)
+    row_count(candidates, client.gather(client.map(itemgetter(1), built, pure=False)))
+    panels = client.map(itemgetter(0), built, pure=False)
+    del built
     train = client.map(rows_at, panels, snapshots=train_dates, pure=False)
     valid = pd.concat(client.gather(client.map(rows_at, panels, snapshots=valid_dates, pure=False)), ignore_index=True)
     test = pd.concat(client.gather(client.map(rows_at, panels, snapshots=test_dates, pure=False)), ignore_index=True)

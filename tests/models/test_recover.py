@@ -29,6 +29,20 @@ def test_features_at_a_shifted_copy_equal_features_at_a_later_date(model):
     np.testing.assert_allclose(via_shift[1], later.drop(columns="as_of").to_numpy()[0], rtol=1e-6)
 
 
+def test_a_shifted_copy_reads_naive_times_in_the_zone_as_the_features_do():
+    from linerisk.features.compute import to_utc_timestamp
+
+    tz = "Asia/Shanghai"  # UTC+8: a naive midnight read as UTC would sit 8 hours late
+    events, users = user_log(1, early=5, late_dpd=(20,), inquiries=2)
+    events = events.assign(event_time=pd.to_datetime(events["event_time"], utc=True).dt.tz_convert(tz).dt.tz_localize(None))
+    users = users.assign(signup_date=pd.to_datetime(users["signup_date"]).dt.tz_localize(None).dt.normalize())
+    as_of = to_utc_timestamp(AS_OF.tz_localize(None), tz)
+    shifted, pseudo = recover._shifted_logs(events, users, pd.Index([1]), as_of, np.array([0]), tz)
+    via_shift = build_features(shifted, as_of, pseudo, tz).drop(columns="as_of")
+    own = build_features(events, as_of, users, tz).drop(columns="as_of")
+    np.testing.assert_allclose(via_shift.to_numpy(dtype=float), own.to_numpy(dtype=float), rtol=1e-9)
+
+
 def test_time_projection_is_monotone_non_increasing_and_recovers(model):
     events, users = _two_users()
     tp = recover.project_time(model.scorer_, events, users, [1, 2], AS_OF)

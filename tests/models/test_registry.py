@@ -236,3 +236,23 @@ def test_the_stored_test_part_has_pseudonymous_user_ids_unless_kept(mlflow_store
     kept = registry.register_model(trained_model, params={}, metrics={}, reference=ref, test_frame=synth_split.test,
                                    keep_user_ids=True)
     assert stored(kept)["user_id"].tolist() == raw.tolist()
+
+
+def test_a_promotion_whose_decision_cannot_be_recorded_leaves_the_champion_where_it_was(
+        mlflow_store, synth_split, trained_model, weak_model, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from linerisk.models import registry
+
+    weak = _register(weak_model, synth_split)
+    registry.promote("linerisk", weak.version)
+    good = _register(trained_model, synth_split)
+
+    def refused(self, *args, **kwargs):
+        raise MlflowException("the tag store is read-only")
+
+    with monkeypatch.context() as m:
+        m.setattr(MlflowClient, "set_model_version_tag", refused)
+        with pytest.raises(registry.RegistryError):
+            registry.promote("linerisk", good.version)
+    assert registry.resolve("linerisk@champion")[1] == weak.version

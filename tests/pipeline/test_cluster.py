@@ -183,3 +183,21 @@ def test_an_interrupted_staged_run_keeps_the_old_output_and_a_commit_keeps_exact
         staging.commit(["part-00000.parquet"])
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
     assert [(p.name, p.read_text()) for p in target.iterdir()] == [("part-00000.parquet", "new")]
+
+
+def test_training_partitions_account_for_every_row_of_a_corrupt_world_as_one_process_does(corrupt_world, tmp_path):
+    from linerisk.pipeline.io import EventSource, read_events, read_users
+    from linerisk.pipeline.partitions import global_candidates, partitions
+    from linerisk.pipeline.train_cluster import panel_partition, row_count
+
+    events = _duplicated_across_partitions(corrupt_world, tmp_path / "events.parquet")
+    users = read_users(corrupt_world / "users.parquet").sort_values("user_id", ignore_index=True)
+    snapshots = [pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")]
+    source = EventSource(events)
+    candidates = global_candidates(source, users)
+    built = [panel_partition(p, source, snapshots, 30) for p in partitions(users, 300, candidates)]
+    total = row_count(candidates, [count for _, count in built])
+    local = read_events(events, users)
+    assert total.read == len(pd.read_parquet(events)) and total.n_quarantined == len(local.quarantined) > 0
+    assert total.quarantined == local.account(0, 0).quarantined
+    assert sum(len(panel) for panel, _ in built) > 1000

@@ -158,3 +158,25 @@ def test_string_categoricals_of_a_german_like_table_train(german_csv):
     frame, spec = train_job.load_external(german_csv, "default", None, id_col="customer")
     assert set(spec["categories"]) == {"purpose", "housing"}
     assert spec["categories"]["housing"] == ["free", "own", "rent"]
+
+
+def test_a_table_with_rows_without_an_id_stops_training_naming_the_count(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LINERISK_HOME", str(tmp_path / "home"))
+    table = german_like()
+    table["customer"] = table["customer"].astype("float64")
+    table.loc[:2, "customer"] = np.nan  # an id split would put these rows on no side at all
+    path = tmp_path / "no_ids.csv"
+    table.to_csv(path, index=False)
+    assert train_job.main(["--features", str(path), "--label", "default", "--id-col", "customer",
+                           "--no-register"]) == 2
+    err = capsys.readouterr().err
+    assert "'customer'" in err and "3 null" in err
+
+
+def test_a_world_manifest_that_cannot_be_read_is_an_error_not_a_missing_world(tmp_path):
+    from linerisk.pipeline.io import world_parameters
+
+    assert world_parameters(tmp_path / "nowhere") is None
+    (tmp_path / "manifest.json").write_text("{not json", "utf-8")
+    with pytest.raises(InputError, match="manifest.json"):
+        world_parameters(tmp_path)
