@@ -182,11 +182,16 @@ def plot_family_importance(importance: pd.DataFrame) -> Figure:
     return fig
 
 
-def figure_png(fig: Figure) -> str:
-    """A figure as a base64 PNG (and closed, so long runs do not leak figures)."""
+def figure_bytes(fig: Figure) -> bytes:
+    """A figure as PNG bytes (and closed, so long runs do not leak figures)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     if fig.canvas.manager is not None:  # a pyplot figure (the SHAP summary): release it
         import matplotlib.pyplot as plt
         plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def figure_png(fig: Figure) -> str:
+    """A figure as a base64 PNG, for an HTML page."""
+    return base64.b64encode(figure_bytes(fig)).decode("ascii")

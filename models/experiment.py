@@ -326,6 +326,7 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
     importance = family_importance(contrib, model.gain_importance(), spec)
     sections = {"Mean |SHAP| by family (test sample, log-odds)": (
         "Per behaviour family: mean absolute SHAP of the family sum, and its share of split gain.", importance)}
+    fid = None
     if target == "restore":
         sections.update(restoration_sections(model, split, truth, fidelity, flat, restriction_model))
     elif fidelity is not None:
@@ -347,6 +348,8 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
         "SHAP summary": figure_png(plot_shap_summary(contrib, sample)),
         "Importance by family": figure_png(plot_family_importance(importance)),
     }
+    if fid is not None:
+        figures["Reason fidelity by family (unseen world)"] = figure_png(fid.plot())
     grouped = not time_split and "user_id" in panel.columns
     split_note = (f"Out of time: train on the earlier snapshots, validate on the next, test on the latest; a part "
                   f"keeps only rows whose {params.horizon_days}-day label window ends before the next part starts."
@@ -362,7 +365,7 @@ def run_training(panel: pd.DataFrame | None, spec: dict[str, Any], params: Train
     html_text = render_report(title, table, lift_table(y, p_model), figures, details, sections)
     card = {"source": source, "spec": model.spec_, "parts": split._asdict(), "split": split_note, "metrics": table,
             "calibration": model.calibrator_["method"], "horizon_days": params.horizon_days,
-            "simulated": truth is not None, "fidelity": fid.overall_table() if fidelity is not None and target == "restrict" else None}
+            "simulated": truth is not None, "fidelity": fid.overall_table() if fid is not None else None}
     return TrainResult(model, split, table, flat, html_text, params=params, source=source, curves=curves, card=card)
 
 

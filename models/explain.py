@@ -194,6 +194,37 @@ class Fidelity:
         return pd.DataFrame({"value": pd.Series(self.overall, dtype="float64"),
                              "goal": pd.Series({k: self.goals.get(k, "") for k in self.overall}, dtype="object")})
 
+    def plot(self):
+        """Per cause family: how often the reasons name the drawn cause (recall@3, its ceiling from the true
+        hazards, and where the cause's hazard is present at as_of) against the per-family goal; and the share of
+        each family's named reasons with no hazard at as_of against the overall goal."""
+        from matplotlib.figure import Figure
+
+        rows = self.by_family[self.by_family["cause_n"].fillna(0) > 0].drop(index=list(UNOBSERVED), errors="ignore")
+        fig = Figure(figsize=(10, 4))
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+        x = np.arange(len(rows))
+        for i, (col, label) in enumerate((("cause_recall_at_3", "recall@3"),
+                                          ("cause_ceiling_at_3", "its ceiling (the 3 largest true hazards)"),
+                                          ("cause_recall_at_3_present", "recall@3 where present at as_of"))):
+            if col in rows:
+                left.bar(x + (i - 1) * 0.27, rows[col].to_numpy(dtype=float), 0.27, label=label)
+        floor = GOALS["min_cause_recall_at_3_present_20plus"][1]
+        left.axhline(floor, color="k", ls=":", lw=1, label=f"goal per family where present ({floor:.2f})")
+        left.set_xticks(x, rows.index, rotation=30, ha="right")
+        left.set(ylim=(0, 1.05), title="Is the cause named? (restricted within 90 days)")
+        left.legend(loc="lower left", fontsize=8)
+        named = rows["named_zero_hazard"].to_numpy(dtype=float) if "named_zero_hazard" in rows else np.zeros(len(rows))
+        untrue = GOALS["named_zero_hazard_share"][1]
+        right.barh(x, np.nan_to_num(named), color="tab:red")
+        right.axvline(untrue, color="k", ls=":", lw=1, label=f"goal overall ({untrue:.2f})")
+        right.set_yticks(x, rows.index)
+        right.invert_yaxis()
+        right.set(xlabel="share of its named reasons", title="Named with no hazard at as_of")
+        right.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        return fig
+
     def flat_metrics(self, prefix: str = "fidelity_") -> dict[str, float]:
         """MLflow metric names: fidelity_<metric> overall and fidelity_<metric>_<family> per family."""
         out = {f"{prefix}{k}": v for k, v in self.overall.items()}

@@ -307,6 +307,44 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             for row in clean.to_dict("records")]
 
 
+def plot_plans(result: dict[str, Any]):
+    """The plan-validity figure of a `validate_plans` result: projected against true change per plan (restriction
+    plans, and restoration plans within a year), and per lever the mean projected and true change."""
+    from matplotlib.figure import Figure
+
+    panels = [("restriction plans: risk reduction", result["users"], "projected_without", "projected_with",
+               "true_without", "true_with", result["summary"]["projected_vs_true_reduction"]["by_lever"], -1)]
+    if result.get("restoration_users"):
+        panels.append(("restoration plans: gain within a year", result["restoration_users"], "projected_without_365d",
+                       "projected_with_365d", "true_without_365d", "true_with_365d",
+                       result["summary"]["restoration"]["by_lever"], 1))
+    fig = Figure(figsize=(10, 4 * len(panels)))
+    axes = np.atleast_2d(fig.subplots(len(panels), 2))
+    for (title, rows, pw, pp, tw, tp, by_lever, sign), (scatter, bars) in zip(panels, axes):
+        frame = pd.DataFrame(rows)
+        projected = sign * (frame[pp] - frame[pw]).to_numpy(dtype=float)
+        true = sign * (frame[tp] - frame[tw]).to_numpy(dtype=float)
+        scatter.scatter(projected, true, s=8, alpha=0.5)
+        both = np.concatenate([projected, true, [0.0, 1e-3]])
+        lo, hi = float(np.nanmin(both)), float(np.nanmax(both))
+        scatter.plot([lo, hi], [lo, hi], "k:", lw=1, label="projected = true")
+        scatter.axhline(0, color="grey", lw=0.5)
+        scatter.plot([projected.mean()], [true.mean()], "r*", ms=14, label="mean")
+        scatter.set(xlabel="projected", ylabel="true (simulated forward)")
+        scatter.set_title(f"{title}, per plan", fontsize=10)
+        scatter.legend(loc="upper left", fontsize=8)
+        codes = list(by_lever)
+        y = np.arange(len(codes))
+        bars.barh(y - 0.2, [by_lever[c]["mean_projected"] for c in codes], 0.4, label="projected")
+        bars.barh(y + 0.2, [by_lever[c]["mean_true"] for c in codes], 0.4, label="true")
+        bars.set_yticks(y, [f"{c} (n={by_lever[c]['n']})" for c in codes], fontsize=8)
+        bars.invert_yaxis()
+        bars.set_title("each lever alone: mean projected and true", fontsize=10)
+        bars.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def summary_table(result: dict[str, Any]) -> str:
     """The plan-validity table (Markdown) of a `validate_plans` result: per lever and for whole plans."""
     s = result["summary"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linerisk.features import valuefmt
 from linerisk.features.compute import build_features, to_utc_timestamp
 from linerisk.features.spec import CONDITION_FEATURES, MINOR_CAUSES
 from linerisk.models.recover import lever_values, spec_levers
@@ -100,6 +101,7 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
     levers = spec_levers(scorer.spec)
     applies = {c: condition_holds(c, features, minor) for c in dict.fromkeys(lv.only_if for lv in levers)}
     names = [f["name"] for f in scorer.spec["features"]]
+    units = {f["name"]: f.get("unit", "count") for f in scorer.spec["features"]}
     X = features[names].astype(np.float64)
     red = scorer.red_line(X)
     clocks = [f["name"] for f in scorer.spec["features"] if f.get("aggregation") == "days_restricted"]
@@ -134,8 +136,7 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
         plan_days[keep] = np.maximum(plan_days[keep], lever.days)
         helped[keep] = True
         out.append(_rows(X.index[keep], lever.code, lever.family,
-                         [lever.text_en.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
-                         [lever.text_zh.format(value=_fmt(v)) for v in features[lever.shown].to_numpy()[keep]],
+                         *_texts(lever, features[lever.shown].to_numpy()[keep], units.get(lever.shown, "count")),
                          np.full(len(keep), lever.days), curve, ts))
     for name in clocks:
         plan[name] = X[name] + plan_days
@@ -172,5 +173,7 @@ def _from_today(now: np.ndarray, after: np.ndarray, wait: np.ndarray) -> np.ndar
     return np.where(t < wait[:, None], now, 1.0 - (1.0 - at_wait) * (1.0 - shifted))
 
 
-def _fmt(value: object) -> str:
-    return "0" if pd.isna(value) else f"{float(value):,.0f}"
+def _texts(lever: Any, values: np.ndarray, unit: str) -> tuple[list[str], list[str]]:
+    """The lever's English and Chinese texts filled with each user's current value (features.valuefmt)."""
+    return tuple([valuefmt.fill_template(text, unit, v, lang) for v in values]
+                 for text, lang in ((lever.text_en, "en"), (lever.text_zh, "zh")))

@@ -335,6 +335,13 @@ def write_text(text: str, path: str | os.PathLike | Url) -> Location:
     return location(path)
 
 
+def write_bytes(data: bytes, path: str | os.PathLike | Url) -> Location:
+    """Write bytes (a PNG) atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+    return location(path)
+
+
 def write_json(obj: object, path: str | os.PathLike | Url) -> Location:
     return write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 

@@ -1,7 +1,8 @@
 """`linerisk validate-plans`: a simulated world's plans checked against its truth (models/plan_check.py).
 
 Reads the world's manifest (its recorded parameters and seed), its users and events, loads the models
-(sha256-checked), and writes the per-user figures and the summary as one JSON file, atomically.
+(sha256-checked), and writes the per-user figures and the summary as one JSON file and the plan-validity
+figure beside it (the same name, .png), atomically.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from linerisk.data.errors import InputError
 from linerisk.data.schema import describe_quarantine
 from linerisk.data.simulate import WorldParams
 from linerisk.pipeline.config import build
-from linerisk.pipeline.io import load_model_package, read_events, read_users, world_parameters, write_json
+from linerisk.pipeline.io import (load_model_package, read_events, read_users, world_parameters, write_bytes,
+                                  write_json)
 
 
 def world_params(world: Path) -> WorldParams:
@@ -44,7 +46,10 @@ def world_params(world: Path) -> WorldParams:
 def command(world, model_ref, restore_ref, as_of, n_users, seed, futures, out) -> None:
     """Check plans against the true world: projected and true risk with and without each plan."""
     from linerisk.features.compute import to_utc_timestamp
-    from linerisk.models.plan_check import summary_table, world_day
+    import matplotlib
+    matplotlib.use("Agg")
+    from linerisk.models.evaluate import figure_bytes
+    from linerisk.models.plan_check import plot_plans, summary_table, world_day
 
     try:
         ts = to_utc_timestamp(as_of)
@@ -66,12 +71,13 @@ def command(world, model_ref, restore_ref, as_of, n_users, seed, futures, out) -
     if restore is not None:
         result["restore_model"] = {"name": restore.name, "version": restore.version}
     write_json(result, out)
+    figure = write_bytes(figure_bytes(plot_plans(result)), out.with_suffix(".png"))
     click.echo(summary_table(result))
     s = result["summary"]
     red = s["projected_vs_true_reduction"]
     click.echo(f"{s['n_plans']} restriction plans: {100 * s['share_lowering_true_risk']:.0f}% lower the true risk, "
                f"{100 * s['share_under_threshold']:.0f}% end under the threshold; projected/true reduction "
-               f"{red['ratio'] if red['ratio'] is None else round(red['ratio'], 2)} -> {out}")
+               f"{red['ratio'] if red['ratio'] is None else round(red['ratio'], 2)} -> {out} (figure: {figure})")
 
 
 def main(argv: list[str] | None = None) -> int:

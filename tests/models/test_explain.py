@@ -110,6 +110,20 @@ def test_fidelity_metrics_flatten_to_mlflow_names_and_judge_goals():
     assert list(fid.overall_table().columns) == ["value", "goal"]
 
 
+def test_the_fidelity_figure_draws_each_observable_family_with_a_case():
+    scores = _scores([(1, "2025-01-01", 0.5, ["overdue", "utilisation"]), (2, "2025-01-01", 0.4, ["activity"]),
+                      (3, "2025-01-01", 0.3, ["overdue"])])
+    truth = _truth([(1, "2025-01-01", {"overdue": 0.01}), (2, "2025-01-01", {"multi_borrowing": 0.002}),
+                    (3, "2025-01-01", {})])
+    restrictions = pd.DataFrame({"user_id": [1, 2, 3], "event_time": pd.to_datetime(["2025-01-15"] * 3, utc=True),
+                                 "cause": ["overdue", "multi_borrowing", "latent"]})
+    fid = explain.fidelity_metrics(scores, truth, restrictions)
+    left, right = fid.plot().axes
+    assert [t.get_text() for t in left.get_xticklabels()] == ["overdue", "multi_borrowing"]  # latent left out
+    heights = sorted(round(b.get_height(), 6) for b in left.patches)
+    assert heights[0] == 0.0 and heights[-1] == 1.0  # multi_borrowing never named, overdue always
+
+
 def test_named_reasons_without_a_true_hazard_are_counted_on_restricted_rows_only():
     scores = _scores([(1, "2025-01-01", 0.5, ["overdue", "utilisation", "activity"]),  # 2 of 3 have no hazard
                       (2, "2025-01-01", 0.4, ["multi_borrowing"]),                      # true of the user

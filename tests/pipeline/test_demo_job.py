@@ -18,6 +18,7 @@ def test_demo_runs_every_stage_and_says_where_the_results_are(mlflow_store, tmp_
         assert f"$ linerisk {stage}" in out
     restore = demo / "restoration"
     assert (demo / "report.html").stat().st_size > 10_000 and (restore / "report.html").stat().st_size > 10_000
+    assert "Reason fidelity by family (unseen world)" in (demo / "report.html").read_text()  # measured and drawn
     # each model keeps its own card, beside the report that links to it, and both paths are printed
     card, restore_card = (demo / "model_card.md").read_text(), (restore / "model_card.md").read_text()
     assert "linerisk-restore" not in card.splitlines()[0] and "linerisk-restore" in restore_card.splitlines()[0]

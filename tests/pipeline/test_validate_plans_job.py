@@ -23,6 +23,8 @@ def test_validate_plans_writes_the_users_and_the_summary(store, small_world, tmp
     assert row["projected_with"] <= row["projected_without"] + 1e-12
     assert {"n_plans", "days_to_restoration", "share_raising_true_restoration"} <= set(s["restoration"])
     assert len(result["restoration_users"]) == s["restoration"]["n_plans"]
+    figure = tmp_path / "plans.png"  # the plan-validity figure, beside the JSON, named where it was written
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(figure) in capsys.readouterr().out
     assert not list(tmp_path.glob("*.tmp*"))
 
 
@@ -34,7 +36,7 @@ def test_data_that_is_not_a_simulated_world_is_one_line_exit_2(store, small_worl
     assert main(["--data", str(plain), "--as-of", AS_OF, "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a simulated world" in err[0]
-    assert not (tmp_path / "x.json").exists()
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "x.png").exists()
 
 
 def test_an_as_of_outside_the_world_is_one_line_exit_2(store, small_world, tmp_path, capsys):
