@@ -231,3 +231,13 @@ def test_a_spec_without_risk_directions_keeps_path_shap(synth_split):
     X = s.test[names].head(50)
     np.testing.assert_allclose(model.scorer_.attributions(prepare_features(X, spec)),
                                model.booster_.predict(prepare_features(X, spec), pred_contrib=True), atol=1e-9)
+
+
+def test_training_reports_the_rows_the_embargo_leaves_out():
+    import linerisk
+
+    panel = make_panel(n_users=400, n_snapshots=12, step_days=30)  # monthly snapshots, 90-day horizon
+    result = linerisk.train(panel, **FAST)
+    kept = sum(len(part) for part in result.split)
+    assert 0 < kept < len(panel)
+    assert f"rows left out (embargo)</th><td>{len(panel) - kept:,}" in result.report_html.replace("\n", "")
