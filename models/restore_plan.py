@@ -91,7 +91,8 @@ def condition_holds(condition: str, features: pd.DataFrame, minor: np.ndarray) -
 def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, as_of: object) -> pd.DataFrame:
     """Per restricted user (features indexed by user_id) and lever that helps (MIN_GAIN): the lever's code,
     texts, days it takes, and, counted from today, P(restored within 90 days and within a year) and the expected
-    date (the status quo while the action takes its days, the line as it then stands after); a last row `all`
+    date (while the action takes its days the line halfway to where it leads, as its behaviour counts from the
+    first day; the line as it then stands after; which levers help is judged on that end state alone); a last row `all`
     per user, the plan: every lever that helps, done together (it takes the longest one's days). Levers: the
     restoration model's spec's (features/spec.py `restore_levers`). None past the red line; a lever `only_if`
     "likely_minor" (contacting the platform) only where `minor`, one `only_if` a condition of
@@ -108,14 +109,22 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
     days_grid = np.arange(CURVE_DAYS + 1)
     now = scorer.cumulative(scorer.hazards(X), days_grid, red)  # status quo, from today
 
-    def projected(frame: pd.DataFrame, keep: np.ndarray, wait: np.ndarray) -> np.ndarray:
-        """P(restored by each day from today) of rows `keep` of `frame`, the action taking `wait` days."""
+    def projected(frame: pd.DataFrame, keep: np.ndarray, wait: np.ndarray, accrue: bool = False) -> np.ndarray:
+        """P(restored by each day from today) of rows `keep` of `frame`, the action taking `wait` days: while it
+        is under way the status quo, or with `accrue` the line halfway to `frame` (its behaviour counts from the
+        first day: an instalment paid on time today is one already)."""
         after = np.empty((len(keep), len(days_grid)))
         for w in np.unique(wait):  # the line once the action is done stands `w` days after today
             at = wait == w
             after[at] = scorer.cumulative(scorer.hazards(frame.iloc[keep[at]], int(w) // scorer.period_days),
                                           days_grid, red[keep[at]])
-        return _from_today(now[keep], after, wait)
+        during = now[keep]
+        if accrue and len(keep):
+            x, f = X.iloc[keep].to_numpy(), frame.iloc[keep].to_numpy()
+            mid = pd.DataFrame(np.where(np.isnan(x), f, (x + f) / 2), index=X.index[keep], columns=X.columns)
+            mid[clocks] = X.iloc[keep][clocks]  # today's clock: the curve chains the periods from here
+            during = scorer.cumulative(scorer.hazards(mid), days_grid, red[keep])
+        return _from_today(during, after, wait)
 
     out, plan, plan_days = [], X.copy(), np.zeros(len(X), dtype=np.int64)
     helped = np.zeros(len(X), dtype=bool)
@@ -128,9 +137,10 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
         for name in clocks:
             new[name] = X[name] + lever.days
         keep = np.flatnonzero(changed & ~red & applies[lever.only_if])
-        curve = projected(new, keep, np.full(len(keep), lever.days))
-        helps = _gain(curve, now[keep]) >= MIN_GAIN
-        keep, curve = keep[helps], curve[helps]
+        wait = np.full(len(keep), lever.days)
+        helps = _gain(projected(new, keep, wait), now[keep]) >= MIN_GAIN  # chosen on its end state alone
+        keep = keep[helps]
+        curve = projected(new, keep, wait[helps], accrue=True)
         for col, value in moves.items():  # the plan: every lever that helps the user
             plan.iloc[keep, col] = value[keep]
         plan_days[keep] = np.maximum(plan_days[keep], lever.days)
@@ -142,7 +152,7 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
         plan[name] = X[name] + plan_days
     keep = np.flatnonzero(helped)
     out.append(_rows(X.index[keep], "all", None, "All of the above", "以上全部做到", plan_days[keep],
-                     projected(plan, keep, plan_days[keep]), ts))
+                     projected(plan, keep, plan_days[keep], accrue=True), ts))
     frames = [f for f in out if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else out[-1]
 

@@ -212,3 +212,17 @@ def test_only_actions_that_raise_the_chance_of_restoration_are_listed(restore, r
     best = actions[actions["code"] != "all"].groupby("user_id")["probability_365d"].max()
     assert sorted(plan.index) == sorted(best.index)
     assert (plan["probability_365d"] >= best.loc[plan.index] - 1e-9).all()
+
+
+def test_a_ninety_day_action_already_raises_the_chance_within_its_ninety_days(restore, restricted):
+    # its behaviour counts from the first day (an instalment paid on time today is one), so the curve
+    # rises while the action is under way, never below the status quo
+    from linerisk.models.restore_plan import restoration_actions
+
+    lines = restricted[~restore.red_line(restricted)].head(60)
+    now = restore.score(lines, reasons=False)["restore_probability"].to_numpy()
+    actions = restoration_actions(restore, lines, np.ones(len(lines), bool), AS_OF)
+    slow = actions[(actions["days"] == 90) & (actions["code"] != "all")]
+    assert len(slow)
+    lift = slow["probability"].to_numpy() - now[lines.index.get_indexer(slow["user_id"])]
+    assert (lift >= -1e-12).all() and (lift > 1e-4).any()
