@@ -138,7 +138,7 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
             new[name] = X[name] + lever.days
         keep = np.flatnonzero(changed & ~red & applies[lever.only_if])
         wait = np.full(len(keep), lever.days)
-        helps = _gain(projected(new, keep, wait), now[keep]) >= MIN_GAIN  # chosen on its end state alone
+        helps = _gain(projected(new, keep, wait), now[keep], scorer.period_days) >= MIN_GAIN  # chosen on its end state alone
         keep = keep[helps]
         curve = projected(new, keep, wait[helps], accrue=True)
         for col, value in moves.items():  # the plan: every lever that helps the user
@@ -147,31 +147,31 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
         helped[keep] = True
         out.append(_rows(X.index[keep], lever.code, lever.family,
                          *_texts(lever, features[lever.shown].to_numpy()[keep], units.get(lever.shown, "count")),
-                         np.full(len(keep), lever.days), curve, ts))
+                         np.full(len(keep), lever.days), curve, ts, scorer.period_days))
     for name in clocks:
         plan[name] = X[name] + plan_days
     keep = np.flatnonzero(helped)
     out.append(_rows(X.index[keep], "all", None, "All of the above", "以上全部做到", plan_days[keep],
-                     projected(plan, keep, plan_days[keep], accrue=True), ts))
+                     projected(plan, keep, plan_days[keep], accrue=True), ts, scorer.period_days))
     frames = [f for f in out if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else out[-1]
 
 
-def _gain(curve: np.ndarray, now: np.ndarray) -> np.ndarray:
-    """How much an action raises P(restored) within 90 days or within a year, whichever is more."""
-    return np.maximum(curve[:, 90] - now[:, 90], curve[:, CURVE_DAYS] - now[:, CURVE_DAYS])
+def _gain(curve: np.ndarray, now: np.ndarray, period: int) -> np.ndarray:
+    """How much an action raises P(restored) within one period (90 days) or within a year, whichever is more."""
+    return np.maximum(curve[:, period] - now[:, period], curve[:, CURVE_DAYS] - now[:, CURVE_DAYS])
 
 
 def _rows(user_ids: pd.Index, code: str, family: str | None, text_en: Any, text_zh: Any, days: np.ndarray,
-          curve: np.ndarray, ts: pd.Timestamp) -> pd.DataFrame:
-    """One action's rows: its texts, days, P(restored within 90 days and a year) and the date the curve passes
-    one half (NaT: not within a year)."""
+          curve: np.ndarray, ts: pd.Timestamp, period: int) -> pd.DataFrame:
+    """One action's rows: its texts, days, P(restored within one period (90 days) and a year) and the date the
+    curve passes one half (NaT: not within a year)."""
     reached = curve >= 0.5
-    median = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
+    median = np.where(reached.any(axis=1), reached.argmax(axis=1), np.nan)
     return pd.DataFrame({
         "user_id": user_ids, "code": code, "family": family, "text_en": text_en, "text_zh": text_zh,
-        "days": days.astype(int), "probability": curve[:, 90], "probability_365d": curve[:, CURVE_DAYS],
-        "expected": pd.DatetimeIndex([ts + pd.Timedelta(days=int(m)) if m >= 0 else pd.NaT for m in median])})
+        "days": days.astype(int), "probability": curve[:, period], "probability_365d": curve[:, CURVE_DAYS],
+        "expected": ts + pd.to_timedelta(median, unit="D")})
 
 
 def _from_today(now: np.ndarray, after: np.ndarray, wait: np.ndarray) -> np.ndarray:
