@@ -119,7 +119,7 @@ def restoration_actions(scorer: Any, features: pd.DataFrame, minor: np.ndarray, 
             after[at] = scorer.cumulative(scorer.hazards(frame.iloc[keep[at]], int(w) // scorer.period_days),
                                           days_grid, red[keep[at]])
         during = now[keep]
-        if accrue and len(keep):
+        if accrue and len(keep) and wait.max() > 0:  # an action done on the day (an appeal) has no meantime
             x, f = X.iloc[keep].to_numpy(), frame.iloc[keep].to_numpy()
             mid = pd.DataFrame(np.where(np.isnan(x), f, (x + f) / 2), index=X.index[keep], columns=X.columns)
             mid[clocks] = X.iloc[keep][clocks]  # today's clock: the curve chains the periods from here

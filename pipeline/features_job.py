@@ -197,11 +197,10 @@ def features_distributed(events_path: Location, users: pd.DataFrame, snapshots: 
     source = EventSource(events_path)
     users = users.sort_values("user_id", kind="stable", ignore_index=True)
     candidates = global_candidates(source, users, runner, tz)
-    built = Built(out)
+    built = Built(out, rows_count=candidates.rows())
     quarantined = []
     if candidates.checked is not None:
         built.quarantined = len(candidates.checked.quarantined)
-        built.rows_count = candidates.checked.account(0, 0)
         quarantined.append(candidates.checked.quarantined)
     parts = list(partitions(users, chunk_users, candidates))
     fmt = "csv" if location(out).suffix == ".csv" else "parquet"

@@ -17,7 +17,7 @@ from typing import Iterator
 import pandas as pd
 import pyarrow.dataset as ds
 
-from linerisk.data.schema import Validated, validate_events
+from linerisk.data.schema import NO_ROWS, RowCount, Validated, validate_events
 from linerisk.pipeline.cluster import Runner
 from linerisk.pipeline.io import EventSource
 
@@ -66,6 +66,10 @@ class Candidates:
     @property
     def good(self) -> pd.DataFrame | None:
         return None if self.checked is None else self.checked.good
+
+    def rows(self) -> RowCount:
+        """Their share of the row count: read here, quarantined here, used by their users' partitions."""
+        return NO_ROWS if self.checked is None else self.checked.account(0, 0)
 
 
 def global_candidates(source: EventSource, users: pd.DataFrame, runner: Runner | None = None,

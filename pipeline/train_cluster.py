@@ -24,7 +24,7 @@ from linerisk.pipeline.cluster import DaskRunner
 from linerisk.pipeline.features_job import features_frame
 from linerisk.pipeline.io import EventSource, read_table, read_users, world_dir
 from linerisk.pipeline.location import Location
-from linerisk.pipeline.partitions import Partition, global_candidates, partitions, read_partition
+from linerisk.pipeline.partitions import Candidates, Partition, global_candidates, partitions, read_partition
 
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,10 @@ def panel_partition(part: Partition, source: EventSource, snapshots: list[pd.Tim
     return panel.reset_index(), checked.account(*consumed)
 
 
-def row_count(candidates, parts: list[RowCount]) -> RowCount:
+def row_count(candidates: Candidates, parts: list[RowCount]) -> RowCount:
     """Every event row read, over the global duplicate candidates and the partitions; stops the run when a row
     is unaccounted for (a candidate row is read globally, used by its user's partition)."""
-    total = sum(parts[1:], start=parts[0])
-    if candidates.checked is not None:
-        total = candidates.checked.account(0, 0) + total
+    total = sum(parts, start=candidates.rows())
     log.info(total.summary())
     return total.check()
 
